@@ -1,0 +1,136 @@
+"""Tests of experiments.stats against printed t tables, closed forms and hand-computed intervals."""
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+try:
+    import scipy.stats as scipy_stats
+except ImportError:  # SciPy is only a test-time cross-check, not a dependency.
+    scipy_stats = None
+
+from experiments.stats import (
+    MeanCI,
+    mean_ci,
+    paired_difference,
+    regularized_incomplete_beta,
+    student_t_cdf,
+    student_t_ppf,
+)
+
+# Two-sided 95% (p = 0.975) and other quantiles as printed in standard t tables (3 decimals).
+T_TABLE = [
+    (0.975, 1, 12.706),
+    (0.975, 2, 4.303),
+    (0.975, 3, 3.182),
+    (0.975, 4, 2.776),
+    (0.975, 5, 2.571),
+    (0.975, 9, 2.262),
+    (0.975, 29, 2.045),
+    (0.975, 120, 1.980),
+    (0.95, 10, 1.812),
+    (0.995, 5, 4.032),
+    (0.9, 3, 1.638),
+]
+
+
+@pytest.mark.parametrize(("p", "df", "expected"), T_TABLE)
+def test_t_quantile_matches_printed_table(p, df, expected):
+    assert student_t_ppf(p, df) == pytest.approx(expected, abs=6e-4)
+
+
+@given(st.floats(0.001, 0.999))
+def test_t_quantile_df1_is_cauchy(p):
+    # df = 1 is the Cauchy distribution: F^{-1}(p) = tan(pi (p - 1/2)).
+    assert student_t_ppf(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-9, abs=1e-12)
+
+
+@given(st.floats(0.001, 0.999))
+def test_t_quantile_df2_closed_form(p):
+    # df = 2: F^{-1}(p) = (2p - 1) / sqrt(2 p (1 - p)).
+    expected = (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+    assert student_t_ppf(p, 2) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_t_quantile_tends_to_normal():
+    assert student_t_ppf(0.975, 1e7) == pytest.approx(1.959963984540054, abs=1e-5)
+
+
+@given(st.floats(0.01, 0.99), st.integers(1, 200))
+def test_cdf_inverts_quantile(p, df):
+    assert student_t_cdf(student_t_ppf(p, df), df) == pytest.approx(p, abs=1e-10)
+
+
+@pytest.mark.skipif(scipy_stats is None, reason="SciPy (an independent reference) not installed")
+@given(st.floats(0.001, 0.999), st.floats(0.3, 300.0))
+def test_t_quantile_agrees_with_scipy(p, df):
+    assert student_t_ppf(p, df) == pytest.approx(scipy_stats.t.ppf(p, df), rel=1e-8, abs=1e-12)
+
+
+def test_incomplete_beta_identities():
+    # I_x(1, 1) = x; I_x(a, 1) = x^a; I_x(1, b) = 1 - (1 - x)^b.
+    assert regularized_incomplete_beta(1, 1, 0.3) == pytest.approx(0.3, rel=1e-12)
+    assert regularized_incomplete_beta(2.5, 1, 0.4) == pytest.approx(0.4**2.5, rel=1e-12)
+    assert regularized_incomplete_beta(1, 3, 0.2) == pytest.approx(1 - 0.8**3, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: student_t_ppf(1.0, 3), "0 < p < 1"),
+        (lambda: student_t_ppf(0.5, 0), "df > 0"),
+        (lambda: regularized_incomplete_beta(0, 1, 0.5), "a, b > 0"),
+        (lambda: mean_ci([1.0, 2.0], confidence=1.5), "confidence"),
+    ],
+)
+def test_bad_arguments_are_named(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_mean_ci_hand_computed():
+    # [1, 2, 3]: mean 2, sample sd 1, half-width = t_{0.975,2} / sqrt(3) = 4.302653 / 1.732051.
+    ci = mean_ci([1.0, 2.0, 3.0])
+    assert ci.n == 3
+    assert ci.mean == pytest.approx(2.0)
+    assert ci.half_width == pytest.approx(2.484138, abs=1e-5)
+    assert (ci.low, ci.high) == pytest.approx((2.0 - 2.484138, 2.0 + 2.484138), abs=1e-5)
+    # [0.50, 0.52, 0.54, 0.56, 0.58]: mean 0.54, squared deviations sum to 0.004,
+    # sd = sqrt(0.004 / 4) = 0.0316228, half-width = 2.776445 * 0.0316228 / sqrt(5) = 0.0392649.
+    ci = mean_ci([0.50, 0.52, 0.54, 0.56, 0.58])
+    assert ci.mean == pytest.approx(0.54)
+    assert ci.half_width == pytest.approx(0.0392649, abs=1e-6)
+
+
+def test_mean_ci_skips_undefined_and_handles_small_n():
+    assert mean_ci([]) == MeanCI(None, None, 0)
+    assert mean_ci([None, float("nan")]) == MeanCI(None, None, 0)
+    single = mean_ci([0.4, None])
+    assert single == MeanCI(0.4, None, 1)
+    assert not single.excludes_zero
+    assert mean_ci([1.0, None, 3.0, float("nan")]).n == 2
+
+
+def test_paired_difference_constant_shift_has_zero_width():
+    control = {0: 0.31, 1: 0.45, 2: 0.27}
+    treatment = {s: v + 0.05 for s, v in control.items()}
+    ci = paired_difference(treatment, control)
+    assert ci.n == 3
+    assert ci.mean == pytest.approx(0.05)
+    assert ci.half_width == pytest.approx(0.0, abs=1e-12)
+    assert ci.excludes_zero
+
+
+def test_paired_difference_pairs_by_seed_only():
+    # Seed 3 has no control run and seed 1's treatment is undefined: one pair is left.
+    ci = paired_difference({0: 0.6, 1: None, 3: 0.9}, {0: 0.5, 1: 0.4, 2: 0.1})
+    assert ci.n == 1
+    assert ci.mean == pytest.approx(0.1)
+    assert ci.half_width is None
+
+
+def test_excludes_zero_both_signs():
+    assert mean_ci([-0.3, -0.2, -0.25]).excludes_zero
+    assert not mean_ci([-0.3, 0.2, 0.05]).excludes_zero
