@@ -1,0 +1,65 @@
+"""Models of the benchmark suite: Flax ResNets with a multi-label head.
+
+`create_model(model_config, num_labels)` builds the model a config's `model` block describes:
+
+  name: "resnet" (shape from stage_sizes and block) or a preset "resnet18" | "resnet34" |
+        "resnet50" (the Flax ImageNet example's shapes; stage_sizes/block then come from the
+        preset)
+  stage_sizes: [int], block: "basic" | "bottleneck", num_filters: int,
+  small_input: bool (3x3 stem without max-pool, for 28-64 px images), dtype: "float32" | "bfloat16"
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+from experiments.models.resnet import (
+    PRESETS,
+    BottleneckResNetBlock,
+    ResNet,
+    ResNet18,
+    ResNet34,
+    ResNet50,
+    ResNetBlock,
+    resnet,
+)
+
+__all__ = [
+    "MODEL_NAMES",
+    "BottleneckResNetBlock",
+    "ResNet",
+    "ResNet18",
+    "ResNet34",
+    "ResNet50",
+    "ResNetBlock",
+    "create_model",
+    "resnet",
+]
+
+MODEL_NAMES = ("resnet", *PRESETS)
+
+
+def create_model(model_config: Mapping[str, Any], num_labels: int) -> ResNet:
+    """The Flax module described by a config's `model` block, with `num_labels` logits."""
+    cfg = dict(model_config)
+    name = cfg.pop("name", "resnet")
+    if name not in MODEL_NAMES:
+        close = difflib.get_close_matches(str(name), MODEL_NAMES, n=2)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"Unknown model {name!r}.{hint} Valid models: {', '.join(MODEL_NAMES)}.")
+    if name in PRESETS:
+        cfg["stage_sizes"], cfg["block"] = PRESETS[name]
+    if "stage_sizes" not in cfg:
+        raise ValueError(
+            "model.stage_sizes is missing: set it (e.g. [1, 1, 1]) or use a preset name "
+            f"({', '.join(PRESETS)})."
+        )
+    known = {"stage_sizes", "block", "num_filters", "small_input", "dtype"}
+    unknown = set(cfg) - known
+    if unknown:
+        raise ValueError(
+            f"Unknown model field(s) {sorted(unknown)}; a ResNet takes {sorted(known)}."
+        )
+    return resnet(num_labels=num_labels, **cfg)
