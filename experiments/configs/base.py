@@ -1,0 +1,90 @@
+"""The base config: every field the trainer and the runner read, with neutral defaults.
+
+A full config is built as base -> task -> tier -> scheme (see `experiments.configs.get_config`);
+each step only sets the fields it is about, so this file is the one place that lists them all.
+
+Fields (the contract between configs, `experiments.train` and `experiments.run`):
+
+  name            config name, "<task>_<scheme>", e.g. "catalog_proposed"
+  task            key of `experiments.data.TASKS`
+  tier            "smoke" | "cpu" | "gpu": the size of data, model and schedule
+  data            keyword arguments of `load_task(task, cutoff=..., seed=data.seed, **rest)`;
+                  `data.seed` builds the dataset and stays fixed across run seeds, so seeds vary
+                  only initialisation and batch order
+  scheme          `ltweights.weights` scheme name; `scheme_params` its keyword arguments (beta)
+  loss            "bce" | "focal" | "asymmetric" | "distribution_balanced" | "logit_adjusted";
+                  `loss_params` its keyword arguments (gamma, alpha, gamma_pos, tau, ...)
+  model           Flax ResNet: name, stage_sizes, num_filters, block ("basic" | "bottleneck"),
+                  small_input (3x3 stem without max-pool, for 28-64 px images), dtype
+  optimisation    batch_size, eval_batch_size, num_epochs, learning_rate (peak, after linear
+                  warm-up over warmup_epochs, then cosine decay to 0), weight_decay, optimizer
+                  ("adamw" | "sgd"), momentum (sgd only), grad_clip (global norm; 0 disables)
+  checkpoints     checkpoint_every_steps, keep_checkpoints (the last few), keep_best (by val mAP)
+  buckets         bucket_head, bucket_tail: head >= bucket_head, tail < bucket_tail training
+                  positives (`ltweights.metrics.frequency_buckets`)
+  sweep axes      seeds, cutoffs (label-frequency cut-off: training positives of the rarest label)
+  sweep           nested ConfigDict whose list-valued leaves are swept, e.g.
+                  sweep.scheme_params.beta = [0.9, 0.99]: one run per value, applied at the
+                  dotted path "scheme_params.beta" (several leaves: their Cartesian product)
+  variant         `str.format` template over the config giving the record's variant, e.g.
+                  "proposed(beta={scheme_params.beta:g})": one report row per variant
+  output_dir      folder of run records: <output_dir>/<name>/<variant>/cutoff<k>/seed<s>/
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+DEFAULT_SEEDS = (0, 1, 2)
+DEFAULT_CUTOFFS = (6, 12, 25, 50)
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """Base config: catalog task, unweighted BCE, cpu-tier model; tiers and tasks refine it."""
+    config = ml_collections.ConfigDict()
+    config.name = "base"
+    config.task = "catalog"
+    config.tier = "cpu"
+
+    config.data = ml_collections.ConfigDict()
+    config.data.seed = 0
+    # Optional strings; None means "search the usual places" (see experiments.data).
+    config.data.data_dir = ml_collections.FieldReference(None, field_type=str)
+    config.data.cache_dir = ml_collections.FieldReference(None, field_type=str)
+
+    config.scheme = "none"
+    config.scheme_params = ml_collections.ConfigDict()
+    config.loss = "bce"
+    config.loss_params = ml_collections.ConfigDict()
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "resnet"
+    config.model.stage_sizes = [1, 1, 1]
+    config.model.num_filters = 16
+    config.model.block = "basic"
+    config.model.small_input = True
+    config.model.dtype = "float32"
+
+    config.batch_size = 128
+    config.eval_batch_size = 512
+    config.num_epochs = 10
+    config.learning_rate = 3e-3
+    config.warmup_epochs = 1.0
+    config.weight_decay = 1e-4
+    config.optimizer = "adamw"
+    config.momentum = 0.9
+    config.grad_clip = 1.0
+
+    config.checkpoint_every_steps = 200
+    config.keep_checkpoints = 2
+    config.keep_best = True
+
+    config.bucket_head = 100
+    config.bucket_tail = 20
+
+    config.seeds = list(DEFAULT_SEEDS)
+    config.cutoffs = list(DEFAULT_CUTOFFS)
+    config.sweep = ml_collections.ConfigDict()
+    config.variant = "{scheme}"
+    config.output_dir = "runs"
+    return config

@@ -1,0 +1,99 @@
+"""Tiers: one switch that sizes data, model and schedule for the machine at hand.
+
+  cpu    (default) catalog images 28 x 28, a small ResNet ([1, 1, 1] basic blocks, 16 filters).
+         Sized so that the full catalog sweep of RESULTS.md (2 tasks x 12 variants x 4 cut-offs x
+         3 seeds, 288 runs) fits in about 2 hours on 2 CPU cores: see CPU_SECONDS_PER_RUN.
+  gpu    ResNet-18 (basic blocks [2, 2, 2, 2], 64 filters) on 56 x 56 catalog images (items at
+         full size) or 128 x 128 Fashionpedia crops; for ResNet-50 add
+         `--set model.stage_sizes=[3,4,6,3] --set model.block=bottleneck`.
+  smoke  a handful of steps on a tiny model and dataset: seconds; for tests and for checking
+         that the whole pipeline runs. One seed and one cut-off.
+
+Records go to runs/ (cpu), runs/gpu/ (gpu) and runs-smoke/ (smoke) unless --output-dir says
+otherwise. Choose with `--tier NAME` or a name suffix: `catalog_proposed_gpu` is
+`catalog_proposed` at the gpu tier.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# Measured wall time of one cpu-tier catalog run on 2 CPU cores (training + evaluation), used
+# by `python -m experiments.run --dry-run` to estimate a sweep's duration.
+CPU_SECONDS_PER_RUN = 20.0
+EXPECTED_SECONDS_PER_RUN = {"smoke": 5.0, "cpu": CPU_SECONDS_PER_RUN, "gpu": None}
+
+
+def _is_catalog(config: ml_collections.ConfigDict) -> bool:
+    return config.task in ("catalog", "catalog_step")
+
+
+def cpu(config: ml_collections.ConfigDict) -> None:
+    """Small ResNet on 28 x 28 catalog images (64 x 64 crops for the other tasks)."""
+    config.tier = "cpu"
+    if _is_catalog(config):
+        config.data.image_size = 28
+        config.data.head_count = 1000
+    else:
+        config.data.image_size = 64
+    config.model.stage_sizes = [1, 1, 1]
+    config.model.num_filters = 16
+    config.model.block = "basic"
+    config.model.small_input = True
+    config.batch_size = 128
+    config.eval_batch_size = 512
+    config.num_epochs = 10
+    config.learning_rate = 3e-3
+    config.warmup_epochs = 1.0
+    config.checkpoint_every_steps = 200
+
+
+def gpu(config: ml_collections.ConfigDict) -> None:
+    """ResNet-18 on 56 x 56 catalog images (128 x 128 crops for the other tasks)."""
+    config.tier = "gpu"
+    if _is_catalog(config):
+        config.data.image_size = 56
+        config.data.head_count = 2000
+        config.model.small_input = True
+    else:
+        config.data.image_size = 128
+        config.model.small_input = False
+    config.model.stage_sizes = [2, 2, 2, 2]
+    config.model.num_filters = 64
+    config.model.block = "basic"
+    config.batch_size = 256
+    config.eval_batch_size = 1024
+    config.num_epochs = 30
+    config.learning_rate = 1e-3
+    config.warmup_epochs = 2.0
+    config.checkpoint_every_steps = 500
+    # Beside the cpu records (runs/), so one report covers both and the two never collide.
+    config.output_dir = "runs/gpu"
+
+
+def smoke(config: ml_collections.ConfigDict) -> None:
+    """Tiny model and data, two short epochs: the whole pipeline in seconds."""
+    config.tier = "smoke"
+    if _is_catalog(config):
+        config.data.image_size = 28
+        config.data.head_count = 60
+    else:
+        config.data.image_size = 32
+    config.model.stage_sizes = [1]
+    config.model.num_filters = 4
+    config.model.block = "basic"
+    config.model.small_input = True
+    config.batch_size = 16
+    config.eval_batch_size = 64
+    config.num_epochs = 2
+    config.learning_rate = 1e-2
+    config.warmup_epochs = 0.5
+    config.checkpoint_every_steps = 2
+    # Kept apart from the benchmark records under runs/, which the report reads.
+    config.output_dir = "runs-smoke"
+    config.seeds = [0]
+    config.cutoffs = [6]
+
+
+TIERS = {"cpu": cpu, "gpu": gpu, "smoke": smoke}
+DEFAULT_TIER = "cpu"
