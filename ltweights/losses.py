@@ -1,0 +1,507 @@
+"""Elementwise multi-label losses for long-tailed labels, as pure JAX functions.
+
+Every loss takes ``logits`` and ``labels`` of the same shape ``[..., C]`` (labels in [0, 1],
+usually multi-hot; bool or integer labels are cast) and returns the elementwise loss with the
+logits' shape and dtype; reduction is the caller's (see :func:`per_example_sum` and
+:func:`mean_loss`). All of them work under ``jax.jit``, ``jax.vmap`` and ``jax.grad``.
+
+Numerics. Losses are written in log space with ``softplus`` / ``log_sigmoid`` (never
+``log(sigmoid(x))``), so values and gradients stay finite for float32 logits of +/-1e4 and for
+bfloat16 logits. Low-precision inputs are computed in float32 and the result cast back.
+
+Scheme weights. ``pos_weight`` and ``neg_weight`` (from :mod:`ltweights.weights`, shape ``[C]``,
+a scalar, or anything that broadcasts to the logits' shape without changing it) multiply the
+positive term (``y * ...``) and the negative term (``(1 - y) * ...``). They are accepted by
+:func:`weighted_sigmoid_bce`, :func:`sigmoid_focal`, :func:`asymmetric` and
+:func:`logit_adjusted_bce`. :func:`distribution_balanced` carries its own re-balancing weights
+(computed from the label counts) and takes no scheme weights: stacking a scheme on top would
+count the imbalance twice.
+
+Checks. Shape and dtype problems raise at trace time with messages naming the shapes involved.
+Value problems (labels outside [0, 1], negative counts, NaN) cannot be seen under ``jit``; call
+:func:`validate_inputs` once on the host, outside ``jit``, before training.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ltweights.weights import LabelCounts, validate_counts
+
+__all__ = [
+    "asymmetric",
+    "distribution_balanced",
+    "logit_adjusted_bce",
+    "mean_loss",
+    "per_example_sum",
+    "sigmoid_focal",
+    "validate_inputs",
+    "weighted_sigmoid_bce",
+]
+
+ArrayLike = Any
+
+# Priors are clipped to [_PRIOR_EPS, 1 - _PRIOR_EPS] so that log-odds stay finite (|.| <= 16.1).
+_PRIOR_EPS = 1e-7
+
+
+# --------------------------------------------------------------------------------------------
+# Trace-time checks
+# --------------------------------------------------------------------------------------------
+
+
+def _compute_dtype(dtype) -> jnp.dtype:
+    """float32 for bfloat16/float16 inputs, the input dtype for float32/float64."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _prepare(name: str, logits: ArrayLike, labels: ArrayLike):
+    """Checks shapes and dtypes (at trace time); returns (z, y, out_dtype) in compute dtype."""
+    logits = jnp.asarray(logits)
+    labels = jnp.asarray(labels)
+    if not jnp.issubdtype(logits.dtype, jnp.floating):
+        raise TypeError(
+            f"{name}: logits must have a floating dtype, got {logits.dtype} with shape "
+            f"{logits.shape}; cast them, e.g. logits.astype(jnp.float32)."
+        )
+    if not (
+        labels.dtype == jnp.bool_
+        or jnp.issubdtype(labels.dtype, jnp.integer)
+        or jnp.issubdtype(labels.dtype, jnp.floating)
+    ):
+        raise TypeError(
+            f"{name}: labels must be bool, integer or floating, got {labels.dtype} with shape "
+            f"{labels.shape}."
+        )
+    if logits.shape != labels.shape:
+        raise ValueError(
+            f"{name}: logits shape {logits.shape} and labels shape {labels.shape} differ; "
+            "both must be [..., num_labels] with the same shape."
+        )
+    if logits.ndim == 0:
+        raise ValueError(f"{name}: logits must have a label axis, got a scalar of shape ().")
+    dtype = _compute_dtype(logits.dtype)
+    return logits.astype(dtype), labels.astype(dtype), logits.dtype
+
+
+def _per_label(name: str, what: str, value: ArrayLike | None, shape, dtype):
+    """A weight-like argument cast to ``dtype``; it must broadcast to ``shape`` unchanged."""
+    if value is None:
+        return None
+    value = jnp.asarray(value)
+    if not (
+        value.dtype == jnp.bool_
+        or jnp.issubdtype(value.dtype, jnp.integer)
+        or jnp.issubdtype(value.dtype, jnp.floating)
+    ):
+        raise TypeError(f"{name}: {what} must be numeric, got dtype {value.dtype}.")
+    try:
+        broadcast = np.broadcast_shapes(value.shape, tuple(shape))
+    except ValueError:
+        broadcast = None
+    if broadcast != tuple(shape):
+        raise ValueError(
+            f"{name}: {what} shape {value.shape} does not broadcast to the logits shape "
+            f"{tuple(shape)}; pass a scalar, a per-label vector of shape ({shape[-1]},) or an "
+            "array of the logits' shape."
+        )
+    return value.astype(dtype)
+
+
+def _scaled(term, weight):
+    return term if weight is None else term * weight
+
+
+def _finish(loss, dtype):
+    return loss.astype(dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Losses
+# --------------------------------------------------------------------------------------------
+
+
+def weighted_sigmoid_bce(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    pos_weight: ArrayLike | None = None,
+    neg_weight: ArrayLike | None = None,
+) -> jnp.ndarray:
+    """Weighted sigmoid binary cross-entropy, elementwise.
+
+    With ``p = sigmoid(z)``::
+
+        loss = -(w+ * y * log p + w- * (1 - y) * log(1 - p))
+             = w+ * y * softplus(-z) + w- * (1 - y) * softplus(z)
+
+    Without weights it equals ``optax.sigmoid_binary_cross_entropy``. ``w+ = pos_weight`` with
+    ``w- = 1`` is PyTorch's ``BCEWithLogitsLoss(pos_weight=...)``.
+
+    Accepts scheme weights: yes (``pos_weight``, ``neg_weight``).
+
+    Args:
+      logits: [..., C] floating.
+      labels: [..., C] in [0, 1].
+      pos_weight: weight of the positive term; scalar, [C] or the logits' shape. None means 1.
+      neg_weight: weight of the negative term; same shapes. None means 1.
+
+    Returns:
+      [..., C] elementwise loss in the logits' dtype.
+    """
+    z, y, dtype = _prepare("weighted_sigmoid_bce", logits, labels)
+    w_pos = _per_label("weighted_sigmoid_bce", "pos_weight", pos_weight, z.shape, z.dtype)
+    w_neg = _per_label("weighted_sigmoid_bce", "neg_weight", neg_weight, z.shape, z.dtype)
+    pos_term = _scaled(y * jax.nn.softplus(-z), w_pos)
+    neg_term = _scaled((1.0 - y) * jax.nn.softplus(z), w_neg)
+    return _finish(pos_term + neg_term, dtype)
+
+
+def sigmoid_focal(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    gamma: float = 2.0,
+    alpha: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    neg_weight: ArrayLike | None = None,
+) -> jnp.ndarray:
+    """Sigmoid focal loss (Lin et al., ICCV 2017), elementwise, with optional scheme weights.
+
+    With ``p = sigmoid(z)``::
+
+        loss = a+ * w+ * y * (1 - p)**gamma * (-log p)
+             + a- * w- * (1 - y) * p**gamma * (-log(1 - p))
+
+    where ``a+ = alpha, a- = 1 - alpha`` (both 1 when ``alpha`` is None). The focusing factors are
+    computed as ``exp(gamma * log_sigmoid(-+z))``, finite for any logit. For 0/1 labels this
+    equals ``optax.sigmoid_focal_loss``; for soft labels it is the label-linear mix of the two
+    terms (optax mixes the probabilities instead). ``gamma = 0`` with ``alpha = None`` gives
+    :func:`weighted_sigmoid_bce`.
+
+    Accepts scheme weights: yes (``pos_weight``, ``neg_weight``, multiplied with ``alpha``).
+
+    Args:
+      logits: [..., C] floating.
+      labels: [..., C] in [0, 1].
+      gamma: focusing parameter >= 0.
+      alpha: weight of the positive term in [0, 1], scalar or per-label [C]; the negative term
+        gets ``1 - alpha``. None disables it.
+      pos_weight, neg_weight: scheme weights, as in :func:`weighted_sigmoid_bce`.
+
+    Returns:
+      [..., C] elementwise loss in the logits' dtype.
+    """
+    name = "sigmoid_focal"
+    z, y, dtype = _prepare(name, logits, labels)
+    w_pos = _per_label(name, "pos_weight", pos_weight, z.shape, z.dtype)
+    w_neg = _per_label(name, "neg_weight", neg_weight, z.shape, z.dtype)
+    a = _per_label(name, "alpha", alpha, z.shape, z.dtype)
+    gamma = jnp.asarray(gamma, z.dtype)
+    log_p = jax.nn.log_sigmoid(z)
+    log_not_p = jax.nn.log_sigmoid(-z)
+    pos_term = y * jnp.exp(gamma * log_not_p) * (-log_p)
+    neg_term = (1.0 - y) * jnp.exp(gamma * log_p) * (-log_not_p)
+    if a is not None:
+        pos_term, neg_term = pos_term * a, neg_term * (1.0 - a)
+    return _finish(_scaled(pos_term, w_pos) + _scaled(neg_term, w_neg), dtype)
+
+
+def _power(x, exponent):
+    """``x ** exponent`` for x >= 0 with ``0 ** 0 = 1`` and finite gradients at x = 0."""
+    positive = x > 0
+    safe_x = jnp.where(positive, x, 1.0)
+    zero_value = jnp.where(exponent == 0, 1.0, 0.0).astype(x.dtype)
+    return jnp.where(positive, jnp.exp(exponent * jnp.log(safe_x)), zero_value)
+
+
+def asymmetric(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    gamma_pos: float = 0.0,
+    gamma_neg: float = 4.0,
+    clip: float = 0.05,
+    pos_weight: ArrayLike | None = None,
+    neg_weight: ArrayLike | None = None,
+) -> jnp.ndarray:
+    """Asymmetric loss, ASL (Ridnik et al., ICCV 2021), elementwise.
+
+    With ``p = sigmoid(z)`` and the shifted probability ``p_m = max(p - m, 0)`` (``m = clip``,
+    the probability margin, applied to negatives only)::
+
+        L+ = (1 - p)**gamma_pos * log p
+        L- = p_m**gamma_neg * log(1 - p_m)
+        loss = -(w+ * y * L+ + w- * (1 - y) * L-)
+
+    Easy negatives (``p <= m``) are discarded entirely. ``log(1 - p_m)`` is evaluated as
+    ``min(0, logaddexp(log_sigmoid(-z), log m))`` (``1 - p_m = min(1, 1 - p + m)``), which
+    is finite for any logit and reduces to ``log_sigmoid(-z)`` at ``m = 0``. With
+    ``gamma_pos = gamma_neg = 0`` and ``clip = 0`` this is :func:`weighted_sigmoid_bce`.
+    Defaults are the paper's (gamma+ = 0, gamma- = 4, m = 0.05).
+
+    Accepts scheme weights: yes (``pos_weight``, ``neg_weight``).
+
+    Args:
+      logits: [..., C] floating.
+      labels: [..., C] in [0, 1].
+      gamma_pos, gamma_neg: focusing parameters >= 0 of the positive / negative term.
+      clip: probability margin m in [0, 1).
+      pos_weight, neg_weight: scheme weights, as in :func:`weighted_sigmoid_bce`.
+
+    Returns:
+      [..., C] elementwise loss in the logits' dtype.
+    """
+    name = "asymmetric"
+    z, y, dtype = _prepare(name, logits, labels)
+    w_pos = _per_label(name, "pos_weight", pos_weight, z.shape, z.dtype)
+    w_neg = _per_label(name, "neg_weight", neg_weight, z.shape, z.dtype)
+    gamma_pos = jnp.asarray(gamma_pos, z.dtype)
+    gamma_neg = jnp.asarray(gamma_neg, z.dtype)
+    margin = jnp.asarray(clip, z.dtype)
+    log_p = jax.nn.log_sigmoid(z)
+    log_not_p = jax.nn.log_sigmoid(-z)
+    pos_term = y * jnp.exp(gamma_pos * log_not_p) * (-log_p)
+    p_m = jnp.maximum(jax.nn.sigmoid(z) - margin, 0.0)
+    log_not_p_m = jnp.minimum(0.0, jnp.logaddexp(log_not_p, jnp.log(margin)))
+    neg_term = (1.0 - y) * _power(p_m, gamma_neg) * (-log_not_p_m)
+    return _finish(_scaled(pos_term, w_pos) + _scaled(neg_term, w_neg), dtype)
+
+
+def distribution_balanced(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    positives: ArrayLike,
+    num_examples: ArrayLike,
+    alpha: float = 0.1,
+    beta: float = 10.0,
+    mu: float = 0.3,
+    kappa: float = 0.05,
+    lam: float = 2.0,
+) -> jnp.ndarray:
+    """Distribution-balanced loss (Wu et al., ECCV 2020), elementwise.
+
+    Written from the paper's formulas. For example ``i`` with positive labels ``S_i`` and
+    training positives ``n_k`` per label:
+
+    1. Re-balanced weighting. Under class-aware re-sampling label k draws each of its examples
+       with ``P^C_k = 1/C * 1/n_k``; an example is drawn with ``P^I_i = 1/C * sum_{j in S_i} 1/n_j``
+       (label co-occurrence). The weight of every instance-label pair is their ratio::
+
+           r_ik = P^C_k / P^I_i = (1/n_k) / (sum_{j in S_i} 1/n_j)
+
+       defined for positive and negative entries alike (the paper defines it per pair), and
+       smoothed: ``r_hat_ik = alpha + sigmoid(beta * (r_ik - mu))``.
+
+    2. Negative-tolerant regularisation. A class-specific bias from the prior
+       ``p_k = n_k / N``: ``b_hat_k = -log(1/p_k - 1)``, ``nu_k = kappa * b_hat_k``, and a scale
+       ``lam`` on the negative logits whose term is divided by ``lam``::
+
+           loss_ik = r_hat_ik * [ y_ik * log(1 + exp(-(z_ik - nu_k)))
+                                  + (1 - y_ik) / lam * log(1 + exp(lam * (z_ik - nu_k))) ]
+
+    Edge cases (documented choices, the paper does not cover them):
+      * An example with no positive labels is never drawn by class-aware re-sampling
+        (``P^I_i = 0``), so ``r_ik = 0`` and ``r_hat_ik = alpha + sigmoid(-beta * mu)``.
+      * A label with no training positives uses ``n_k = 1`` in ``1/n_k``; the prior is computed
+        from the count clipped to ``[1, N - 1]`` so that ``b_hat_k`` stays finite.
+
+    Defaults: alpha = 0.1, beta = 10, mu = 0.3, kappa = 0.05, lam = 2, the values reported in
+    the paper for its multi-label benchmarks (mu controls where the smoothing's sigmoid is
+    centred and is the one most worth tuning).
+
+    Accepts scheme weights: no; the re-balancing weights above take their place.
+
+    Args:
+      logits: [..., C] floating.
+      labels: [..., C] multi-hot (soft labels enter ``sum_{j in S_i}`` with their value).
+      positives: [C] training positive counts ``n_k``.
+      num_examples: N, the number of training examples (N >= 2).
+      alpha, beta, mu: smoothing of the re-balancing weight.
+      kappa: scale of the class-prior bias ``nu``.
+      lam: scale of the negative logits (lambda in the paper), > 0.
+
+    Returns:
+      [..., C] elementwise loss in the logits' dtype.
+    """
+    name = "distribution_balanced"
+    z, y, dtype = _prepare(name, logits, labels)
+    positives = jnp.asarray(positives)
+    if positives.shape != (z.shape[-1],):
+        raise ValueError(
+            f"{name}: positives shape {positives.shape} does not match the logits shape "
+            f"{z.shape}; pass per-label training counts of shape ({z.shape[-1]},)."
+        )
+    n = positives.astype(z.dtype)
+    big_n = jnp.asarray(num_examples, z.dtype)
+    # 1. Re-balanced weights; labels carry no gradient, so neither do the weights.
+    inv_freq = 1.0 / jnp.maximum(n, 1.0)
+    instance_rate = jnp.sum(y * inv_freq, axis=-1, keepdims=True)  # C * P^I_i
+    has_positive = instance_rate > 0
+    r = jnp.where(has_positive, inv_freq / jnp.where(has_positive, instance_rate, 1.0), 0.0)
+    r_hat = alpha + jax.nn.sigmoid(beta * (r - mu))
+    # 2. Negative-tolerant regularisation.
+    clipped = jnp.clip(n, 1.0, big_n - 1.0)
+    b_hat = jnp.log(clipped) - jnp.log(big_n - clipped)  # = -log(1/p - 1), p = clipped / N
+    shifted = z - kappa * b_hat
+    pos_term = y * jax.nn.softplus(-shifted)
+    neg_term = (1.0 - y) / lam * jax.nn.softplus(lam * shifted)
+    return _finish(r_hat * (pos_term + neg_term), dtype)
+
+
+def logit_adjusted_bce(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    prior: ArrayLike,
+    tau: float = 1.0,
+    pos_weight: ArrayLike | None = None,
+    neg_weight: ArrayLike | None = None,
+) -> jnp.ndarray:
+    """Logit-adjusted binary cross-entropy per label (Menon et al., ICLR 2021), elementwise.
+
+    Menon et al.'s logit-adjusted softmax loss adds ``tau * log(pi_c)`` to the logit of every
+    class c. Each label is a two-class problem, "present" with logit ``z`` and prior ``pi``,
+    "absent" with logit 0 and prior ``1 - pi``; the adjusted two-class softmax is exactly a
+    sigmoid of the difference of the adjusted logits, so the per-label form is::
+
+        z_adj = z + tau * log(pi / (1 - pi))
+        loss  = weighted_sigmoid_bce(z_adj, y, pos_weight, neg_weight)
+
+    (rather than ``z + tau * log pi``, which would ignore the prior of the absent class). Train
+    on this loss and predict with the raw logits ``z``: they estimate the balanced (prior-free)
+    log-odds. The prior is clipped to ``[1e-7, 1 - 1e-7]`` so the adjustment stays finite for a
+    label that never (or always) occurs.
+
+    Accepts scheme weights: yes (``pos_weight``, ``neg_weight``), though the adjustment
+    already corrects for the prior; the usual setting is none.
+
+    Args:
+      logits: [..., C] floating.
+      labels: [..., C] in [0, 1].
+      prior: training prior ``pi = n+ / N``, scalar or [C] (e.g. ``positives / num_examples``).
+      tau: strength of the adjustment; 0 gives plain BCE.
+      pos_weight, neg_weight: scheme weights, as in :func:`weighted_sigmoid_bce`.
+
+    Returns:
+      [..., C] elementwise loss in the logits' dtype.
+    """
+    name = "logit_adjusted_bce"
+    z, y, dtype = _prepare(name, logits, labels)
+    pi = _per_label(name, "prior", prior, z.shape, z.dtype)
+    pi = jnp.clip(pi, _PRIOR_EPS, 1.0 - _PRIOR_EPS)
+    adjusted = z + tau * (jnp.log(pi) - jnp.log1p(-pi))
+    return weighted_sigmoid_bce(adjusted, y, pos_weight, neg_weight).astype(dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Reductions
+# --------------------------------------------------------------------------------------------
+
+
+def per_example_sum(loss: ArrayLike) -> jnp.ndarray:
+    """Sums an elementwise loss over labels: [..., C] -> [...] (the usual multi-label loss)."""
+    return jnp.sum(jnp.asarray(loss), axis=-1)
+
+
+def mean_loss(loss: ArrayLike, valid: ArrayLike | None = None) -> jnp.ndarray:
+    """Mean of an elementwise loss over every example and label: [..., C] -> scalar.
+
+    ``valid`` ([...], bool) masks padded examples out of the mean (e.g. the zero-padded last
+    batch of an evaluation). The mean of :func:`per_example_sum` is ``C * mean_loss``.
+    """
+    loss = jnp.asarray(loss)
+    if valid is None:
+        return jnp.mean(loss)
+    valid = jnp.asarray(valid)
+    if valid.shape != loss.shape[:-1]:
+        raise ValueError(
+            f"mean_loss: valid shape {valid.shape} must be the loss shape {loss.shape} "
+            "without its label axis."
+        )
+    weights = valid.astype(loss.dtype)[..., None]
+    count = jnp.sum(weights) * loss.shape[-1]
+    return jnp.sum(loss * weights) / jnp.maximum(count, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Host-side validation
+# --------------------------------------------------------------------------------------------
+
+
+def _host_array(name: str, value: ArrayLike) -> np.ndarray:
+    try:
+        return np.asarray(value)
+    except jax.errors.TracerArrayConversionError:
+        raise TypeError(
+            f"validate_inputs: {name} is a traced value; call validate_inputs on the host, "
+            "outside jax.jit / jax.grad, on concrete arrays."
+        ) from None
+
+
+def validate_inputs(
+    labels: ArrayLike,
+    *,
+    logits: ArrayLike | None = None,
+    counts: LabelCounts | None = None,
+    pos_weight: ArrayLike | None = None,
+    neg_weight: ArrayLike | None = None,
+    prior: ArrayLike | None = None,
+) -> None:
+    """Checks the values that the jitted losses cannot check; call on the host, outside jit.
+
+    Raises ValueError (naming the problem and the fix) when labels are outside [0, 1] or NaN,
+    logits are not finite or differ in shape from the labels, counts are negative or exceed
+    ``num_examples`` or do not match the number of labels, weights are negative, NaN or do not
+    broadcast to the labels, or a prior is outside [0, 1].
+    """
+    y = _host_array("labels", labels)
+    if y.ndim == 0:
+        raise ValueError("labels must have a label axis [..., C], got a scalar.")
+    if y.dtype != np.bool_:
+        y = y.astype(np.float64)
+        if np.isnan(y).any():
+            raise ValueError("labels contain NaN; fix the data pipeline (labels are 0/1).")
+        if (y < 0).any() or (y > 1).any():
+            raise ValueError(
+                f"labels must lie in [0, 1], found values in [{y.min()}, {y.max()}]; pass "
+                "multi-hot 0/1 labels (or probabilities), not class indices or counts."
+            )
+    shape = y.shape
+    num_labels = shape[-1]
+    if logits is not None:
+        z = _host_array("logits", logits)
+        if z.shape != shape:
+            raise ValueError(f"logits shape {z.shape} and labels shape {shape} differ.")
+        if not np.isfinite(z.astype(np.float64)).all():
+            raise ValueError("logits contain NaN or inf; check the model's outputs.")
+    if counts is not None:
+        positives, _ = validate_counts(counts.positives, counts.num_examples)
+        if positives.shape != (num_labels,):
+            raise ValueError(
+                f"counts have {positives.shape[0]} labels but labels shape {shape} has "
+                f"{num_labels}; count the same label set."
+            )
+    for what, value in (("pos_weight", pos_weight), ("neg_weight", neg_weight)):
+        if value is None:
+            continue
+        w = _host_array(what, value).astype(np.float64)
+        try:
+            ok = np.broadcast_shapes(w.shape, shape) == shape
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{what} shape {w.shape} does not broadcast to labels shape {shape}.")
+        if not np.isfinite(w).all() or (w < 0).any():
+            raise ValueError(
+                f"{what} must be finite and non-negative; build it with "
+                "ltweights.weights.scheme_weights."
+            )
+    if prior is not None:
+        pi = _host_array("prior", prior).astype(np.float64)
+        if np.isnan(pi).any() or (pi < 0).any() or (pi > 1).any():
+            raise ValueError("prior must lie in [0, 1]; use positives / num_examples.")
