@@ -1,0 +1,123 @@
+"""Input-pipeline throughput: `python -m benchmarks.data`.
+
+Measures, on one CPU core (the process is pinned to one where the OS allows), the images/s of
+`epoch_batches` (shuffled training batches) and `eval_batches` (padded evaluation batches) on the
+catalog task, and the time to build the catalog from decoded Fashion-MNIST. Goal: >= 20,000
+training images/s, so the pipeline never bounds training. Prints one JSON object.
+
+Needs Fashion-MNIST (see experiments.data.fashion_mnist); it does not download it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+
+from experiments.data.catalog import load_catalog
+from experiments.data.fashion_mnist import load_fashion_mnist
+from experiments.data.pipeline import epoch_batches, eval_batches
+
+GOAL_IMAGES_PER_S = 20_000
+
+
+def pin_to_one_core() -> str:
+    """Pins this process to its first allowed CPU; returns which, or why it could not."""
+    if not hasattr(os, "sched_setaffinity"):
+        return f"not pinned ({platform.system()} has no sched_setaffinity)"
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    return f"cpu {cpu}"
+
+
+def images_per_second(run_epoch, min_seconds: float) -> float:
+    """Best-of-repeats throughput: runs whole epochs until `min_seconds` have passed."""
+    best = 0.0
+    start = time.perf_counter()
+    epoch = 0
+    while time.perf_counter() - start < min_seconds or epoch < 3:
+        t0 = time.perf_counter()
+        images = run_epoch(epoch)
+        best = max(best, images / (time.perf_counter() - t0))
+        epoch += 1
+    return best
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--cutoff", type=int, default=6)
+    parser.add_argument("--image-size", type=int, default=28, choices=(28, 56))
+    parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args(argv)
+
+    core = pin_to_one_core()
+    t0 = time.perf_counter()
+    load_fashion_mnist(data_dir=args.data_dir)
+    decode_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as cache:
+        t0 = time.perf_counter()
+        splits = load_catalog(
+            cutoff=args.cutoff,
+            image_size=args.image_size,
+            data_dir=args.data_dir,
+            cache_dir=cache,
+            download=False,
+        )
+        build_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        load_catalog(
+            cutoff=args.cutoff,
+            image_size=args.image_size,
+            data_dir=args.data_dir,
+            cache_dir=cache,
+            download=False,
+        )
+        cached_s = time.perf_counter() - t0
+
+    train, test = splits.train, splits.test
+    batch = args.batch_size
+
+    def train_epoch(epoch: int) -> int:
+        n = 0
+        for images, labels in epoch_batches(train, batch, seed=0, epoch=epoch):
+            images.sum(dtype="uint32")  # touch the data, as a transfer to the device would
+            labels.sum(dtype="uint32")
+            n += len(images)
+        return n
+
+    def eval_epoch(_: int) -> int:
+        n = 0
+        for images, _, valid in eval_batches(test, batch):
+            images.sum(dtype="uint32")
+            n += valid
+        return n
+
+    train_ips = images_per_second(train_epoch, args.seconds)
+    eval_ips = images_per_second(eval_epoch, args.seconds)
+    result = {
+        "benchmark": "data",
+        "task": "catalog",
+        "cutoff": args.cutoff,
+        "image_size": args.image_size,
+        "batch_size": batch,
+        "core": core,
+        "num_train": train.num_examples,
+        "train_images_per_s": round(train_ips),
+        "eval_images_per_s": round(eval_ips),
+        "goal_images_per_s": GOAL_IMAGES_PER_S,
+        "meets_goal": train_ips >= GOAL_IMAGES_PER_S,
+        "fashion_mnist_decode_s": round(decode_s, 3),
+        "catalog_build_s": round(build_s, 3),
+        "catalog_cached_load_s": round(cached_s, 4),
+    }
+    print(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
