@@ -25,15 +25,38 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# One cache folder rule and one atomic file format for the whole data layer (re-exported).
+from experiments.data.cache import atomic_save_npz as save_arrays
+from experiments.data.cache import cache_root, params_key
+from experiments.data.cache import load_npz as load_arrays
+
+__all__ = [
+    "BAD_ITEM_POLICIES",
+    "CutoffResult",
+    "DataError",
+    "DataNotFoundError",
+    "DataSkipWarning",
+    "SkipLog",
+    "apply_cutoff",
+    "cache_key",
+    "cache_root",
+    "check_policy",
+    "crop_box",
+    "load_arrays",
+    "read_image",
+    "save_arrays",
+    "seeded_partition",
+    "sha256_file",
+    "square_resize",
+]
 
 BAD_ITEM_POLICIES = ("error", "skip")
 CACHE_FORMAT_VERSION = 1
@@ -60,49 +83,9 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache folder: `cache_dir`, else $LTWEIGHTS_CACHE, else ~/.cache/ltweights."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("LTWEIGHTS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "ltweights"
-
-
 def cache_key(params: dict[str, Any]) -> str:
-    """A short stable hash of JSON-serialisable build parameters (sorted keys)."""
-    text = json.dumps({"format": CACHE_FORMAT_VERSION, **params}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """Writes arrays plus a JSON `meta` dict to an .npz atomically (temp file + os.replace).
-
-    Uncompressed: crops are read at every run start and decompression would dominate.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, meta_json=np.array(json.dumps(meta, sort_keys=True)), **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict] | None:
-    """Reads what `save_arrays` wrote; None when the file is absent or unreadable (rebuild)."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files if k != "meta_json"}
-            meta = json.loads(str(npz["meta_json"]))
-    except (OSError, ValueError, KeyError, EOFError):
-        return None
-    return arrays, meta
+    """A short stable hash of JSON-serialisable build parameters (and the cache format)."""
+    return params_key({"format": CACHE_FORMAT_VERSION, **params}, length=20)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,751 @@
+"""Fashionpedia tasks `sleevetype` and `archetype`: attribute labels of annotated garment crops.
+
+Fashionpedia (Jia et al., "Fashionpedia: Ontology, Segmentation, and an Attribute Localization
+Dataset", ECCV 2020) annotates every garment and garment part with a box and fine-grained
+attributes, in COCO-style files `instances_attributes_{train,val}2020.json`: tables `images`
+(id, file_name, width, height), `annotations` (id, image_id, category_id, attribute_ids,
+bbox [x, y, w, h], ...), `categories` and `attributes` (id, name, supercategory). Attribute ids
+are not contiguous (0-234 and 281-340 in the 2020 release), so columns are always looked up by
+name in the file's own tables, never by position.
+
+Tasks (examples are crops of one annotation each, see `experiments.data.images` for geometry):
+  sleevetype, labels="style": crops of category "sleeve"; labels are the 13 sleeve-style
+    attributes of supercategory "nickname": set-in sleeve, dropped-shoulder sleeve, raglan,
+    cap, tulip, puff, bell, circular flounce, poet, dolman/batwing, bishop, leg of mutton,
+    kimono (ids 204-216 in the 2020 release).
+  sleevetype, labels="length": same crops; labels are the five sleeve lengths of supercategory
+    "length": sleeveless, short, elbow-length, three quarter, wrist-length (ids 156-160).
+  archetype: crops of the 13 whole-garment categories (supercategories upperbody, lowerbody,
+    wholebody: shirt/blouse, top/t-shirt/sweatshirt, sweater, cardigan, jacket, vest, pants,
+    shorts, skirt, coat, dress, jumpsuit, cape; ids 0-12); labels are the garment nicknames:
+    attributes of supercategory "nickname" whose name does not mention a garment part (a
+    category of supercategory "garment parts": hood, collar, lapel, epaulette, sleeve, pocket,
+    neckline) as a whole word. In the 2020 release this keeps ids 0-113 (classic t-shirt ...
+    skater dress; "hoodie" and the garment "kimono" stay) and drops the part nicknames: collars
+    and lapels 161-178, sleeves 204-216, pockets 217-224. Parts are excluded because they label
+    a part's own box, not the garment's.
+Only annotations carrying at least one of the task's labels are examples: an annotation without
+any is unlabelled for this attribute type, not a negative. Matching names ignores case,
+parentheses, hyphens and repeated spaces, so "raglan (sleeve)" and "Raglan sleeve" agree; a
+table lacking a wanted name fails with the missing names listed.
+
+Splits: test = Fashionpedia val2020 (its own annotations and images); train and val = a seeded
+split of train2020 by image (round(val_fraction * images) images to val, the rest to train; a
+seeded permutation of the sorted image ids), so the crops of one photo never straddle splits.
+
+Cut-off: `cutoff` is the training positives of the rarest label, as in the catalog task: labels
+with fewer training positives are dropped, and the rarest remaining label is subsampled to
+exactly `cutoff` (`experiments.data.images.apply_cutoff`); `cutoff=None` keeps the natural
+distribution. Dropped labels and removed examples are recorded in the provenance.
+
+Prepare and cache: `prepare(task, ...)` crops, pads to square, resizes and stores the crops of
+each annotation file once in `<cache>/fashionpedia/*.npz` (atomic), keyed by the annotation
+file's SHA-256, the image folder, the image size, the label set and the bad-item policies.
+Splitting and the cut-off are applied in memory on load, so every seed and cut-off shares it.
+
+Bad items: `on_bad_image` (image file missing, undecodable, or not the size the table says) and
+`on_bad_annotation` (image id not in the image table, attribute id not in the attribute table,
+missing fields, degenerate box or box outside the image) are "error" (default: stop with the
+reason and the fix) or "skip" (the annotation is left out, counted per reason in the provenance
+and reported with a DataSkipWarning). Never silent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import warnings
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.data.dataset import Dataset, Splits
+from experiments.data.images import (
+    DataError,
+    DataNotFoundError,
+    DataSkipWarning,
+    SkipLog,
+    apply_cutoff,
+    cache_key,
+    cache_root,
+    check_policy,
+    crop_box,
+    load_arrays,
+    read_image,
+    save_arrays,
+    seeded_partition,
+    sha256_file,
+    square_resize,
+)
+
+__all__ = [
+    "ANNOTATION_FILES",
+    "DataError",
+    "DataNotFoundError",
+    "load_archetype",
+    "load_sleevetype",
+    "prepare",
+]
+
+ENV_VAR = "LTWEIGHTS_FASHIONPEDIA"
+# Fashionpedia split -> (annotation file, candidate image folders relative to data_dir).
+# val_test2020.zip unpacks to test/, which holds the val2020 images.
+ANNOTATION_FILES = {
+    "train2020": "instances_attributes_train2020.json",
+    "val2020": "instances_attributes_val2020.json",
+}
+IMAGE_DIRS = {
+    "train2020": ("train", "train2020", "images/train", "images/train2020"),
+    "val2020": ("test", "val", "val2020", "val_test2020", "images/test", "images/val2020"),
+}
+
+# Wanted names; each entry lists accepted spellings (matched after `name_key`).
+SLEEVE_STYLES: tuple[tuple[str, ...], ...] = (
+    ("set-in sleeve",),
+    ("dropped-shoulder sleeve",),
+    ("raglan (sleeve)",),
+    ("cap (sleeve)",),
+    ("tulip (sleeve)",),
+    ("puff (sleeve)",),
+    ("bell (sleeve)",),
+    ("circular flounce (sleeve)",),
+    ("poet (sleeve)",),
+    ("dolman (sleeve), batwing (sleeve)", "dolman (sleeve)", "batwing (sleeve)"),
+    ("bishop (sleeve)",),
+    ("leg of mutton (sleeve)",),
+    ("kimono (sleeve)",),
+)
+SLEEVE_LENGTHS: tuple[tuple[str, ...], ...] = (
+    ("sleeveless",),
+    ("short (length)",),
+    ("elbow-length",),
+    ("three quarter (length)",),
+    ("wrist-length",),
+)
+GARMENT_CATEGORIES: tuple[tuple[str, ...], ...] = tuple(
+    (name,)
+    for name in (
+        "shirt, blouse",
+        "top, t-shirt, sweatshirt",
+        "sweater",
+        "cardigan",
+        "jacket",
+        "vest",
+        "pants",
+        "shorts",
+        "skirt",
+        "coat",
+        "dress",
+        "jumpsuit",
+        "cape",
+    )
+)
+GARMENT_PARTS_SUPERCATEGORY = "garment parts"
+
+
+def name_key(name: str) -> str:
+    """Spelling-insensitive key of an ontology name: lower case, no parentheses or hyphens."""
+    return " ".join(re.sub(r"[()\-]", " ", name.lower()).split())
+
+
+# ---------------------------------------------------------------------------------------------
+# Selecting categories and labels by name
+
+
+def _select_by_name(
+    table: Sequence[dict], wanted: Sequence[Sequence[str]], *, what: str, source: str, **where: str
+) -> list[dict]:
+    """Rows of `table` (restricted to fields == `where`) matching each wanted name, in order."""
+    rows = [r for r in table if all(r.get(k) == v for k, v in where.items())]
+    by_key: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_key[name_key(str(r.get("name", "")))].append(r)
+    found, missing = [], []
+    for spellings in wanted:
+        hits = {id(r): r for s in spellings for r in by_key.get(name_key(s), [])}
+        if len(hits) > 1:
+            names = sorted(f"{r['id']}: {r['name']}" for r in hits.values())
+            raise DataError(f"{source}: {what} {spellings[0]!r} matches several rows: {names}.")
+        if hits:
+            found.append(next(iter(hits.values())))
+        else:
+            missing.append(spellings[0])
+    if missing:
+        scope = " and ".join(f"{k} {v!r}" for k, v in where.items()) or "any row"
+        have = sorted(str(r.get("name")) for r in rows)
+        raise DataError(
+            f"{source}: the {what} table lacks {missing} (looked among rows with {scope}; it "
+            f"has {have[:40]}{' ...' if len(have) > 40 else ''}). Use the Fashionpedia 2020 "
+            "attribute annotation files (instances_attributes_*2020.json)."
+        )
+    return found
+
+
+def garment_nicknames(attributes: Sequence[dict], categories: Sequence[dict], source: str):
+    """Nickname attributes naming a whole garment: see the module docstring for the rule."""
+    parts = {
+        name_key(str(c["name"]))
+        for c in categories
+        if c.get("supercategory") == GARMENT_PARTS_SUPERCATEGORY
+    }
+    if not parts:
+        raise DataError(
+            f"{source}: no category has supercategory {GARMENT_PARTS_SUPERCATEGORY!r}, so "
+            "garment nicknames cannot be told from part nicknames. Use the Fashionpedia 2020 "
+            "attribute annotation files."
+        )
+    part_words = re.compile(r"\b(" + "|".join(re.escape(p) for p in sorted(parts)) + r")\b")
+    nicknames = [
+        a
+        for a in attributes
+        if a.get("supercategory") == "nickname"
+        and not part_words.search(name_key(str(a.get("name", ""))))
+    ]
+    if not nicknames:
+        raise DataError(f"{source}: the attribute table has no garment nickname attributes.")
+    return sorted(nicknames, key=lambda a: a["id"])
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Which annotations are examples (categories) and which attributes are labels."""
+
+    task: str
+    labels: str
+
+    def select(self, table: dict, source: str) -> tuple[list[dict], list[dict]]:
+        """(category rows, label attribute rows) chosen by name from the file's own tables."""
+        categories, attributes = table["categories"], table["attributes"]
+        if self.task == "sleevetype":
+            cats = _select_by_name(categories, [("sleeve",)], what="category", source=source)
+            wanted, sup = (
+                (SLEEVE_STYLES, "nickname")
+                if self.labels == "style"
+                else (
+                    SLEEVE_LENGTHS,
+                    "length",
+                )
+            )
+            attrs = _select_by_name(
+                attributes, wanted, what="attribute", source=source, supercategory=sup
+            )
+            return cats, attrs
+        cats = _select_by_name(categories, GARMENT_CATEGORIES, what="category", source=source)
+        return cats, garment_nicknames(attributes, categories, source)
+
+
+def _task_spec(task: str, labels: str) -> TaskSpec:
+    if task not in ("sleevetype", "archetype"):
+        raise ValueError(f"Unknown Fashionpedia task {task!r}; valid: sleevetype, archetype.")
+    valid = ("style", "length") if task == "sleevetype" else ("nickname",)
+    if labels not in valid:
+        raise ValueError(f"labels={labels!r} is not valid for {task}; choose one of {valid}.")
+    return TaskSpec(task, labels)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the data
+
+
+def missing_dataset_message(reason: str) -> str:
+    """The error text when Fashionpedia is absent: where to get it and how to point at it."""
+    return (
+        f"Fashionpedia was not found: {reason}\n"
+        "The sleevetype and archetype tasks read Fashionpedia, which you download yourself:\n"
+        "  project page: https://fashionpedia.github.io/home/ ; downloads listed at\n"
+        "  https://github.com/cvdfoundation/fashionpedia\n"
+        "  (API and ontology: https://github.com/KMnP/fashionpedia-api)\n"
+        "  - annotations instances_attributes_train2020.json and\n"
+        "    instances_attributes_val2020.json\n"
+        "  - images train2020.zip (unpacks to train/) and val_test2020.zip (unpacks to test/)\n"
+        "Lay them out in one folder:\n"
+        "  <folder>/instances_attributes_train2020.json\n"
+        "  <folder>/instances_attributes_val2020.json\n"
+        "  <folder>/train/<image files>   <folder>/test/<image files>\n"
+        "and pass data_dir=<folder> to the task (the config's data block)\n"
+        f"or set the environment variable {ENV_VAR}=<folder>.\n"
+        "Without Fashionpedia, the embedded catalog configs (catalog_<scheme>, e.g. "
+        "catalog_proposed) run the same comparison on the Fashion-MNIST catalog task."
+    )
+
+
+@dataclass(frozen=True)
+class SourceFiles:
+    annotations: Path
+    images: Path
+
+
+def locate(
+    data_dir: str | os.PathLike | None,
+    *,
+    train_image_dir: str | os.PathLike | None = None,
+    test_image_dir: str | os.PathLike | None = None,
+) -> dict[str, SourceFiles]:
+    """Annotation file and image folder of train2020 and val2020; DataNotFoundError if absent.
+
+    `data_dir` (else $LTWEIGHTS_FASHIONPEDIA) holds the two annotation files (directly or in
+    annotations/) and the image folders (train/ and test/, or the names in IMAGE_DIRS, or the
+    explicit folders given, relative to data_dir unless absolute).
+    """
+    if data_dir is None:
+        data_dir = os.environ.get(ENV_VAR) or None
+    if data_dir is None:
+        raise DataNotFoundError(
+            missing_dataset_message(f"no data_dir given and {ENV_VAR} is unset.")
+        )
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise DataNotFoundError(missing_dataset_message(f"{root} is not a folder."))
+    explicit = {"train2020": train_image_dir, "val2020": test_image_dir}
+    found = {}
+    for split, file_name in ANNOTATION_FILES.items():
+        ann = next(
+            (p for p in (root / file_name, root / "annotations" / file_name) if p.is_file()), None
+        )
+        if ann is None:
+            raise DataNotFoundError(missing_dataset_message(f"{root} has no {file_name}."))
+        if explicit[split] is not None:
+            candidates = (root / Path(explicit[split]).expanduser(),)
+        else:
+            candidates = tuple(root / d for d in IMAGE_DIRS[split])
+        images = next((p for p in candidates if p.is_dir()), None)
+        if images is None:
+            raise DataNotFoundError(
+                missing_dataset_message(
+                    f"no image folder for {split} in {root} (looked for "
+                    f"{', '.join(str(c) for c in candidates)})."
+                )
+            )
+        found[split] = SourceFiles(ann, images)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Prepare: annotation file -> cached crops
+
+
+def read_annotation_file(path: Path) -> dict:
+    """Parses and checks the top-level schema of an instances_attributes file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            table = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path} is not a readable JSON file ({e}); download it again.") from e
+    if not isinstance(table, dict):
+        raise DataError(f"{path}: expected a JSON object with images, annotations, ...")
+    missing = [k for k in ("images", "annotations", "categories", "attributes") if k not in table]
+    if missing:
+        raise DataError(
+            f"{path} lacks the keys {missing}; it is not a Fashionpedia attribute annotation "
+            "file (use instances_attributes_{train,val}2020.json)."
+        )
+    return table
+
+
+def _image_table(images: list[dict], source: Path) -> dict[int, tuple[str, int, int]]:
+    table = {}
+    for im in images:
+        try:
+            image_id, entry = im["id"], (str(im["file_name"]), int(im["width"]), int(im["height"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{source}: image entry {im!r} lacks id/file_name/width/height.") from e
+        if image_id in table:
+            raise DataError(f"{source}: image id {image_id} appears twice in the images table.")
+        table[image_id] = entry
+    return table
+
+
+def _annotation_problem(
+    ann: dict, images: dict, attribute_ids: set[int], tolerance: float
+) -> tuple[str, str] | None:
+    """(reason, detail) of what is wrong with an annotation, or None when it is usable."""
+    missing = [k for k in ("image_id", "bbox", "attribute_ids") if k not in ann]
+    if missing:
+        return "annotation lacks fields", f"annotation {ann.get('id')} lacks {missing}"
+    if ann["image_id"] not in images:
+        return (
+            "annotation points at an image not in the image table",
+            f"annotation {ann.get('id')} points at image id {ann['image_id']}, absent from images",
+        )
+    unknown = sorted(set(ann["attribute_ids"]) - attribute_ids)
+    if unknown:
+        return (
+            "attribute id absent from the attribute table",
+            f"annotation {ann.get('id')} has attribute ids {unknown} absent from the table",
+        )
+    _, width, height = images[ann["image_id"]]
+    try:
+        crop_box(ann["bbox"], width, height, tolerance=tolerance)
+    except (DataError, TypeError, ValueError) as e:
+        return "bad bbox", f"annotation {ann.get('id')}: {e}"
+    return None
+
+
+def _bad(policy: str, skips: SkipLog, reason: str, detail: str, fix: str, n: int = 1) -> None:
+    if policy == "error":
+        raise DataError(f"{detail}. {fix}")
+    skips.add(reason, detail, n)
+
+
+def build_crops(
+    source: SourceFiles,
+    spec: TaskSpec,
+    *,
+    image_size: int,
+    on_bad_image: str,
+    on_bad_annotation: str,
+    bbox_tolerance: float = 2.0,
+    progress: bool = True,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Crops of one annotation file: arrays {images, labels, image_ids, annotation_ids} + meta."""
+    from tqdm.auto import tqdm
+
+    path = source.annotations
+    table = read_annotation_file(path)
+    categories, label_rows = spec.select(table, str(path))
+    category_ids = {c["id"] for c in categories}
+    column = {a["id"]: j for j, a in enumerate(label_rows)}
+    images = _image_table(table["images"], path)
+    attribute_ids = {a["id"] for a in table["attributes"]}
+    fix_ann = "Fix the annotation file, or pass on_bad_annotation='skip' to leave it out (counted)."
+    fix_img = "Check the image folder, or pass on_bad_image='skip' to leave it out (counted)."
+
+    # Pass 1: check annotations against the tables, before any (slow) image reading.
+    skips, unlabelled = SkipLog(), 0
+    per_image: dict[int, list[tuple[int, list, list[int]]]] = defaultdict(list)
+    for ann in table["annotations"]:
+        if ann.get("category_id") not in category_ids:
+            continue
+        problem = _annotation_problem(ann, images, attribute_ids, bbox_tolerance)
+        if problem:
+            _bad(on_bad_annotation, skips, *problem, f"In {path.name}: {fix_ann}")
+            continue
+        cols = sorted({column[a] for a in ann["attribute_ids"] if a in column})
+        if not cols:
+            unlabelled += 1
+            continue
+        per_image[ann["image_id"]].append((ann.get("id"), ann["bbox"], cols))
+
+    # Pass 2: open each image once and crop all its annotations.
+    crops, labels, image_ids, annotation_ids = [], [], [], []
+    for image_id in tqdm(
+        sorted(per_image), desc=f"crop {path.name}", unit="img", disable=not progress
+    ):
+        file_name, width, height = images[image_id]
+        anns = per_image[image_id]
+        file_path = source.images / file_name
+        try:
+            image = read_image(file_path, "RGB")
+        except DataNotFoundError:
+            _bad(
+                on_bad_image,
+                skips,
+                "image file missing",
+                f"{file_path} (listed in {path.name}) does not exist",
+                fix_img,
+                len(anns),
+            )
+            continue
+        except DataError as e:
+            _bad(
+                on_bad_image, skips, "image file unreadable", str(e).rstrip("."), fix_img, len(anns)
+            )
+            continue
+        if image.size != (width, height):
+            detail = (
+                f"{file_path} is {image.size[0]} x {image.size[1]} but {path.name} says "
+                f"{width} x {height}"
+            )
+            _bad(
+                on_bad_image, skips, "image size differs from the table", detail, fix_img, len(anns)
+            )
+            continue
+        for ann_id, bbox, cols in anns:
+            box = crop_box(bbox, width, height, tolerance=bbox_tolerance)
+            crops.append(square_resize(image.crop(box), image_size))
+            row = np.zeros(len(label_rows), np.uint8)
+            row[cols] = 1
+            labels.append(row)
+            image_ids.append(image_id)
+            annotation_ids.append(-1 if ann_id is None else int(ann_id))
+
+    if not crops:
+        raise DataError(
+            f"{path}: no usable {spec.task} crops (categories {[c['name'] for c in categories]} "
+            f"with any label; {skips.total} skipped, {unlabelled} unlabelled)."
+        )
+    arrays = {
+        "images": np.stack(crops),
+        "labels": np.stack(labels),
+        "image_ids": np.asarray(image_ids, np.int64),
+        "annotation_ids": np.asarray(annotation_ids, np.int64),
+    }
+    meta = {
+        "annotation_file": path.name,
+        "categories": [{"id": c["id"], "name": c["name"]} for c in categories],
+        "label_attributes": [
+            {"id": a["id"], "name": a["name"], "supercategory": a.get("supercategory")}
+            for a in label_rows
+        ],
+        "skipped_annotations": skips.as_dict(),
+        "unlabelled_annotations": unlabelled,
+    }
+    return arrays, meta
+
+
+def prepare(
+    task: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    image_size: int = 64,
+    labels: str | None = None,
+    on_bad_image: str = "error",
+    on_bad_annotation: str = "error",
+    train_image_dir: str | os.PathLike | None = None,
+    test_image_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]]:
+    """Builds (once) and returns the cached crops of train2020 and val2020: {split: (arrays, meta)}.
+
+    meta holds the label attributes (id, name), skip counts, the annotation file's SHA-256 and
+    the cache file name. Skips are reported with a DataSkipWarning on every call.
+    """
+    spec = _task_spec(task, labels or ("style" if task == "sleevetype" else "nickname"))
+    check_policy("on_bad_image", on_bad_image)
+    check_policy("on_bad_annotation", on_bad_annotation)
+    sources = locate(data_dir, train_image_dir=train_image_dir, test_image_dir=test_image_dir)
+    folder = cache_root(cache_dir) / "fashionpedia"
+    out = {}
+    for split, source in sources.items():
+        sha = sha256_file(source.annotations)
+        params = {
+            "task": spec.task,
+            "labels": spec.labels,
+            "annotation_sha256": sha,
+            "image_dir": str(source.images.resolve()),
+            "image_size": int(image_size),
+            "on_bad_image": on_bad_image,
+            "on_bad_annotation": on_bad_annotation,
+        }
+        path = folder / f"{spec.task}-{spec.labels}-{split}-{image_size}px-{cache_key(params)}.npz"
+        cached = load_arrays(path)
+        if cached is None:
+            arrays, meta = build_crops(
+                source,
+                spec,
+                image_size=image_size,
+                on_bad_image=on_bad_image,
+                on_bad_annotation=on_bad_annotation,
+                progress=progress,
+            )
+            meta = {**meta, "annotation_sha256": sha, "build": params}
+            save_arrays(path, arrays, meta)
+            print(
+                f"fashionpedia {spec.task}: cached {len(arrays['images'])} crops of {split} "
+                f"in {path}",
+                file=sys.stderr,
+            )
+        else:
+            arrays, meta = cached
+        meta = {**meta, "cache_file": path.name}
+        skipped = SkipLog(**meta["skipped_annotations"])
+        if skipped.total:
+            warnings.warn(
+                f"Fashionpedia {split} {skipped.summary('annotations')} See provenance "
+                "['skipped_annotations'].",
+                DataSkipWarning,
+                stacklevel=2,
+            )
+        out[split] = (arrays, meta)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Loaders
+
+
+def _load(
+    task: str,
+    *,
+    cutoff: int | None,
+    seed: int,
+    data_dir,
+    cache_dir,
+    image_size: int,
+    labels: str,
+    val_fraction: float,
+    on_bad_image: str,
+    on_bad_annotation: str,
+    train_image_dir,
+    test_image_dir,
+    progress: bool,
+) -> Splits:
+    prepared = prepare(
+        task,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        image_size=image_size,
+        labels=labels,
+        on_bad_image=on_bad_image,
+        on_bad_annotation=on_bad_annotation,
+        train_image_dir=train_image_dir,
+        test_image_dir=test_image_dir,
+        progress=progress,
+    )
+    (train_arrays, train_meta), (test_arrays, test_meta) = (
+        prepared["train2020"],
+        prepared["val2020"],
+    )
+    names = [a["name"] for a in train_meta["label_attributes"]]
+    if names != [a["name"] for a in test_meta["label_attributes"]]:
+        raise DataError(
+            "The train2020 and val2020 annotation files select different label attributes "
+            f"({names} vs {[a['name'] for a in test_meta['label_attributes']]}); use files of "
+            "the same Fashionpedia release."
+        )
+
+    # train2020 -> train / val by image, so crops of one photo stay in one split.
+    unique_images = np.unique(train_arrays["image_ids"])
+    parts = seeded_partition(len(unique_images), [val_fraction], seed, salt=0)
+    val_images = unique_images[parts == 1]
+    is_val = np.isin(train_arrays["image_ids"], val_images)
+    train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+    result = apply_cutoff(train_arrays["labels"][train_idx], cutoff, seed)
+    train_idx = train_idx[result.train_keep]
+    kept = result.kept_labels
+    counts_before = train_arrays["labels"][np.flatnonzero(~is_val)].sum(0, dtype=np.int64)
+    label_names = tuple(names[j] for j in kept)
+
+    provenance = {
+        "source": "fashionpedia",
+        "task": task,
+        "labels": labels,
+        "files": {
+            m["annotation_file"]: {"sha256": m["annotation_sha256"]}
+            for m in (train_meta, test_meta)
+        },
+        "cache_files": [train_meta["cache_file"], test_meta["cache_file"]],
+        "categories": train_meta["categories"],
+        "label_attributes": [train_meta["label_attributes"][j] for j in kept],
+        "dropped_labels": [
+            {"name": names[j], "train_positives": int(counts_before[j])}
+            for j in result.dropped_labels
+        ],
+        "subsampled_label": None
+        if result.subsampled_label is None
+        else names[result.subsampled_label],
+        "removed_train_examples": result.removed_train_examples,
+        "skipped_annotations": {
+            "train2020": train_meta["skipped_annotations"],
+            "val2020": test_meta["skipped_annotations"],
+        },
+        "unlabelled_annotations": {
+            "train2020": train_meta["unlabelled_annotations"],
+            "val2020": test_meta["unlabelled_annotations"],
+        },
+        "splits": {
+            "train": f"train2020 images not in val ({len(unique_images) - len(val_images)} images)",
+            "val": f"round({val_fraction} * images) of train2020, seeded permutation "
+            f"({len(val_images)} images)",
+            "test": "val2020",
+        },
+        "cutoff": cutoff,
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "image_size": image_size,
+        "crop": "annotation bbox, padded to square (black), bicubic resize, RGB",
+    }
+    provenance["num_examples"] = {
+        "train": len(train_idx),
+        "val": len(val_idx),
+        "test": len(test_arrays["images"]),
+    }
+
+    def dataset(arrays, idx, split):
+        return Dataset(
+            images=arrays["images"][idx],
+            labels=arrays["labels"][idx][:, kept],
+            label_names=label_names,
+            split=split,
+            provenance=provenance,
+        )
+
+    return Splits(
+        train=dataset(train_arrays, train_idx, "train"),
+        val=dataset(train_arrays, val_idx, "val"),
+        test=dataset(test_arrays, np.arange(len(test_arrays["images"])), "test"),
+    )
+
+
+def load_sleevetype(
+    *,
+    cutoff: int | None,
+    seed: int,
+    data_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    image_size: int = 64,
+    labels: str = "style",
+    val_fraction: float = 0.1,
+    on_bad_image: str = "error",
+    on_bad_annotation: str = "error",
+    train_image_dir: str | os.PathLike | None = None,
+    test_image_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Splits:
+    """Sleeve crops labelled by sleeve style (labels="style", 13) or length ("length", 5)."""
+    return _load(
+        "sleevetype",
+        cutoff=cutoff,
+        seed=seed,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        image_size=image_size,
+        labels=labels,
+        val_fraction=val_fraction,
+        on_bad_image=on_bad_image,
+        on_bad_annotation=on_bad_annotation,
+        train_image_dir=train_image_dir,
+        test_image_dir=test_image_dir,
+        progress=progress,
+    )
+
+
+def load_archetype(
+    *,
+    cutoff: int | None,
+    seed: int,
+    data_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    image_size: int = 64,
+    labels: str = "nickname",
+    val_fraction: float = 0.1,
+    on_bad_image: str = "error",
+    on_bad_annotation: str = "error",
+    train_image_dir: str | os.PathLike | None = None,
+    test_image_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Splits:
+    """Whole-garment crops (13 categories) labelled by garment nickname (polo shirt, ...)."""
+    return _load(
+        "archetype",
+        cutoff=cutoff,
+        seed=seed,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        image_size=image_size,
+        labels=labels,
+        val_fraction=val_fraction,
+        on_bad_image=on_bad_image,
+        on_bad_annotation=on_bad_annotation,
+        train_image_dir=train_image_dir,
+        test_image_dir=test_image_dir,
+        progress=progress,
+    )
