@@ -267,8 +267,8 @@ def find_fashion_mnist(
 def download_fashion_mnist(
     dest: str | os.PathLike,
     *,
-    urls: Sequence[str] = URLS,
-    checksums: Mapping[str, str] = SHA256,
+    urls: Sequence[str] | None = None,
+    checksums: Mapping[str, str] | None = None,
     opener: Callable[..., Any] = urllib.request.urlopen,
     progress: bool = True,
 ) -> dict[str, Path]:
@@ -276,9 +276,12 @@ def download_fashion_mnist(
 
     A file whose checksum fails at one URL is tried at the next; nothing partial is left behind.
     Returns {name: path}. Raises ConnectionError (offline) or IdxError (bad data everywhere).
+    urls and checksums default to the module's URLS and SHA256.
     """
     from tqdm.auto import tqdm
 
+    urls = URLS if urls is None else urls
+    checksums = SHA256 if checksums is None else checksums
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     paths = {}
