@@ -1,0 +1,448 @@
+"""Tests of `python -m experiments.report` on synthetic run records written in the schema of
+experiments.records (version 1). Expected numbers are computed by hand in the comments."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from experiments import report
+from experiments.records import SCHEMA_VERSION, atomic_write_json
+
+SHA = "3f2a9c1be0d47f6a8b5c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a"
+NUM_LABELS = 4
+
+
+def make_record(
+    *,
+    variant: str = "none",
+    seed: int = 0,
+    cutoff: int = 6,
+    task: str = "catalog",
+    tier: str = "cpu",
+    status: str = "finished",
+    mAP: float | None = 0.5,
+    head: float | None = 0.6,
+    medium: float | None = 0.5,
+    tail: float | None = 0.3,
+    macro_f1: float | None = 0.4,
+    ap: list | None = None,
+    train_positives: list | None = None,
+    wall_time_s: float = 10.0,
+    failure: str | None = None,
+    commit: str = "a" * 40,
+) -> dict:
+    """One run record with every schema key present (experiments.records docstring)."""
+    scheme = variant.split("(")[0]
+    ap = [0.9, 0.6, 0.4, 0.2] if ap is None else ap
+    train_positives = [300, 60, 20, cutoff] if train_positives is None else train_positives
+
+    def bucket(value, labels):
+        if value is None:
+            return {"mAP": None, "macro_f1": None, "micro_f1": None, "num_labels": 0, "labels": []}
+        return {"mAP": value, "macro_f1": 0.5, "micro_f1": 0.5, "num_labels": 1, "labels": labels}
+
+    test = None
+    if status == "finished":
+        test = {
+            "mAP": mAP,
+            "macro_f1": macro_f1,
+            "micro_f1": 0.5,
+            "missing_labels": [],
+            "per_label": {
+                "ap": ap,
+                "precision": [0.5] * len(ap),
+                "recall": [0.5] * len(ap),
+                "f1": [0.5] * len(ap),
+            },
+            "buckets": {
+                "head": bucket(head, [0]),
+                "medium": bucket(medium, [1, 2]),
+                "tail": bucket(tail, [3]),
+            },
+        }
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": status,
+        "failure": failure,
+        "config_name": f"{task}_{scheme}",
+        "task": task,
+        "scheme": scheme,
+        "loss": "bce",
+        "variant": variant,
+        "tier": tier,
+        "seed": seed,
+        "cutoff": cutoff,
+        "config": {"name": f"{task}_{scheme}", "data": {"seed": 0, "image_size": 32}},
+        "data": {
+            "provenance": {"source": "fashion-mnist", "files": {"train-images": SHA}},
+            "label_names": [f"label{i}" for i in range(len(ap))],
+            "train_positives": train_positives,
+            "num_train": 1000,
+            "num_val": 200,
+            "num_test": 200,
+        },
+        "environment": {
+            "packages": {"jax": "0.10.2", "numpy": "2.4.6"},
+            "git_commit": commit,
+            "git_dirty": False,
+            "devices": ["TFRT_CPU_0"],
+            "num_devices": 1,
+            "platform": "cpu",
+            "python": "3.11.2",
+            "hostname": "host",
+            "machine": "x86_64",
+        },
+        "curves": [
+            {
+                "epoch": 0,
+                "step": 10,
+                "train_loss": 0.7,
+                "val_mAP": 0.4,
+                "val_macro_f1": 0.3,
+                "images_per_s": 100.0,
+            }
+        ],
+        "val": test,
+        "test": test,
+        "wall_time_s": wall_time_s,
+        "images_per_s": 100.0,
+        "steps": 10,
+    }
+
+
+def write_record(root: Path, record: dict) -> Path:
+    path = (
+        root
+        / record["config_name"]
+        / record["variant"]
+        / f"cutoff{record['cutoff']}"
+        / f"seed{record['seed']}"
+        / "record.json"
+    )
+    atomic_write_json(path, record)
+    return path
+
+
+# The sweep below, per seed s = 0, 1, 2 (cut-offs 6 and 25):
+#   none:               mAP 0.40, 0.50, 0.45
+#   proposed(beta=0.99): none + 0.05 on every seed -> paired diff 0.05, CI half-width 0
+#   proposed(beta=0.9):  0.41, 0.49, 0.47 -> diff vs none 0.01, -0.01, 0.02 (CI includes 0)
+#   inverse:            0.50, 0.62, 0.40 -> beta=0.99 minus inverse: -0.05, -0.07, 0.10
+# Cut-off 25 has no tail labels (bucket empty). Seed 3 of none at cut-off 6 failed.
+NONE_MAP = {0: 0.40, 1: 0.50, 2: 0.45}
+BETA09_MAP = {0: 0.41, 1: 0.49, 2: 0.47}
+INVERSE_MAP = {0: 0.50, 1: 0.62, 2: 0.40}
+
+
+def sweep_records() -> list[dict]:
+    records = []
+    for cutoff in (6, 25):
+        tail = None if cutoff == 25 else 0.3
+        for seed in range(3):
+            for variant, value in (
+                ("none", NONE_MAP[seed]),
+                ("proposed(beta=0.99)", NONE_MAP[seed] + 0.05),
+                ("proposed(beta=0.9)", BETA09_MAP[seed]),
+                ("inverse", INVERSE_MAP[seed]),
+            ):
+                records.append(
+                    make_record(
+                        variant=variant,
+                        seed=seed,
+                        cutoff=cutoff,
+                        mAP=value,
+                        head=value,
+                        medium=value,
+                        tail=None if tail is None else value - 0.1,
+                        wall_time_s=5.0,
+                    )
+                )
+    records.append(
+        make_record(
+            variant="none",
+            seed=3,
+            cutoff=6,
+            status="failed",
+            failure="non-finite loss at step 7",
+            wall_time_s=2.0,
+        )
+    )
+    return records
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """One report over the synthetic sweep, written twice; the second copy kept for comparison."""
+    base = tmp_path_factory.mktemp("report")
+    root = base / "runs"
+    for record in sweep_records():
+        write_record(root, record)
+    notes = base / "results" / "NOTES.md"
+    notes.parent.mkdir(parents=True)
+    notes.write_text("Hand-written *analysis* | kept verbatim.\n\n- point one\n", encoding="utf-8")
+    out, plots = base / "RESULTS.md", base / "results" / "plots"
+    summary = report.write_report(root, out, plots, notes)
+    first = {p: p.read_bytes() for p in [out, *sorted(plots.glob("*.png"))]}
+    report.write_report(root, out, plots, notes)
+    second = {p: p.read_bytes() for p in [out, *sorted(plots.glob("*.png"))]}
+    return {
+        "base": base,
+        "root": root,
+        "out": out,
+        "md": out.read_text(encoding="utf-8"),
+        "summary": summary,
+        "first": first,
+        "second": second,
+        "plots": plots,
+    }
+
+
+def table_row(md: str, heading: str, first_cell: str, occurrence: int = 0) -> list[str]:
+    """Cells of the row starting with `first_cell` in the table after the n-th `heading`."""
+    starts = [m.end() for m in re.finditer(re.escape(heading) + "\n", md)]
+    section = md[starts[occurrence] :]
+    section = section[: section.find("\n\n", section.find("|"))]
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == first_cell:
+            return cells[1:]
+    raise AssertionError(f"no row {first_cell!r} under {heading!r}")
+
+
+def test_table_cells_mean_ci_and_n(generated):
+    # none at cut-off 6: mean(0.40, 0.50, 0.45) = 0.45, sd = 0.05,
+    # half-width = 4.302653 * 0.05 / sqrt(3) = 0.124207. The failed seed 3 is left out.
+    cells = table_row(generated["md"], "#### mAP (all labels)", "`none`")
+    assert cells[0] == "0.450 ± 0.124 (n=3)"
+    # proposed(beta=0.99) = none + 0.05: same spread, mean 0.50.
+    cells = table_row(generated["md"], "#### mAP (all labels)", "`proposed(beta=0.99)`")
+    assert cells == ["0.500 ± 0.124 (n=3)", "0.500 ± 0.124 (n=3)"]
+    # tail = mAP - 0.1 at cut-off 6; no tail labels at cut-off 25.
+    assert table_row(generated["md"], "#### tail mAP", "`none`") == ["0.350 ± 0.124 (n=3)", "–"]
+
+
+def test_rows_are_ordered_schemes_then_swept_values(generated):
+    section = generated["md"].split("#### mAP (all labels)")[1].split("####")[0]
+    rows = re.findall(r"^\| (`[^`]+`) \|", section, flags=re.M)
+    assert rows == ["`none`", "`inverse`", "`proposed(beta=0.9)`", "`proposed(beta=0.99)`"]
+
+
+def test_paired_difference_cells(generated):
+    md = generated["md"]
+    heading = "#### `proposed` − `none`"
+    # Constant shift of +0.05 on every seed: difference 0.05, zero width, marked.
+    cells = table_row(md, heading, "`proposed(beta=0.99)`")
+    assert cells[:2] == ["6", "**+0.050 ± 0.000** (n=3)"]
+    # beta=0.9 minus none: 0.01, -0.01, 0.02 -> mean 0.006667, sd 0.015275,
+    # half-width 4.302653 * 0.015275 / sqrt(3) = 0.037946: not marked.
+    cells = table_row(md, heading, "`proposed(beta=0.9)`")
+    assert cells[:2] == ["6", "+0.007 ± 0.038 (n=3)"]
+    # Tail column (last) at cut-off 6 is defined, at cut-off 25 empty.
+    rows = [
+        line for line in md.split(heading)[1].split("####")[0].splitlines() if "beta=0.99)" in line
+    ]
+    assert rows[0].rstrip(" |").endswith("**+0.050 ± 0.000** (n=3)")
+    assert rows[1].rstrip(" |").endswith("–")
+    # beta=0.99 minus inverse: -0.05, -0.07, +0.10 -> mean -0.006667, squared deviations sum
+    # to 0.017267, sd 0.092916, half-width 4.302653 * 0.092916 / sqrt(3) = 0.230815: not marked.
+    cells = table_row(md, "#### `proposed` − `inverse`", "`proposed(beta=0.99)`")
+    assert cells[1] == "-0.007 ± 0.231 (n=3)"
+
+
+def test_headline_sentences(generated):
+    md = generated["md"]
+    head = md.split("## Headline")[1].split("\n## ")[0]
+    assert (
+        "`proposed` vs `none`, mAP (all labels): higher in 2 of 4 (variant, cut-off) "
+        "comparisons, lower in 0, not separated from 0 in 2; largest gain +0.050 (95% CI +0.050 "
+        "to +0.050, n=3) for proposed(beta=0.99) at cut-off 25." in head
+    )
+    # Only cut-off 6 has tail labels: two comparisons.
+    assert "`proposed` vs `none`, tail mAP: higher in 1 of 2" in head
+    assert "`proposed` vs `inverse`, mAP (all labels): higher in 0 of 4" in head
+    assert "1 failed (left out)" in head
+    # Best beta by mean mAP: beta=0.99 (0.500) over beta=0.9 (0.457) at both cut-offs.
+    assert (
+        "cut-off 6: proposed(beta=0.99) 0.500 ± 0.124 (n=3); cut-off 25: proposed(beta=0.99)"
+        in head
+    )
+    # inverse: mean(0.50, 0.62, 0.40) = 0.506667, sd 0.110151, half-width 0.273631.
+    assert "Highest mean test mAP over all variants: cut-off 6: inverse 0.507 ± 0.274" in head
+
+
+def test_notes_included_verbatim(generated):
+    md = generated["md"]
+    notes = md.split("## Notes\n\n")[1]
+    assert notes.startswith("Hand-written *analysis* | kept verbatim.\n\n- point one\n\n## ")
+    assert "analysis prose lives in `results/NOTES.md`" in md
+
+
+def test_failed_runs_listed_and_compute_summed(generated):
+    md = generated["md"]
+    failed = md.split("### Failed runs")[1]
+    assert "`catalog_none/none/cutoff6/seed3/record.json`" in failed
+    assert "non-finite loss at step 7" in failed
+    # 24 finished runs x 5 s + one failed run of 2 s = 122 s.
+    assert "Total compute: 122 s (2.0 min)" in md
+    assert "Runs: 25 (24 finished, 1 failed)." in md
+
+
+def test_data_section_abbreviates_checksums(generated):
+    md = generated["md"]
+    assert SHA[:12] + "…" in md
+    assert SHA not in md
+    assert "fashion-mnist" in md
+    assert "image size: 32" in md
+    assert "Seeds with finished runs: 0, 1, 2 (3)" in md
+    assert "`aaaaaaaaaaaa` (25 runs)" in md
+
+
+def test_plots_linked_with_relative_paths_and_exist(generated):
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", generated["md"])
+    assert links == [
+        "results/plots/cpu_catalog_map_vs_cutoff.png",
+        "results/plots/cpu_catalog_ap_vs_frequency.png",
+    ]
+    for link in links:
+        data = (generated["base"] / link).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n")
+        # No software/date text chunks that would make reruns differ.
+        assert b"tEXt" not in data and b"tIME" not in data
+
+
+def test_outputs_are_byte_identical_on_rerun(generated):
+    assert len(generated["first"]) == 3
+    assert generated["first"] == generated["second"]
+
+
+def test_summary_printed(generated, capsys):
+    assert generated["summary"][0] == "Read 25 run records (24 finished, 1 failed)."
+    code = report.main(
+        [
+            "--records",
+            str(generated["root"]),
+            "--out",
+            str(generated["base"] / "other" / "RESULTS.md"),
+            "--plots-dir",
+            str(generated["base"] / "other" / "plots"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "catalog (cpu tier):" in out and "Wrote" in out
+    # A different folder gives different relative links but the same numbers.
+    md = (generated["base"] / "other" / "RESULTS.md").read_text(encoding="utf-8")
+    assert "](plots/cpu_catalog_map_vs_cutoff.png)" in md
+    assert "## Notes" not in md
+
+
+def test_tiers_and_tasks_are_separate_sections(tmp_path):
+    root = tmp_path / "runs"
+    write_record(root / "smoke", make_record(tier="smoke", mAP=0.1))
+    write_record(root / "cpu", make_record(tier="cpu", mAP=0.7))
+    write_record(root / "cpu", make_record(task="catalog_step", mAP=0.3))
+    runs = report.read_runs(root)
+    groups = report.group_runs(runs)
+    assert [g.title for g in groups] == [
+        "catalog (smoke tier)",
+        "catalog (cpu tier)",
+        "catalog_step (cpu tier)",
+    ]
+    assert [g.cell("none", 6, "mAP") for g in groups] == [
+        (0.1, None, 1),
+        (0.7, None, 1),
+        (0.3, None, 1),
+    ]
+    assert report.format_ci(groups[0].cell("none", 6, "mAP")) == "0.100 (n=1)"
+    # No proposed runs: the headline says so instead of inventing a comparison.
+    assert "No `proposed` runs" in " ".join(report.headline(groups[0]))
+
+
+def test_split_variant_and_order():
+    assert report.split_variant("proposed(beta=0.999)") == ("proposed", {"beta": "0.999"})
+    assert report.split_variant("focal") == ("focal", {})
+    variants = ["focal", "proposed(beta=0.9999)", "zeta", "proposed(beta=0.99)", "none"]
+    assert sorted(variants, key=report.variant_sort_key) == [
+        "none",
+        "proposed(beta=0.99)",
+        "proposed(beta=0.9999)",
+        "focal",
+        "zeta",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+def test_missing_folder_says_how_to_produce_records(tmp_path):
+    with pytest.raises(report.ReportError, match=r"does not exist.*python -m experiments\.run"):
+        report.read_runs(tmp_path / "nowhere")
+
+
+def test_empty_folder_names_the_folder(tmp_path):
+    with pytest.raises(report.ReportError, match=r"No run records \(record\.json\) found below"):
+        report.read_runs(tmp_path)
+
+
+def test_invalid_json_names_the_file(tmp_path):
+    write_record(tmp_path, make_record())
+    bad = tmp_path / "catalog_none" / "none" / "cutoff6" / "seed1" / "record.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(report.ReportError, match=re.escape(str(bad)) + ".*not valid JSON"):
+        report.read_runs(tmp_path)
+
+
+def test_missing_key_names_file_and_key(tmp_path):
+    record = make_record()
+    del record["variant"]
+    path = write_record(tmp_path, {**record, "variant": "x"})
+    path.write_text(json.dumps(record), encoding="utf-8")
+    with pytest.raises(report.ReportError, match=r"malformed: missing key\(s\) variant.*--force"):
+        report.read_runs(tmp_path)
+
+
+def test_bad_metrics_name_the_problem(tmp_path):
+    record = make_record()
+    record["data"]["train_positives"] = [1, 2]
+    write_record(tmp_path, record)
+    record = make_record(seed=1)
+    record["seed"] = "1"
+    write_record(tmp_path, {**record, "seed": 1})
+    (tmp_path / "catalog_none/none/cutoff6/seed1/record.json").write_text(json.dumps(record))
+    with pytest.raises(report.ReportError) as info:
+        report.read_runs(tmp_path)
+    message = str(info.value)
+    assert "seed0/record.json is malformed: data.train_positives" in message
+    assert "seed1/record.json is malformed: seed must be an integer" in message
+
+
+def test_mixed_schema_versions(tmp_path):
+    write_record(tmp_path, make_record())
+    write_record(tmp_path, {**make_record(seed=1), "schema_version": 0})
+    with pytest.raises(
+        report.ReportError, match=r"mix schema versions.*version 0: 1.*version 1: 1"
+    ):
+        report.read_runs(tmp_path)
+
+
+def test_duplicate_runs_are_refused(tmp_path):
+    write_record(tmp_path, make_record())
+    write_record(tmp_path, {**make_record(), "config_name": "catalog_other"})
+    with pytest.raises(report.ReportError, match=r"same run.*Delete one"):
+        report.read_runs(tmp_path)
+
+
+def test_main_reports_errors_on_stderr(tmp_path, capsys):
+    assert report.main(["--records", str(tmp_path / "nope")]) == 1
+    assert "error: No run records" in capsys.readouterr().err
+    write_record(tmp_path / "runs", make_record())
+    code = report.main(["--records", str(tmp_path / "runs"), "--notes", str(tmp_path / "NOTES.md")])
+    assert code == 1
+    assert "Notes file" in capsys.readouterr().err
+    assert not (tmp_path / "RESULTS.md").exists()
