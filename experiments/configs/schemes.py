@@ -78,12 +78,18 @@ def asymmetric(config: ml_collections.ConfigDict) -> None:
 
 
 def distribution_balanced(config: ml_collections.ConfigDict) -> None:
-    """Distribution-balanced loss (Wu et al., ECCV 2020): re-balanced weighting plus
-    negative-tolerant regularisation, with the paper's default hyperparameters (the defaults of
-    `ltweights.losses.distribution_balanced`; override them through `loss_params`), scheme
+    """Distribution-balanced loss (Wu et al., ECCV 2020): re-balanced weighting smoothed as
+    alpha + sigmoid(beta * (r - mu)) with alpha = 0.1, beta = 10, mu = 0.3, plus
+    negative-tolerant regularisation with prior-bias scale kappa = 0.05 and negative-logit scale
+    lam = 2 (the paper's defaults, as in `ltweights.losses.distribution_balanced`), scheme
     "none". Label counts come from the training split."""
     config.scheme = "none"
     config.loss = "distribution_balanced"
+    config.loss_params.alpha = 0.1
+    config.loss_params.beta = 10.0
+    config.loss_params.mu = 0.3
+    config.loss_params.kappa = 0.05
+    config.loss_params.lam = 2.0
     config.variant = "distribution_balanced"
 
 
