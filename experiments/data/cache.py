@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,6 @@ def load_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, 
         with np.load(path, allow_pickle=False) as f:
             arrays = {name: f[name] for name in f.files if name != _PROVENANCE_KEY}
             provenance = json.loads(str(f[_PROVENANCE_KEY]))
-    except (OSError, ValueError, KeyError, EOFError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
     return arrays, provenance
