@@ -464,29 +464,82 @@ def _cell_name(variant: str, cutoff: int) -> str:
 # Headline: templated sentences from the numbers
 
 
-def _comparison_sentence(group: Group, baseline: str, metric: str, title: str) -> str:
+@dataclass(frozen=True)
+class Comparison:
+    """Paired differences of every proposed variant x cut-off against one baseline, one metric."""
+
+    testable: list[tuple[str, int, MeanCI]]  # comparisons with >= 2 paired seeds
+    higher: list[tuple[str, int, MeanCI]]  # interval entirely above 0
+    lower: list[tuple[str, int, MeanCI]]  # interval entirely below 0
+
+    @property
+    def unseparated(self) -> int:
+        return len(self.testable) - len(self.higher) - len(self.lower)
+
+
+def compare(group: Group, baseline: str, metric: str) -> Comparison:
     proposed = [v for v in group.variants if is_proposed(v)]
     results = [
         (v, c, group.paired(v, baseline, c, metric)) for v in proposed for c in group.cutoffs
     ]
     testable = [(v, c, ci) for v, c, ci in results if ci.half_width is not None]
-    subject = f"`proposed` vs `{baseline}`, {title}"
-    if not testable:
-        return f"{subject}: no comparison has 2 or more paired seeds with a defined value."
-    higher = [(v, c, ci) for v, c, ci in testable if ci.excludes_zero and ci.mean > 0]
-    lower = [(v, c, ci) for v, c, ci in testable if ci.excludes_zero and ci.mean < 0]
-    unseparated = len(testable) - len(higher) - len(lower)
-    sentence = (
-        f"{subject}: higher in {len(higher)} of {len(testable)} (variant, cut-off) comparisons, "
-        f"lower in {len(lower)}, not separated from 0 in {unseparated}"
+    return Comparison(
+        testable,
+        [(v, c, ci) for v, c, ci in testable if ci.excludes_zero and ci.mean > 0],
+        [(v, c, ci) for v, c, ci in testable if ci.excludes_zero and ci.mean < 0],
     )
-    if higher:
-        v, c, ci = max(higher, key=lambda t: (t[2].mean, t[1]))
+
+
+def _comparison_sentence(group: Group, baseline: str, metric: str, title: str) -> str:
+    result = compare(group, baseline, metric)
+    subject = f"`proposed` vs `{baseline}`, {title}"
+    if not result.testable:
+        return f"{subject}: no comparison has 2 or more paired seeds with a defined value."
+    sentence = (
+        f"{subject}: higher in {len(result.higher)} of {len(result.testable)} (variant, cut-off) "
+        f"comparisons, lower in {len(result.lower)}, not separated from 0 in {result.unseparated}"
+    )
+    if result.higher:
+        v, c, ci = max(result.higher, key=lambda t: (t[2].mean, t[1]))
         sentence += f"; largest gain {_interval_words(ci)} for {_cell_name(v, c)}"
-    if lower:
-        v, c, ci = min(lower, key=lambda t: (t[2].mean, t[1]))
+    if result.lower:
+        v, c, ci = min(result.lower, key=lambda t: (t[2].mean, t[1]))
         sentence += f"; largest loss {_interval_words(ci)} for {_cell_name(v, c)}"
     return sentence + "."
+
+
+def _multiplicity_sentence(group: Group) -> str | None:
+    """How many of the intervals above would exclude 0 by chance alone."""
+    total = sum(
+        len(compare(group, b, m).testable)
+        for b in BASELINES
+        if b in group.variants
+        for m in MAP_METRICS
+    )
+    if total == 0:
+        return None
+    return (
+        f"These are {total} separate 95% intervals, not corrected for multiple comparisons: "
+        f"with no real difference anywhere, about {total / 20:.1f} of them would exclude 0 by "
+        "chance, so an isolated excluded interval is weak evidence."
+    )
+
+
+def short_summary(group: Group) -> str:
+    """One line for stdout: higher/lower/not separated counts per baseline and bucket."""
+    parts = [f"{group.title}: {len(group.finished)} finished, {len(group.failed)} failed"]
+    if any(is_proposed(v) for v in group.variants):
+        for baseline in BASELINES:
+            if baseline not in group.variants:
+                continue
+            counts = []
+            for metric in MAP_METRICS:
+                r = compare(group, baseline, metric)
+                counts.append(f"{metric} {len(r.higher)}/{len(r.lower)}/{r.unseparated}")
+            parts.append(
+                f"proposed vs {baseline} (higher/lower/not separated): {', '.join(counts)}"
+            )
+    return "; ".join(parts)
 
 
 def _best_sentence(group: Group, variants: Sequence[str], metric: str, lead: str) -> str | None:
@@ -521,6 +574,8 @@ def headline(group: Group) -> list[str]:
         for metric, title in METRICS:
             if metric in MAP_METRICS:
                 lines.append(_comparison_sentence(group, baseline, metric, title))
+    if proposed and (caveat := _multiplicity_sentence(group)):
+        lines.append(caveat)
     if len(proposed) > 1:
         best = _best_sentence(
             group,
@@ -542,12 +597,17 @@ def headline(group: Group) -> list[str]:
 
 
 def _variant_styles(variants: Sequence[str]) -> dict[str, tuple[Any, str]]:
+    """A (colour, marker) per variant, stable for a given variant list."""
     from matplotlib import colormaps
 
-    cmap = colormaps["tab20"] if len(variants) > 10 else colormaps["tab10"]
+    # tab20 lists dark/light pairs; take the ten dark colours first so that neighbouring rows
+    # (none, inverse, ...) do not get two shades of one hue.
+    tab20 = colormaps["tab20"].colors
+    palette = list(tab20[0::2]) + list(tab20[1::2])
     markers = "os^Dv<>ph*"
     return {
-        v: (cmap(i % cmap.N), markers[(i // cmap.N) % len(markers)]) for i, v in enumerate(variants)
+        v: (palette[i % len(palette)], markers[(i // len(palette)) % len(markers)])
+        for i, v in enumerate(variants)
     }
 
 
@@ -648,6 +708,13 @@ def plot_map_vs_cutoff(group: Group) -> bytes:
                     ax.errorbar(
                         xs, ys, yerr=errs, color=color, marker=marker, markersize=4,
                         capsize=2, linewidth=1, label=variant,
+                    )  # fmt: skip
+            for cutoff in cutoffs:
+                if all(group.cell(v, cutoff, metric).mean is None for v in variants):
+                    ax.annotate(
+                        "empty\nbucket" if metric != "mAP" else "no\nvalue", (cutoff, 0.5),
+                        xycoords=("data", "axes fraction"), ha="center", va="center",
+                        fontsize="small", color="0.4",
                     )  # fmt: skip
             ax.set_xscale("log")
             ax.set_xticks(cutoffs, [str(c) for c in cutoffs])
@@ -866,7 +933,7 @@ def build_report(
     for group in groups:
         sentences = headline(group)
         lines += [f"**{group.title}**", ""] + [f"- {s}" for s in sentences] + [""]
-        summary += [f"{group.title}:"] + [f"  - {s}" for s in sentences]
+        summary.append(short_summary(group))
     if notes is not None:
         lines += ["## Notes", "", notes.rstrip("\n"), ""]
     for group in groups:

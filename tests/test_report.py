@@ -265,6 +265,8 @@ def test_headline_sentences(generated):
     assert "`proposed` vs `none`, tail mAP: higher in 1 of 2" in head
     assert "`proposed` vs `inverse`, mAP (all labels): higher in 0 of 4" in head
     assert "1 failed (left out)" in head
+    # 14 intervals per baseline (4 + 4 + 4 mAP comparisons, 2 tail), 28 in all: 1.4 by chance.
+    assert "These are 28 separate 95% intervals" in head and "about 1.4 of them" in head
     # Best beta by mean mAP: beta=0.99 (0.500) over beta=0.9 (0.457) at both cut-offs.
     assert (
         "cut-off 6: proposed(beta=0.99) 0.500 ± 0.124 (n=3); cut-off 25: proposed(beta=0.99)"
@@ -321,6 +323,11 @@ def test_outputs_are_byte_identical_on_rerun(generated):
 
 def test_summary_printed(generated, capsys):
     assert generated["summary"][0] == "Read 25 run records (24 finished, 1 failed)."
+    assert generated["summary"][1] == (
+        "catalog (cpu tier): 24 finished, 1 failed; proposed vs none (higher/lower/not "
+        "separated): mAP 2/0/2, head 2/0/2, medium 2/0/2, tail 1/0/1; proposed vs inverse "
+        "(higher/lower/not separated): mAP 0/0/4, head 0/0/4, medium 0/0/4, tail 0/0/2"
+    )
     code = report.main(
         [
             "--records",
