@@ -1,0 +1,386 @@
+"""Bring-your-own catalog task `csv`: a CSV or JSONL export of image paths and their labels.
+
+Format. A catalog file lists one product image per row:
+  CSV (header required, UTF-8, extra columns ignored):
+      image,labels,split
+      shirts/0001.jpg,puff sleeve|v-neck,train
+      shirts/0002.jpg,set-in sleeve,test
+  JSONL (one object per line; `labels` a "|"-separated string or a list of strings):
+      {"image": "shirts/0001.jpg", "labels": ["puff sleeve", "v-neck"], "split": "train"}
+`image` is relative to `image_root` (default: `data_dir`, else the catalog file's folder) or
+absolute. `labels` may be empty (a product with none of the labels: a negative for all). The
+optional `split` column holds train, val or test for every row; without it, rows are split by
+a seeded permutation: round(val_fraction * n) rows to val, round(test_fraction * n) to test,
+the rest to train (`experiments.data.images.seeded_partition`).
+
+Validation (a clear error naming the row and the fix, or, under a skip policy, a counted and
+reported skip; never silent): missing or empty image path, empty label names ("a||b", a
+trailing "|"), a label repeated in a row, unknown split values, an empty split, a duplicated
+image path (`on_duplicate`: "error", or "skip" keeping the first row), missing or undecodable
+image files (`on_bad_image`: "error" or "skip").
+
+Images are whole product photos: padded to square (black) and resized to `image_size`, RGB
+(`channels=3`) or grey (`channels=1`); decoded once and cached as arrays, keyed by the catalog
+file's SHA-256, the image root and the build parameters. Labels are sorted by name. The
+label-frequency `cutoff` has the same meaning as for the other tasks (training positives of the
+rarest label; `experiments.data.images.apply_cutoff`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.data.dataset import Dataset, Splits
+from experiments.data.images import (
+    DataError,
+    DataNotFoundError,
+    DataSkipWarning,
+    SkipLog,
+    apply_cutoff,
+    cache_key,
+    cache_root,
+    check_policy,
+    load_arrays,
+    read_image,
+    save_arrays,
+    seeded_partition,
+    sha256_file,
+    square_resize,
+)
+
+__all__ = ["SPLITS", "CatalogRow", "load_csv_catalog", "read_catalog"]
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class CatalogRow:
+    line: int  # line number in the file, for error messages
+    image: str
+    labels: tuple[str, ...]
+    split: str | None
+
+
+def _parse_labels(value: Any, separator: str, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, list):
+        names = [str(v).strip() if isinstance(v, str) else None for v in value]
+        if any(n is None for n in names):
+            raise DataError(f"{where}: labels {value!r} must be strings.")
+    elif isinstance(value, str):
+        if not value.strip():
+            return ()
+        names = [part.strip() for part in value.split(separator)]
+    else:
+        raise DataError(f"{where}: labels must be a {separator!r}-separated string or a list.")
+    if any(not n for n in names):
+        raise DataError(
+            f"{where}: empty label name in {value!r} (a doubled or trailing {separator!r}); "
+            "remove it or name the label."
+        )
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(f"{where}: label(s) {repeated} repeated in {value!r}; list each once.")
+    return tuple(names)
+
+
+def _make_row(record: dict, line: int, has_split: bool, separator: str, where: str) -> CatalogRow:
+    image = record.get("image")
+    if not isinstance(image, str) or not image.strip():
+        raise DataError(f"{where}: the image path is missing or empty; give a file path.")
+    split = None
+    if has_split:
+        raw = record.get("split")
+        split = raw.strip().lower() if isinstance(raw, str) else raw
+        if split not in SPLITS:
+            raise DataError(
+                f"{where}: split {raw!r} is not one of {list(SPLITS)}; fix the value, or drop "
+                "the split column to let the task split the rows by seed."
+            )
+    return CatalogRow(
+        line, image.strip(), _parse_labels(record.get("labels"), separator, where), split
+    )
+
+
+def read_catalog(path: str | os.PathLike, *, label_separator: str = "|") -> list[CatalogRow]:
+    """Parses and validates a CSV (.csv) or JSONL (.jsonl, .ndjson) catalog file."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    rows: list[CatalogRow] = []
+    if suffix == ".csv":
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            header = [h.strip() for h in next(reader, [])]
+            missing = [c for c in ("image", "labels") if c not in header]
+            if missing:
+                raise DataError(
+                    f"{path}: the header {header} lacks the column(s) {missing}; the first line "
+                    "must name the columns image,labels[,split]."
+                )
+            has_split = "split" in header
+            for values in reader:
+                where = f"{path.name} line {reader.line_num}"
+                if not any(v.strip() for v in values):
+                    continue  # blank line
+                if len(values) != len(header):
+                    raise DataError(
+                        f"{where}: {len(values)} fields for {len(header)} columns; quote fields "
+                        'holding commas ("a, b").'
+                    )
+                record = dict(zip(header, values, strict=True))
+                rows.append(_make_row(record, reader.line_num, has_split, label_separator, where))
+    elif suffix in (".jsonl", ".ndjson"):
+        with open(path, encoding="utf-8") as f:
+            lines = [(i, line) for i, line in enumerate(f, start=1) if line.strip()]
+        records = []
+        for i, line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path.name} line {i}: not valid JSON ({e}).") from e
+            if not isinstance(record, dict) or "image" not in record or "labels" not in record:
+                raise DataError(
+                    f"{path.name} line {i}: expected an object with keys image and labels."
+                )
+            records.append((i, record))
+        has_split = any("split" in r for _, r in records)
+        for i, record in records:
+            rows.append(_make_row(record, i, has_split, label_separator, f"{path.name} line {i}"))
+    else:
+        raise DataError(f"{path}: unknown catalog format {suffix!r}; use .csv or .jsonl.")
+    if not rows:
+        raise DataError(f"{path} holds no rows.")
+    return rows
+
+
+def _deduplicate(rows: list[CatalogRow], policy: str, skips: SkipLog, name: str):
+    first: dict[str, CatalogRow] = {}
+    out = []
+    for row in rows:
+        key = os.path.normpath(row.image)
+        if key in first:
+            detail = f"{name} line {row.line} repeats image {row.image!r} of line {first[key].line}"
+            if policy == "error":
+                raise DataError(
+                    f"{detail}. Remove the duplicate, or pass on_duplicate='skip' to keep the "
+                    "first row (counted)."
+                )
+            skips.add("duplicate image row", detail)
+            continue
+        first[key] = row
+        out.append(row)
+    return out
+
+
+def _build(
+    path: Path,
+    image_root: Path,
+    *,
+    image_size: int,
+    channels: int,
+    label_separator: str,
+    on_bad_image: str,
+    on_duplicate: str,
+    progress: bool,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Decodes every catalog image once: arrays {images, labels, split_codes} + meta."""
+    from tqdm.auto import tqdm
+
+    skips = SkipLog()
+    rows = _deduplicate(
+        read_catalog(path, label_separator=label_separator), on_duplicate, skips, path.name
+    )
+    label_names = sorted({n for r in rows for n in r.labels})
+    column = {n: j for j, n in enumerate(label_names)}
+    mode = {3: "RGB", 1: "L"}[channels]
+    images, labels, split_codes = [], [], []
+    for row in tqdm(rows, desc=f"decode {path.name}", unit="img", disable=not progress):
+        file_path = Path(row.image) if os.path.isabs(row.image) else image_root / row.image
+        try:
+            image = read_image(file_path, mode)
+        except (DataNotFoundError, DataError) as e:
+            missing = isinstance(e, DataNotFoundError)
+            detail = f"{path.name} line {row.line}: {e}".rstrip(".")
+            if on_bad_image == "error":
+                raise DataError(
+                    f"{detail}. Check image_root ({image_root}) and the path, or pass "
+                    "on_bad_image='skip' to leave the row out (counted)."
+                ) from e
+            skips.add("image file missing" if missing else "image file unreadable", detail)
+            continue
+        images.append(square_resize(image, image_size))
+        row_labels = np.zeros(len(label_names), np.uint8)
+        row_labels[[column[n] for n in row.labels]] = 1
+        labels.append(row_labels)
+        split_codes.append(-1 if row.split is None else SPLITS.index(row.split))
+    if not images:
+        raise DataError(f"{path}: no image could be read ({skips.summary('rows')}).")
+    arrays = {
+        "images": np.stack(images),
+        "labels": np.stack(labels),
+        "split_codes": np.asarray(split_codes, np.int64),
+    }
+    meta = {
+        "label_names": label_names,
+        "num_rows": len(rows) + skips.counts.get("duplicate image row", 0),
+        "has_split_column": rows[0].split is not None,
+        "skipped_rows": skips.as_dict(),
+    }
+    return arrays, meta
+
+
+def load_csv_catalog(
+    *,
+    cutoff: int | None = None,
+    seed: int = 0,
+    data_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    path: str | os.PathLike | None = None,
+    image_root: str | os.PathLike | None = None,
+    image_size: int = 64,
+    channels: int = 3,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    label_separator: str = "|",
+    on_bad_image: str = "error",
+    on_duplicate: str = "error",
+    progress: bool = True,
+) -> Splits:
+    """Splits of a bring-your-own catalog (see the module docstring for the file format).
+
+    Args:
+      cutoff: training positives of the rarest label (labels below it are dropped, the rarest
+        kept one subsampled to it); None keeps every label with a training positive.
+      seed: seeds the row split (when the file has no split column) and the cut-off.
+      data_dir: folder that a relative `path` and the default `image_root` are taken from.
+      path: the catalog file (.csv or .jsonl).
+      image_root: folder the image paths are relative to.
+    """
+    check_policy("on_bad_image", on_bad_image)
+    check_policy("on_duplicate", on_duplicate)
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grey) or 3 (RGB); got {channels}.")
+    if path is None:
+        raise DataNotFoundError(
+            "The csv task needs path=<catalog .csv or .jsonl> (columns image, labels[, split]; "
+            "labels separated by '|') and image_root=<folder of the images>; set them in the "
+            "config's data block."
+        )
+    path = Path(path).expanduser()
+    if not path.is_absolute() and data_dir is not None:
+        path = Path(data_dir).expanduser() / path
+    if not path.is_file():
+        raise DataNotFoundError(f"Catalog file {path} does not exist; check path (and data_dir).")
+    root = Path(image_root or data_dir or path.parent).expanduser()
+    if not root.is_dir():
+        raise DataNotFoundError(f"Image root {root} is not a folder; check image_root.")
+
+    params = {
+        "catalog_sha256": sha256_file(path),
+        "image_root": str(root.resolve()),
+        "image_size": int(image_size),
+        "channels": channels,
+        "label_separator": label_separator,
+        "on_bad_image": on_bad_image,
+        "on_duplicate": on_duplicate,
+    }
+    cache_file = (
+        cache_root(cache_dir) / "csv" / f"{path.stem}-{image_size}px-{cache_key(params)}.npz"
+    )
+    cached = load_arrays(cache_file)
+    if cached is None:
+        arrays, meta = _build(
+            path,
+            root,
+            image_size=image_size,
+            channels=channels,
+            label_separator=label_separator,
+            on_bad_image=on_bad_image,
+            on_duplicate=on_duplicate,
+            progress=progress,
+        )
+        save_arrays(cache_file, arrays, meta)
+        print(
+            f"csv catalog: cached {len(arrays['images'])} images in {cache_file}", file=sys.stderr
+        )
+    else:
+        arrays, meta = cached
+    skipped = SkipLog(**meta["skipped_rows"])
+    if skipped.total:
+        warnings.warn(
+            f"Catalog {path.name} {skipped.summary('rows')} See provenance ['skipped_rows'].",
+            DataSkipWarning,
+            stacklevel=2,
+        )
+
+    n = len(arrays["images"])
+    if meta["has_split_column"]:
+        parts = arrays["split_codes"]
+        split_rule = "the file's split column"
+    else:
+        seeded = seeded_partition(n, [val_fraction, test_fraction], seed, salt=0)
+        parts = np.array([0, 1, 2])[seeded]  # part 1 -> val, part 2 -> test
+        split_rule = (
+            f"seeded permutation: round({val_fraction} * n) val, round({test_fraction} * n) test"
+        )
+    empty = [s for code, s in enumerate(SPLITS) if not np.any(parts == code)]
+    if empty:
+        raise DataError(
+            f"{path.name}: the {empty} split(s) would be empty ({n} usable rows, split by "
+            f"{split_rule}); add rows, or change the split column or fractions."
+        )
+    idx = {s: np.flatnonzero(parts == code) for code, s in enumerate(SPLITS)}
+    result = apply_cutoff(arrays["labels"][idx["train"]], cutoff, seed)
+    names = meta["label_names"]
+    counts_before = arrays["labels"][idx["train"]].sum(0, dtype=np.int64)
+    idx["train"] = idx["train"][result.train_keep]
+    kept = result.kept_labels
+    label_names = tuple(names[j] for j in kept)
+    provenance = {
+        "source": "csv",
+        "files": {path.name: {"sha256": params["catalog_sha256"]}},
+        "image_root": str(root),
+        "cache_file": cache_file.name,
+        "label_separator": label_separator,
+        "num_rows": meta["num_rows"],
+        "skipped_rows": meta["skipped_rows"],
+        "split": split_rule,
+        "val_fraction": None if meta["has_split_column"] else val_fraction,
+        "test_fraction": None if meta["has_split_column"] else test_fraction,
+        "cutoff": cutoff,
+        "seed": seed,
+        "dropped_labels": [
+            {"name": names[j], "train_positives": int(counts_before[j])}
+            for j in result.dropped_labels
+        ],
+        "subsampled_label": None
+        if result.subsampled_label is None
+        else names[result.subsampled_label],
+        "removed_train_examples": result.removed_train_examples,
+        "num_examples": {s: len(i) for s, i in idx.items()},
+        "image_size": image_size,
+        "channels": channels,
+        "crop": "whole image, padded to square (black), bicubic resize",
+    }
+    return Splits(
+        *(
+            Dataset(
+                images=arrays["images"][idx[s]],
+                labels=arrays["labels"][idx[s]][:, kept],
+                label_names=label_names,
+                split=s,
+                provenance=provenance,
+            )
+            for s in SPLITS
+        )
+    )
