@@ -286,11 +286,13 @@ def expand_runs(
             set_path(run_config, path, value, create=False)
         variant = format_variant(run_config)
         slug = variant_slug(variant)
-        if slugs.setdefault(slug, variant) != variant:
+        if slug in slugs:  # two sweep points would write (and skip) the same records
             raise ValueError(
-                f"Variants {slugs[slug]!r} and {variant!r} share the folder {slug!r}; make the "
-                "variant template tell the sweep values apart."
+                f"Sweep points {slugs[slug]} and {point} give variants that share the folder "
+                f"{slug!r}; make the variant template tell the sweep values apart, e.g. "
+                "'{scheme}(beta={scheme_params.beta:g})'."
             )
+        slugs[slug] = point
         for cutoff in cutoffs:
             for seed in seeds:
                 workdir = run_dir(config.output_dir, config.name, variant, cutoff, seed)

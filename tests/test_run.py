@@ -1,0 +1,393 @@
+"""The runner: pure helpers (overrides, sweep expansion, paths) and the CLI's behaviour with a
+stubbed trainer, so every test is instant."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import ml_collections
+import pytest
+
+from experiments import configs, records
+from experiments import run as run_mod
+
+# Every key of the record schema (experiments/records.py docstring).
+RECORD_KEYS = {
+    "schema_version",
+    "status",
+    "failure",
+    "config_name",
+    "task",
+    "scheme",
+    "loss",
+    "variant",
+    "tier",
+    "seed",
+    "cutoff",
+    "config",
+    "data",
+    "environment",
+    "curves",
+    "val",
+    "test",
+    "wall_time_s",
+    "images_per_s",
+    "steps",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+
+
+def test_parse_int_list():
+    assert run_mod.parse_int_list("0") == [0]
+    assert run_mod.parse_int_list("6, 12,25") == [6, 12, 25]
+    for bad in ("", "a", "1,b", "1.5"):
+        with pytest.raises(ValueError, match="integer"):
+            run_mod.parse_int_list(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("num_epochs=5", ("num_epochs", 5)),
+        ("learning_rate=1e-3", ("learning_rate", 0.001)),
+        ("model.stage_sizes=[1, 2]", ("model.stage_sizes", [1, 2])),
+        ("model.small_input=False", ("model.small_input", False)),
+        ("optimizer=sgd", ("optimizer", "sgd")),  # not a literal: taken as a string
+        ("optimizer='sgd'", ("optimizer", "sgd")),
+        ("data.data_dir=/tmp/x=y", ("data.data_dir", "/tmp/x=y")),  # split at the first "="
+        (" data.data_dir = None", ("data.data_dir", None)),
+    ],
+)
+def test_parse_override(text, expected):
+    assert run_mod.parse_override(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["num_epochs", "=5", ""])
+def test_parse_override_rejects_malformed(bad):
+    with pytest.raises(ValueError, match="key=value"):
+        run_mod.parse_override(bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides
+
+
+def test_apply_overrides_sets_nested_fields_and_leaves_the_input_alone():
+    config = configs.get_config("catalog_focal")
+    new = run_mod.apply_overrides(
+        config,
+        [("model.num_filters", 32), ("loss_params.gamma", 1), ("data.data_dir", "/data")],
+    )
+    assert (new.model.num_filters, new.loss_params.gamma, new.data.data_dir) == (32, 1.0, "/data")
+    assert isinstance(new.loss_params.gamma, float)  # int accepted for a float field
+    assert config.model.num_filters != 32 and config.data.data_dir is None
+
+
+def test_apply_overrides_unknown_key_names_the_closest_field():
+    config = configs.get_config("catalog_none")
+    with pytest.raises(ValueError, match=r"no field 'model\.num_filter'.*model\.num_filters"):
+        run_mod.apply_overrides(config, [("model.num_filter", 8)])
+    with pytest.raises(ValueError, match="no field 'epochs'"):
+        run_mod.apply_overrides(config, [("epochs", 3)])
+    with pytest.raises(ValueError, match="no field"):  # deeper than one level in an open block
+        run_mod.apply_overrides(config, [("data.x.y", 1)])
+
+
+def test_apply_overrides_type_mismatch_is_an_error():
+    config = configs.get_config("catalog_none")
+    with pytest.raises(ValueError, match="num_epochs"):
+        run_mod.apply_overrides(config, [("num_epochs", "many")])
+
+
+def test_open_blocks_accept_new_keys():
+    config = configs.get_config("catalog_focal")
+    new = run_mod.apply_overrides(
+        config, [("loss_params.alpha", 0.25), ("data.test_positives", 50)]
+    )
+    assert new.loss_params.alpha == 0.25 and new.data.test_positives == 50
+
+
+def test_setting_a_swept_field_fixes_it():
+    config = configs.get_config("catalog_proposed")
+    new = run_mod.apply_overrides(config, [("scheme_params.beta", 0.99)])
+    assert run_mod.sweep_axes(new) == []
+    runs = run_mod.expand_runs(new)
+    assert {r.variant for r in runs} == {"proposed(beta=0.99)"} and len(runs) == 12
+
+
+def test_sweep_override_adds_a_sweep():
+    config = configs.get_config("catalog_class_balanced")
+    new = run_mod.apply_overrides(config, [("sweep.scheme_params.beta", [0.99, 0.9999])])
+    assert run_mod.sweep_axes(new) == [("scheme_params.beta", [0.99, 0.9999])]
+    assert len(run_mod.expand_runs(new)) == 2 * 4 * 3
+    with pytest.raises(ValueError, match=r"no field 'scheme_params\.bta'"):
+        run_mod.apply_overrides(config, [("sweep.scheme_params.bta", [0.9])])
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweep expansion and paths
+
+
+@pytest.mark.parametrize(
+    ("name", "num_variants"),
+    [("catalog_none", 1), ("catalog_proposed", 4), ("catalog_step_focal", 1)],
+)
+def test_expand_runs_counts(name, num_variants):
+    config = configs.get_config(name)
+    runs = run_mod.expand_runs(config)
+    assert len(runs) == num_variants * 4 * 3
+    assert len({r.workdir for r in runs}) == len(runs)
+    assert len(run_mod.expand_runs(config, seeds=[0], cutoffs=[6])) == num_variants
+    assert len(run_mod.expand_runs(config, seeds=[1, 2], cutoffs=[6, 50])) == num_variants * 4
+
+
+def test_expand_runs_applies_each_beta_to_its_run():
+    runs = run_mod.expand_runs(configs.get_config("catalog_proposed"), seeds=[0], cutoffs=[6])
+    assert [r.config.scheme_params.beta for r in runs] == [0.9, 0.99, 0.999, 0.9999]
+    assert [r.variant for r in runs] == [
+        "proposed(beta=0.9)",
+        "proposed(beta=0.99)",
+        "proposed(beta=0.999)",
+        "proposed(beta=0.9999)",
+    ]
+
+
+def test_two_swept_fields_give_their_product():
+    config = configs.get_config("catalog_focal")
+    config = run_mod.apply_overrides(
+        config,
+        [
+            ("sweep.loss_params.gamma", [0.0, 1.0, 2.0]),
+            ("sweep.learning_rate", [1e-3, 3e-3]),
+            ("variant", "focal(gamma={loss_params.gamma:g},lr={learning_rate:g})"),
+        ],
+    )
+    runs = run_mod.expand_runs(config, seeds=[0], cutoffs=[6])
+    pairs = {(r.config.loss_params.gamma, r.config.learning_rate) for r in runs}
+    assert pairs == {(g, lr) for g in (0.0, 1.0, 2.0) for lr in (1e-3, 3e-3)}
+
+
+def test_variants_that_share_a_folder_are_rejected():
+    config = configs.get_config("catalog_proposed")
+    config = run_mod.apply_overrides(config, [("variant", "proposed")])
+    with pytest.raises(ValueError, match="share the folder"):
+        run_mod.expand_runs(config)
+
+
+def test_bad_sweeps_and_selections_are_errors():
+    config = configs.get_config("catalog_none")
+    with pytest.raises(ValueError, match="non-empty list"):
+        run_mod.expand_runs(run_mod.apply_overrides(config, [("sweep.learning_rate", [])]))
+    with pytest.raises(ValueError, match="without repeats"):
+        run_mod.expand_runs(config, seeds=[0, 0])
+    with pytest.raises(ValueError, match=">= 1"):
+        run_mod.expand_runs(config, cutoffs=[0])
+    with pytest.raises(ValueError, match="does not format"):
+        run_mod.expand_runs(run_mod.apply_overrides(config, [("variant", "{nope}")]))
+
+
+def test_variant_slug_and_run_dir():
+    assert run_mod.variant_slug("proposed(beta=0.999)") == "proposed-beta-0.999"
+    assert run_mod.variant_slug("focal(gamma=2)") == "focal-gamma-2"
+    assert run_mod.variant_slug("inverse_sqrt") == "inverse_sqrt"
+    path = run_mod.run_dir("runs", "catalog_proposed", "proposed(beta=0.9)", 6, 2)
+    assert path.as_posix() == "runs/catalog_proposed/proposed-beta-0.9/cutoff6/seed2"
+    with pytest.raises(ValueError, match="empty folder name"):
+        run_mod.variant_slug("()")
+
+
+def test_every_config_expands_to_distinct_report_rows():
+    for name in configs.list_configs():
+        runs = run_mod.expand_runs(configs.get_config(name), seeds=[0], cutoffs=[6])
+        assert len({r.variant for r in runs}) == len(runs), name
+
+
+def test_config_differences_ignores_locations_and_selection():
+    a = {"tier": "cpu", "output_dir": "runs", "data": {"data_dir": None, "seed": 0}, "seeds": [0]}
+    b = {"tier": "cpu", "output_dir": "x", "data": {"data_dir": "/d", "seed": 0}, "seeds": [1]}
+    assert run_mod.config_differences(a, b) == []
+    c = {**b, "tier": "smoke", "data": {"data_dir": None, "seed": 1}}
+    assert run_mod.config_differences(a, c) == ["data.seed", "tier"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The CLI with a stubbed trainer
+
+
+class StubInterrupted(Exception):
+    pass
+
+
+class StubTrainer:
+    """Records its calls; `fail` / `interrupt` / `nan` hold (cutoff, seed) pairs to misbehave."""
+
+    def __init__(self):
+        self.calls = []
+        self.fail, self.interrupt, self.nan = set(), set(), set()
+
+    def __call__(self, config, *, seed, cutoff, workdir, progress=True, interrupt_at_step=None):
+        assert isinstance(config, ml_collections.ConfigDict)
+        self.calls.append((config.variant.format(**config), cutoff, seed, workdir))
+        (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        if (cutoff, seed) in self.interrupt:
+            raise StubInterrupted("stopped at step 3")
+        if (cutoff, seed) in self.fail:
+            raise RuntimeError("out of memory")
+        test = {"mAP": 0.5 + seed / 100, "macro_f1": 0.4, "buckets": {"tail": {"mAP": 0.3}}}
+        return {
+            "status": "failed" if (cutoff, seed) in self.nan else "finished",
+            "failure": "non-finite loss at step 2" if (cutoff, seed) in self.nan else None,
+            "data": {"num_train": 10},
+            "curves": [],
+            "val": {"mAP": 0.5},
+            "test": test,
+            "wall_time_s": 1.0,
+            "images_per_s": 100.0,
+            "steps": 3,
+        }
+
+
+@pytest.fixture
+def stub(monkeypatch):
+    trainer = StubTrainer()
+    monkeypatch.setattr(run_mod, "_load_trainer", lambda: (trainer, StubInterrupted))
+    monkeypatch.setattr(run_mod, "check_data", lambda config, cutoff: None)
+    monkeypatch.setattr(records, "environment", lambda: {"packages": {}, "git_commit": None})
+    return trainer
+
+
+def cli(tmp_path, *args):
+    return run_mod.main(["--output-dir", str(tmp_path), "--no-progress", *args])
+
+
+def test_cli_runs_every_run_and_writes_complete_records(tmp_path, stub, capsys):
+    assert cli(tmp_path, "--config", "catalog_proposed", "--seeds", "0,1", "--cutoffs", "6") == 0
+    assert len(stub.calls) == 4 * 2
+    found = records.load_records(tmp_path)
+    assert len(found) == 8
+    for record in found:
+        assert set(record) >= RECORD_KEYS
+        assert record["config_name"] == "catalog_proposed" and record["task"] == "catalog"
+        assert (record["scheme"], record["loss"], record["tier"]) == ("proposed", "bce", "cpu")
+        assert record["config"]["scheme_params"]["beta"] == float(
+            re.search(r"beta=([\d.]+)", record["variant"]).group(1)
+        )
+    path = tmp_path / "catalog_proposed/proposed-beta-0.99/cutoff6/seed1/record.json"
+    record = json.loads(path.read_text())
+    assert (record["seed"], record["cutoff"], record["variant"]) == (1, 6, "proposed(beta=0.99)")
+    out = capsys.readouterr().out
+    assert "test mAP" in out and out.count("finished") >= 8  # closing summary table
+
+
+def test_cli_skips_finished_runs_and_force_reruns_them(tmp_path, stub, capsys):
+    args = ("--config", "catalog_none", "--seeds", "0", "--cutoffs", "6,12")
+    assert cli(tmp_path, *args) == 0 and len(stub.calls) == 2
+    capsys.readouterr()
+    assert cli(tmp_path, *args) == 0
+    assert len(stub.calls) == 2  # nothing retrained
+    assert capsys.readouterr().out.count("--force reruns it") == 2
+    marker = tmp_path / "catalog_none/none/cutoff6/seed0/checkpoints/stale"
+    marker.write_text("x")
+    assert cli(tmp_path, *args, "--force") == 0
+    assert len(stub.calls) == 4
+    assert not marker.exists()  # forced runs start from scratch
+
+
+def test_cli_records_a_failed_run_and_continues(tmp_path, stub, capsys):
+    stub.fail = {(6, 1)}
+    stub.nan = {(6, 2)}
+    assert cli(tmp_path, "--config", "catalog_none", "--cutoffs", "6") == run_mod.EXIT_FAILED
+    assert [c[2] for c in stub.calls] == [0, 1, 2]
+    by_seed = {r["seed"]: r for r in records.load_records(tmp_path)}
+    assert by_seed[0]["status"] == "finished"
+    assert by_seed[1]["status"] == "failed" and "out of memory" in by_seed[1]["failure"]
+    assert set(by_seed[1]) >= RECORD_KEYS
+    assert by_seed[2]["status"] == "failed" and "non-finite" in by_seed[2]["failure"]
+    assert "2 of 3 runs failed" in capsys.readouterr().err
+    # Failed runs are not "finished": a rerun tries them again, and only them.
+    stub.fail, stub.nan = set(), set()
+    assert cli(tmp_path, "--config", "catalog_none", "--cutoffs", "6") == 0
+    assert [c[2] for c in stub.calls[3:]] == [1, 2]
+
+
+def test_cli_interrupt_exits_130_and_the_same_command_resumes(tmp_path, stub, capsys):
+    stub.interrupt = {(6, 1)}
+    args = ("--config", "catalog_none", "--cutoffs", "6", "--force")
+    assert cli(tmp_path, *args) == run_mod.EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert "rerunning the same command" in err and "--force" not in err.split("command:")[1]
+    workdir = tmp_path / "catalog_none/none/cutoff6/seed1"
+    assert (workdir / "checkpoints").is_dir() and not (workdir / "record.json").exists()
+    assert [c[2] for c in stub.calls] == [0, 1]  # stopped: seed 2 did not start
+    stub.interrupt = set()
+    assert cli(tmp_path, "--config", "catalog_none", "--cutoffs", "6") == 0
+    assert [(c[2], c[3]) for c in stub.calls[2:]] == [(1, workdir), (2, workdir.parent / "seed2")]
+
+
+def test_cli_refuses_a_finished_record_from_another_config(tmp_path, stub, capsys):
+    args = ("--config", "catalog_none", "--seeds", "0", "--cutoffs", "6")
+    assert cli(tmp_path, *args, "--tier", "smoke") == 0
+    path = tmp_path / "catalog_none/none/cutoff6/seed0/record.json"
+    before = path.read_text()
+    assert cli(tmp_path, *args) == run_mod.EXIT_FAILED
+    assert "different config" in capsys.readouterr().out and "tier" in path.read_text()
+    assert path.read_text() == before and len(stub.calls) == 1
+    assert cli(tmp_path, *args, "--force") == 0
+    assert json.loads(path.read_text())["tier"] == "cpu"
+
+
+def test_cli_dry_run_trains_nothing(tmp_path, stub, capsys):
+    assert cli(tmp_path, "--config", "catalog_proposed", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "48 of 48 runs would train" in out and stub.calls == []
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_list(capsys):
+    assert run_mod.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for name in configs.list_configs():
+        assert re.search(rf"^{name}\s", out, re.MULTILINE), name
+
+
+def test_cli_usage_errors(tmp_path, stub, capsys):
+    assert cli(tmp_path, "--config", "catalog_propsed") == run_mod.EXIT_USAGE
+    assert "catalog_proposed" in capsys.readouterr().err
+    assert cli(tmp_path, "--config", "catalog_none", "--set", "epochs=3") == run_mod.EXIT_USAGE
+    assert "num_epochs" in capsys.readouterr().err
+    assert cli(tmp_path) == run_mod.EXIT_USAGE
+    with pytest.raises(SystemExit):
+        cli(tmp_path, "--config", "catalog_none", "--seeds", "x")
+    assert stub.calls == []
+
+
+@pytest.mark.parametrize("task", ["sleevetype", "archetype"])
+def test_fashionpedia_configs_fail_fast_naming_the_embedded_config(
+    task, tmp_path, monkeypatch, capsys
+):
+    trainer = StubTrainer()
+    monkeypatch.setattr(run_mod, "_load_trainer", lambda: (trainer, StubInterrupted))
+    monkeypatch.delenv("LTWEIGHTS_DATA", raising=False)
+    empty = tmp_path / "no_fashionpedia"
+    empty.mkdir()
+    code = run_mod.main(
+        [
+            "--config",
+            f"{task}_proposed",
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--set",
+            f"data.data_dir={empty}",
+            "--set",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == run_mod.EXIT_USAGE and trainer.calls == []
+    assert "Fashionpedia" in err  # the data layer's own message: how to get it
+    assert "python -m experiments.run --config catalog_proposed" in err
+    assert not (tmp_path / "runs").exists()
