@@ -166,8 +166,13 @@ def _record_problems(record: Any) -> list[str]:
         problems.append(f"status must be 'finished' or 'failed', got {record['status']!r}")
     if record["wall_time_s"] is not None and not defined(record["wall_time_s"]):
         problems.append(f"wall_time_s must be a number, got {record['wall_time_s']!r}")
-    if not isinstance(record["data"], dict) or not isinstance(record["environment"], dict):
-        problems.append("data and environment must be objects")
+    if not isinstance(record["environment"], dict):
+        problems.append("environment must be an object")
+    # A run that failed before its data was built records data = null.
+    if not isinstance(record["data"], dict) and not (
+        record["status"] == "failed" and record["data"] is None
+    ):
+        problems.append("data must be an object (null only for a failed run)")
     if problems or record["status"] != "finished":
         return problems
     test = record["test"]
@@ -781,7 +786,7 @@ def _image_size(group: Group) -> str:
     found = set()
     for run in group.runs:
         sources = (
-            _flatten(run.record["data"].get("provenance") or {}),
+            _flatten((run.record["data"] or {}).get("provenance") or {}),
             _flatten((run.record.get("config") or {}).get("data") or {}),
         )
         for flat in sources:
@@ -799,6 +804,8 @@ def _data_section(group: Group) -> list[str]:
     sizes: dict[str, set[str]] = defaultdict(set)
     for run in group.runs:
         data = run.record["data"]
+        if data is None:  # A run that failed before its data was built.
+            continue
         for key, value in _flatten(data.get("provenance") or {}).items():
             provenance[key].add(_short(value))
         sizes["labels"].add(str(len(data.get("label_names") or [])))

@@ -132,7 +132,8 @@ def write_record(root: Path, record: dict) -> Path:
 #   proposed(beta=0.99): none + 0.05 on every seed -> paired diff 0.05, CI half-width 0
 #   proposed(beta=0.9):  0.41, 0.49, 0.47 -> diff vs none 0.01, -0.01, 0.02 (CI includes 0)
 #   inverse:            0.50, 0.62, 0.40 -> beta=0.99 minus inverse: -0.05, -0.07, 0.10
-# Cut-off 25 has no tail labels (bucket empty). Seed 3 of none at cut-off 6 failed.
+# Cut-off 25 has no tail labels (bucket empty). Seed 3 of none at cut-off 6 failed, and seed 3
+# of inverse at cut-off 25 failed before its data was built.
 NONE_MAP = {0: 0.40, 1: 0.50, 2: 0.45}
 BETA09_MAP = {0: 0.41, 1: 0.49, 2: 0.47}
 INVERSE_MAP = {0: 0.50, 1: 0.62, 2: 0.40}
@@ -171,6 +172,10 @@ def sweep_records() -> list[dict]:
             wall_time_s=2.0,
         )
     )
+    # A run that failed before its data was built, as experiments.run records it.
+    early = make_record(variant="inverse", seed=3, cutoff=25, status="failed", wall_time_s=8.0)
+    early.update(data=None, curves=[], images_per_s=None, steps=0, failure="data: missing file")
+    records.append(early)
     return records
 
 
@@ -264,7 +269,7 @@ def test_headline_sentences(generated):
     # Only cut-off 6 has tail labels: two comparisons.
     assert "`proposed` vs `none`, tail mAP: higher in 1 of 2" in head
     assert "`proposed` vs `inverse`, mAP (all labels): higher in 0 of 4" in head
-    assert "1 failed (left out)" in head
+    assert "2 failed (left out)" in head
     # 14 intervals per baseline (4 + 4 + 4 mAP comparisons, 2 tail), 28 in all: 1.4 by chance.
     assert "These are 28 separate 95% intervals" in head and "about 1.4 of them" in head
     # Best beta by mean mAP: beta=0.99 (0.500) over beta=0.9 (0.457) at both cut-offs.
@@ -288,9 +293,13 @@ def test_failed_runs_listed_and_compute_summed(generated):
     failed = md.split("### Failed runs")[1]
     assert "`catalog_none/none/cutoff6/seed3/record.json`" in failed
     assert "non-finite loss at step 7" in failed
-    # 24 finished runs x 5 s + one failed run of 2 s = 122 s.
-    assert "Total compute: 122 s (2.0 min)" in md
-    assert "Runs: 25 (24 finished, 1 failed)." in md
+    assert (
+        "| `catalog_inverse/inverse/cutoff25/seed3/record.json` | `inverse` | 25 | 3 | data: "
+        in failed
+    )
+    # 24 finished runs x 5 s + failed runs of 2 s and 8 s = 130 s.
+    assert "Total compute: 130 s (2.2 min)" in md
+    assert "Runs: 26 (24 finished, 2 failed)." in md
 
 
 def test_data_section_abbreviates_checksums(generated):
@@ -300,7 +309,7 @@ def test_data_section_abbreviates_checksums(generated):
     assert "fashion-mnist" in md
     assert "image size: 32" in md
     assert "Seeds with finished runs: 0, 1, 2 (3)" in md
-    assert "`aaaaaaaaaaaa` (25 runs)" in md
+    assert "`aaaaaaaaaaaa` (26 runs)" in md
 
 
 def test_plots_linked_with_relative_paths_and_exist(generated):
@@ -322,9 +331,9 @@ def test_outputs_are_byte_identical_on_rerun(generated):
 
 
 def test_summary_printed(generated, capsys):
-    assert generated["summary"][0] == "Read 25 run records (24 finished, 1 failed)."
+    assert generated["summary"][0] == "Read 26 run records (24 finished, 2 failed)."
     assert generated["summary"][1] == (
-        "catalog (cpu tier): 24 finished, 1 failed; proposed vs none (higher/lower/not "
+        "catalog (cpu tier): 24 finished, 2 failed; proposed vs none (higher/lower/not "
         "separated): mAP 2/0/2, head 2/0/2, medium 2/0/2, tail 1/0/1; proposed vs inverse "
         "(higher/lower/not separated): mAP 0/0/4, head 0/0/4, medium 0/0/4, tail 0/0/2"
     )
