@@ -309,6 +309,7 @@ def download_fashion_mnist(
                             out.write(chunk)
                             bar.update(len(chunk))
                 read_idx(tmp, sha256=checksums[name])
+                os.chmod(tmp, 0o644)  # mkstemp makes owner-only files
                 os.replace(tmp, target)
                 paths[name] = target
                 break
