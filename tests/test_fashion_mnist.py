@@ -340,7 +340,7 @@ def test_download_checksum_mismatch_keeps_nothing(isolated, fake_hashes, monkeyp
 
 
 def test_download_offline_says_how_to_get_it(isolated):
-    def offline(url):
+    def offline(url, **kwargs):
         raise urllib.error.URLError("Temporary failure in name resolution")
 
     dest = isolated / "dl"
@@ -374,7 +374,7 @@ def test_interrupted_download_keeps_nothing(isolated, fake_hashes):
     dest = isolated / "dl"
     with pytest.raises(ConnectionError, match="connection reset"):
         fm.download_fashion_mnist(
-            dest, urls=["http://x/"], opener=lambda u: Dying(), progress=False
+            dest, urls=["http://x/"], opener=lambda url, **kwargs: Dying(), progress=False
         )
     assert list(dest.iterdir()) == []
 

@@ -271,12 +271,14 @@ def download_fashion_mnist(
     checksums: Mapping[str, str] | None = None,
     opener: Callable[..., Any] = urllib.request.urlopen,
     progress: bool = True,
+    timeout: float = 60.0,
 ) -> dict[str, Path]:
     """Downloads the four .gz files into `dest`, each verified before it is renamed into place.
 
     A file whose checksum fails at one URL is tried at the next; nothing partial is left behind.
     Returns {name: path}. Raises ConnectionError (offline) or IdxError (bad data everywhere).
-    urls and checksums default to the module's URLS and SHA256.
+    urls and checksums default to the module's URLS and SHA256; `timeout` (seconds) bounds each
+    connection attempt and read, so an offline machine fails promptly.
     """
     from tqdm.auto import tqdm
 
@@ -296,7 +298,7 @@ def download_fashion_mnist(
             url = base + f"{name}.gz"
             fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{name}.", suffix=".part")
             try:
-                with os.fdopen(fd, "wb") as out, opener(url) as response:
+                with os.fdopen(fd, "wb") as out, opener(url, timeout=timeout) as response:
                     total = response.headers.get("Content-Length") if response.headers else None
                     with tqdm(
                         total=int(total) if total else None,
