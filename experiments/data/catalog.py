@@ -34,6 +34,7 @@ from experiments.data.cache import atomic_save_npz, cache_root, load_npz, params
 from experiments.data.dataset import Dataset, Splits
 from experiments.data.fashion_mnist import CLASS_NAMES, SHA256, load_fashion_mnist
 
+# Part of every cache key: bump it whenever a change to this module changes the built arrays.
 BUILDER_VERSION = 1
 CELLS = 4  # a 2 x 2 grid
 SPLITS = ("train", "val", "test")
@@ -499,7 +500,6 @@ def load_catalog(
         cutoff=cutoff,
         seed=seed,
         head_count=head_count,
-        num_tail_classes=5,
         image_size=image_size,
         val_fraction=val_fraction,
         val_min_positives=val_min_positives,
