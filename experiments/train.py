@@ -100,7 +100,11 @@ class Interrupted(Exception):
 
 
 class NonFiniteLoss(FloatingPointError):
-    """A training step produced a NaN/inf loss or gradient norm."""
+    """A training step produced a NaN/inf loss or gradient norm; `step` is that step."""
+
+    def __init__(self, step: int, message: str):
+        self.step = step
+        super().__init__(message)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,7 +304,7 @@ def make_train_step(model, tx, loss_fn, mesh):
             "opt_state": opt_state,
             "rng": state["rng"],
         }
-        return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
     return jax.jit(
@@ -604,11 +608,16 @@ def train_and_evaluate(
             done_step, m = pending.pop(0)
             loss, grad_norm = (float(v) for v in jax.device_get((m["loss"], m["grad_norm"])))
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                kept = (
+                    f"the last good checkpoint (step {last_saved}) is kept in {checkpoint_dir}"
+                    if last_saved is not None
+                    else "no checkpoint had been saved yet"
+                )
                 raise NonFiniteLoss(
-                    f"Non-finite training loss at step {done_step}: loss={loss}, "
-                    f"grad_norm={grad_norm}. Training stopped; the last good checkpoint "
-                    f"(step {last_saved}) is kept in {checkpoint_dir}. Lower learning_rate or "
-                    "set grad_clip."
+                    done_step,
+                    f"Non-finite training loss or gradient at step {done_step} (epoch "
+                    f"{done_step // steps_per_epoch + 1}): loss={loss}, grad_norm={grad_norm}. "
+                    f"Training stopped; {kept}. Lower learning_rate or set grad_clip.",
                 )
             meta["loss_sum"] += loss
             meta["loss_count"] += 1
@@ -667,7 +676,7 @@ def train_and_evaluate(
         manager.wait_until_finished()
     except NonFiniteLoss as e:
         manager.wait_until_finished()
-        failure = str(e)
+        failure, step = str(e), e.step - 1  # steps: the last step with a finite loss
         print(failure)
     except BaseException:
         manager.close()  # waits for a checkpoint being written

@@ -1,0 +1,315 @@
+"""The trainer: loss wiring from config + counts (checked against hand formulas), optimiser
+masking, and whole runs of a tiny ResNet on small synthetic splits: record fields, no
+recompilation, exact resume after SIGINT and interrupt_at_step, non-finite loss handling."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+from experiments import train as trainer
+from experiments.data import Dataset, Splits
+from ltweights import losses, weights
+
+NUM_LABELS = 5
+
+
+def make_split(num_examples, seed, split, probs):
+    """Random images where label j brightens rows 4j..4j+3: learnable, long-tailed labels."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((num_examples, NUM_LABELS)) < probs).astype(np.uint8)
+    images = rng.integers(0, 60, (num_examples, 28, 28, 1)).astype(np.uint8)
+    for j in range(NUM_LABELS):
+        images[labels[:, j] == 1, 4 * j : 4 * j + 4, :, 0] += 150
+    names = tuple(f"label{j}" for j in range(NUM_LABELS))
+    return Dataset(images, labels, names, split, {"synthetic_seed": seed})
+
+
+@pytest.fixture(scope="module")
+def splits():
+    probs = np.geomspace(0.5, 0.05, NUM_LABELS)
+    return Splits(
+        make_split(128, 1, "train", probs),
+        make_split(80, 2, "val", np.maximum(probs, 0.2)),
+        make_split(70, 3, "test", np.full(NUM_LABELS, 0.3)),
+    )
+
+
+def make_config(**overrides):
+    config = ml_collections.ConfigDict(
+        {
+            "name": "synthetic_test",
+            "task": "catalog",
+            "tier": "smoke",
+            "data": {"seed": 0},
+            "scheme": "none",
+            "scheme_params": {},
+            "loss": "bce",
+            "loss_params": {},
+            "model": {
+                "name": "resnet",
+                "stage_sizes": [1],
+                "num_filters": 4,
+                "block": "basic",
+                "small_input": True,
+                "dtype": "float32",
+            },
+            "batch_size": 16,  # 8 steps per epoch
+            "eval_batch_size": 32,  # val 80 and test 70 examples: padded last batches
+            "num_epochs": 2,
+            "learning_rate": 3e-3,
+            "warmup_epochs": 0.5,
+            "weight_decay": 1e-4,
+            "optimizer": "adamw",
+            "momentum": 0.9,
+            "grad_clip": 1.0,
+            "checkpoint_every_steps": 3,
+            "keep_checkpoints": 2,
+            "keep_best": True,
+            "bucket_head": 30,
+            "bucket_tail": 15,
+        }
+    )
+    config.update(overrides)
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss wiring
+# ---------------------------------------------------------------------------------------------
+
+
+def _softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def _random_batch(seed=0, batch=6):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 3, (batch, NUM_LABELS)).astype(np.float32)
+    labels = (rng.random((batch, NUM_LABELS)) < 0.4).astype(np.float32)
+    return logits, labels
+
+
+def _hand_weighted_bce(logits, labels, pos_weight):
+    """(1/B) sum_b sum_j [w_j y log(1 + e^-x) + (1 - y) log(1 + e^x)], float64."""
+    x, y = logits.astype(np.float64), labels.astype(np.float64)
+    per_element = pos_weight * y * _softplus(-x) + (1 - y) * _softplus(x)
+    return per_element.sum(axis=1).mean()
+
+
+def test_unweighted_bce_is_optax_bce_summed_over_labels_and_averaged_over_batch(splits):
+    counts = weights.label_counts(splits.train.labels)
+    logits, labels = _random_batch()
+    loss = trainer.make_loss_fn(make_config(), counts)(jnp.asarray(logits), jnp.asarray(labels))
+    expected = np.asarray(optax.sigmoid_binary_cross_entropy(logits, labels)).sum(1).mean()
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-6)
+
+
+def test_inverse_scheme_weights_positives_by_negatives_over_positives(splits):
+    counts = weights.label_counts(splits.train.labels)
+    positives = splits.train.labels.sum(0).astype(np.float64)
+    pos_weight = (128 - positives) / positives  # n-_j / n+_j
+    logits, labels = _random_batch(1)
+    loss = trainer.make_loss_fn(make_config(scheme="inverse"), counts)(logits, labels)
+    np.testing.assert_allclose(float(loss), _hand_weighted_bce(logits, labels, pos_weight), 1e-5)
+    unweighted = trainer.make_loss_fn(make_config(), counts)(logits, labels)
+    assert abs(float(loss) - float(unweighted)) > 0.1
+
+
+def test_proposed_scheme_uses_effective_numbers(splits):
+    beta = 0.9
+    counts = weights.label_counts(splits.train.labels)
+    positives = splits.train.labels.sum(0).astype(np.float64)
+
+    def effective(n):  # E(n) = (1 - beta^n) / (1 - beta)
+        return (1 - beta**n) / (1 - beta)
+
+    pos_weight = effective(128 - positives) / effective(positives)
+    logits, labels = _random_batch(2)
+    config = make_config(scheme="proposed", scheme_params={"beta": beta})
+    loss = trainer.make_loss_fn(config, counts)(logits, labels)
+    np.testing.assert_allclose(float(loss), _hand_weighted_bce(logits, labels, pos_weight), 1e-5)
+
+
+@pytest.mark.parametrize(
+    "loss, loss_params, scheme",
+    [
+        ("focal", {"gamma": 1.5}, "inverse_sqrt"),
+        ("asymmetric", {"gamma_neg": 2.0, "clip": 0.1}, "none"),
+        ("logit_adjusted", {"tau": 0.5}, "inverse"),
+        ("distribution_balanced", {}, "none"),
+    ],
+)
+def test_each_loss_gets_its_params_and_the_scheme_weights(splits, loss, loss_params, scheme):
+    counts = weights.label_counts(splits.train.labels)
+    positives = splits.train.labels.sum(0)
+    logits, labels = _random_batch(3)
+    config = make_config(loss=loss, loss_params=loss_params, scheme=scheme)
+    got = trainer.make_loss_fn(config, counts)(logits, labels)
+
+    pos, neg = weights.scheme_weights(scheme, counts)
+    if loss == "focal":
+        elementwise = losses.sigmoid_focal(
+            logits, labels, gamma=1.5, pos_weight=pos, neg_weight=neg
+        )
+    elif loss == "asymmetric":
+        elementwise = losses.asymmetric(logits, labels, gamma_neg=2.0, clip=0.1)
+    elif loss == "logit_adjusted":
+        prior = positives / 128.0
+        elementwise = losses.logit_adjusted_bce(
+            logits, labels, prior=prior, tau=0.5, pos_weight=pos, neg_weight=neg
+        )
+    else:
+        elementwise = losses.distribution_balanced(
+            logits, labels, positives=positives, num_examples=128
+        )
+    expected = np.asarray(elementwise, np.float64).sum(1).mean()
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+
+
+def test_params_of_other_losses_are_ignored_but_unknown_ones_are_errors(splits):
+    counts = weights.label_counts(splits.train.labels)
+    logits, labels = _random_batch(4)
+    plain = trainer.make_loss_fn(make_config(), counts)(logits, labels)
+    with_gamma = trainer.make_loss_fn(make_config(loss_params={"gamma": 2.0}), counts)
+    assert float(with_gamma(logits, labels)) == float(plain)
+    with pytest.raises(ValueError, match="gama"):
+        trainer.make_loss_fn(make_config(loss_params={"gama": 2.0}), counts)
+    with pytest.raises(ValueError, match="valid losses"):
+        trainer.make_loss_fn(make_config(loss="hinge"), counts)
+
+
+def test_distribution_balanced_refuses_a_scheme(splits):
+    counts = weights.label_counts(splits.train.labels)
+    config = make_config(loss="distribution_balanced", scheme="proposed")
+    with pytest.raises(ValueError, match="scheme='none'"):
+        trainer.make_loss_fn(config, counts)
+
+
+def test_weight_decay_skips_batchnorm_and_biases():
+    params = {"conv": {"kernel": jnp.ones((3, 3, 1, 4))}, "bn": {"scale": jnp.ones(4)}}
+    params["head"] = {"kernel": jnp.ones((4, 2)), "bias": jnp.ones(2)}
+    tx = trainer.make_optimizer(make_config(warmup_epochs=0.0, grad_clip=0.0), 10)
+    zero_grads = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zero_grads, tx.init(params), params)
+    # With zero gradients the only update is decoupled weight decay: -lr * wd * p.
+    np.testing.assert_allclose(updates["conv"]["kernel"], -3e-3 * 1e-4, rtol=1e-5)
+    np.testing.assert_allclose(updates["head"]["kernel"], -3e-3 * 1e-4, rtol=1e-5)
+    assert np.all(updates["bn"]["scale"] == 0) and np.all(updates["head"]["bias"] == 0)
+
+
+def test_global_batch_must_split_evenly_over_devices(splits):
+    with pytest.raises(ValueError, match="multiple of the 4 devices"):
+        trainer._check_batch_sizes(make_config(batch_size=30), splits, 4)
+    with pytest.raises(ValueError, match="eval_batch_size"):
+        trainer._check_batch_sizes(make_config(eval_batch_size=30), splits, 4)
+    assert trainer._check_batch_sizes(make_config(), splits, 4) == (16, 32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole runs
+# ---------------------------------------------------------------------------------------------
+
+
+def _without_timing(curves):
+    return [{k: v for k, v in entry.items() if k != "images_per_s"} for entry in curves]
+
+
+def _checkpoint_steps(workdir):
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def test_run_resumes_exactly_after_sigint_and_interrupt_and_never_recompiles(
+    splits, tmp_path, monkeypatch, caplog
+):
+    config = make_config()
+    run = dict(seed=0, cutoff=6, splits=splits, progress=False)
+
+    # 1. Uninterrupted, with every compilation logged.
+    caplog.set_level(logging.WARNING, logger="jax")
+    with jax.log_compiles(True):
+        full = trainer.train_and_evaluate(config, workdir=tmp_path / "full", **run)
+    compiled = [r.getMessage() for r in caplog.records if "Compiling jit(" in r.getMessage()]
+    # 16 train steps and 2 + 2 evaluations (val each epoch, then val and test at the end, with
+    # a zero-padded last batch): each step function is compiled once.
+    assert sum("jit(train_step)" in m for m in compiled) == 1
+    assert sum("jit(eval_step)" in m for m in compiled) == 1
+
+    assert full["status"] == "finished" and full["failure"] is None and full["steps"] == 16
+    assert [c["epoch"] for c in full["curves"]] == [1, 2]
+    assert [c["step"] for c in full["curves"]] == [8, 16]
+    assert full["data"]["train_positives"] == splits.train.labels.sum(0).tolist()
+    assert full["data"]["num_val"] == 80 and full["data"]["num_test"] == 70
+    test = full["test"]
+    assert test["num_examples"] == 70 and len(test["thresholds"]) == NUM_LABELS
+    assert set(test["buckets"]) == {"head", "medium", "tail"}
+    best = max(full["curves"], key=lambda c: (c["val_mAP"], c["step"]))
+    assert full["val"]["best_step"] == best["step"]
+    assert full["images_per_s"] > 0 and full["wall_time_s"] > 0
+    # Last 2 kept (8 is also an epoch end, 15 a periodic one) plus the best epoch end.
+    assert _checkpoint_steps(tmp_path / "full") == sorted({15, 16, best["step"]})
+
+    # 2. SIGINT during step 4 (sent from the input pipeline): checkpoint, Interrupted.
+    original_batches = trainer.pipeline.epoch_batches
+
+    def batches_with_sigint(dataset, batch_size, *, seed, epoch, start_batch=0):
+        for index, batch in enumerate(
+            original_batches(dataset, batch_size, seed=seed, epoch=epoch, start_batch=start_batch),
+            start=start_batch,
+        ):
+            if (epoch, index) == (0, 3):
+                os.kill(os.getpid(), signal.SIGINT)
+            yield batch
+
+    monkeypatch.setattr(trainer.pipeline, "epoch_batches", batches_with_sigint)
+    handler_before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(trainer.Interrupted, match="SIGINT") as info:
+        trainer.train_and_evaluate(config, workdir=tmp_path / "resumed", **run)
+    assert info.value.step == 4
+    assert signal.getsignal(signal.SIGINT) is handler_before
+    monkeypatch.setattr(trainer.pipeline, "epoch_batches", original_batches)
+
+    # 3. Resume, interrupted again mid-epoch 2; 4. resume to the end.
+    with pytest.raises(trainer.Interrupted, match="interrupt_at_step"):
+        trainer.train_and_evaluate(
+            config, workdir=tmp_path / "resumed", interrupt_at_step=11, **run
+        )
+    resumed = trainer.train_and_evaluate(config, workdir=tmp_path / "resumed", **run)
+
+    assert resumed["steps"] == full["steps"]
+    assert _without_timing(resumed["curves"]) == _without_timing(full["curves"])
+    assert resumed["val"] == full["val"]
+    assert resumed["test"] == full["test"]
+
+    # A checkpoint of another seed or config is not silently resumed.
+    with pytest.raises(ValueError, match="different config or seed"):
+        trainer.train_and_evaluate(config, workdir=tmp_path / "resumed", **{**run, "seed": 1})
+
+
+def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(splits, tmp_path):
+    config = make_config(
+        learning_rate=1e12, optimizer="sgd", grad_clip=0.0, checkpoint_every_steps=1
+    )
+    record = trainer.train_and_evaluate(
+        config, seed=0, cutoff=6, workdir=tmp_path, splits=splits, progress=False
+    )
+    assert record["status"] == "failed" and record["test"] is None
+    bad_step = record["steps"] + 1
+    assert f"Non-finite training loss or gradient at step {bad_step}" in record["failure"]
+    assert f"last good checkpoint (step {bad_step - 1})" in record["failure"]
+    steps = _checkpoint_steps(tmp_path)
+    assert steps and max(steps) == bad_step - 1  # nothing saved from the bad step on
+
+    with ocp.CheckpointManager(tmp_path / "checkpoints") as manager:
+        restored = manager.restore(max(steps))
+    params = restored["state"]["params"]
+    assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(params))
