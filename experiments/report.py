@@ -442,8 +442,32 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: obj}
 
 
+_SPLITS = ("train", "val", "test")
+
+
+def _machine_specific(leaf: str, value: Any) -> bool:
+    """Paths differ between machines and would make the report depend on where it ran."""
+    if leaf in ("path", "hostname") or leaf.endswith(("_dir", "_path")):
+        return True
+    return isinstance(value, str) and re.match(r"^(/|~|[A-Za-z]:[\\/]|file:)", value) is not None
+
+
+def provenance_fields(provenance: dict[str, Any]) -> dict[str, str]:
+    """Dotted provenance fields for the report: per-split copies merged (a leading train/val/test
+    key is dropped), machine paths and lists longer than 6 left out, checksums abbreviated."""
+    fields: dict[str, set[str]] = defaultdict(set)
+    for key, value in _flatten(provenance).items():
+        parts = key.split(".")
+        if len(parts) > 1 and parts[0] in _SPLITS:
+            parts = parts[1:]
+        if _machine_specific(parts[-1], value) or (isinstance(value, list) and len(value) > 6):
+            continue
+        fields[".".join(parts)].add(_short(value))
+    return {k: _distinct(v) for k, v in fields.items()}
+
+
 def _distinct(values: Iterable[str], limit: int = 6) -> str:
-    unique = sorted(set(values))
+    unique = sorted(set(values), key=_param_sort_value)  # 6 before 25
     if len(unique) > limit:
         return f"{len(unique)} distinct values"
     return " / ".join(unique)
@@ -806,8 +830,8 @@ def _data_section(group: Group) -> list[str]:
         data = run.record["data"]
         if data is None:  # A run that failed before its data was built.
             continue
-        for key, value in _flatten(data.get("provenance") or {}).items():
-            provenance[key].add(_short(value))
+        for key, value in provenance_fields(data.get("provenance") or {}).items():
+            provenance[key].add(value)
         sizes["labels"].add(str(len(data.get("label_names") or [])))
         for split in ("train", "val", "test"):
             sizes[split].add(str(data.get(f"num_{split}")))
@@ -825,7 +849,11 @@ def _data_section(group: Group) -> list[str]:
         f"compute {_duration(wall)} (sum of wall_time_s).",
     ]
     if provenance:
-        lines += ["- Data provenance (checksums abbreviated):", ""]
+        lines += [
+            "- Data provenance (checksums abbreviated; file paths and long lists are left out "
+            "here and kept in the records):",
+            "",
+        ]
         rows = [[f"`{k}`", _distinct(v).replace("|", "\\|")] for k, v in sorted(provenance.items())]
         lines += ["  " + line for line in _table(["field", "value"], rows)]
     else:

@@ -78,7 +78,15 @@ def make_record(
         "cutoff": cutoff,
         "config": {"name": f"{task}_{scheme}", "data": {"seed": 0, "image_size": 32}},
         "data": {
-            "provenance": {"source": "fashion-mnist", "files": {"train-images": SHA}},
+            "provenance": {
+                split: {
+                    "source": "fashion-mnist",
+                    "files": {"train-images": {"path": "/usr/share/fm/train.gz", "sha256": SHA}},
+                    "params": {"cutoff": cutoff, "image_size": 32},
+                    "counts": list(range(10)),
+                }
+                for split in ("train", "val", "test")
+            },
             "label_names": [f"label{i}" for i in range(len(ap))],
             "train_positives": train_positives,
             "num_train": 1000,
@@ -308,6 +316,10 @@ def test_data_section_abbreviates_checksums(generated):
     assert SHA not in md
     assert "fashion-mnist" in md
     assert "image size: 32" in md
+    assert "| `files.train-images.sha256` | " + SHA[:12] + "… |" in md
+    assert "| `params.cutoff` | 6 / 25 |" in md
+    # Machine paths would make the file depend on where it was generated.
+    assert "/usr/share" not in md
     assert "Seeds with finished runs: 0, 1, 2 (3)" in md
     assert "`aaaaaaaaaaaa` (26 runs)" in md
 
@@ -462,3 +474,19 @@ def test_main_reports_errors_on_stderr(tmp_path, capsys):
     assert code == 1
     assert "Notes file" in capsys.readouterr().err
     assert not (tmp_path / "RESULTS.md").exists()
+
+
+def test_provenance_fields_merge_splits_and_drop_machine_paths():
+    provenance = {
+        "train": {"source": {"file": {"path": "/data/x.gz", "sha256": SHA}}, "n": 5},
+        "val": {"source": {"file": {"path": "/data/x.gz", "sha256": SHA}}, "n": 2},
+        "cache_dir": "relative/but/a/dir",
+        "url": "file:///data/x.gz",
+        "labels": list(range(7)),
+        "classes": [3, 1],
+    }
+    assert report.provenance_fields(provenance) == {
+        "source.file.sha256": SHA[:12] + "…",
+        "n": "2 / 5",
+        "classes": "[3, 1]",
+    }
