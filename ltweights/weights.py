@@ -388,10 +388,13 @@ def scheme_weights(name: str, counts: LabelCounts, **params) -> tuple[jnp.ndarra
         )
     if "beta" in params:
         beta = params["beta"]
-        if np.ndim(beta) == 0 and not (math.isfinite(float(beta)) and 0.0 <= float(beta) <= 1.0):
+        if np.ndim(beta) != 0:
+            raise ValueError(
+                f"beta must be a scalar, got shape {np.shape(beta)}; for a sweep, jax.vmap the "
+                f"scheme function SCHEMES[{name!r}] over a stack of betas."
+            )
+        if not (math.isfinite(float(beta)) and 0.0 <= float(beta) <= 1.0):
             raise ValueError(f"beta must be in [0, 1], got {beta!r}; Cui et al. use 0.9-0.9999.")
-        if np.ndim(beta) != 0 and not np.all((np.asarray(beta) >= 0) & (np.asarray(beta) <= 1)):
-            raise ValueError("every beta must be in [0, 1].")
     positives, num_examples = validate_counts(counts.positives, counts.num_examples)
     no_pos = np.flatnonzero(positives == 0)
     no_neg = np.flatnonzero(positives == num_examples)

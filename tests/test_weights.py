@@ -274,6 +274,11 @@ def test_beta_out_of_range(beta):
         W.scheme_weights("class_balanced", W.LabelCounts(np.array(POSITIVES), N), beta=beta)
 
 
+def test_beta_must_be_scalar_in_registry():
+    with pytest.raises(ValueError, match="vmap"):
+        W.scheme_weights("proposed", W.LabelCounts(np.array(POSITIVES), N), beta=[0.9, 0.99])
+
+
 @pytest.mark.parametrize(
     "positives, num_examples, match",
     [
