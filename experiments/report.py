@@ -102,6 +102,7 @@ _HOW_TO_PRODUCE = (
 # Fixed figure geometry: with the Agg renderer and no PNG metadata this makes plots byte-stable.
 _DPI = 100
 _PNG_METADATA = {"Software": None}
+_PLOT_SUFFIXES = ("_map_vs_cutoff.png", "_ap_vs_frequency.png")
 
 
 class ReportError(Exception):
@@ -977,7 +978,7 @@ def build_report(
         lines += ["### Paired differences against the baselines", ""]
         lines += _paired_tables(group)
         lines += ["### Plots", ""]
-        for name, caption, render in (
+        for name, caption, render in (  # Names must end with one of _PLOT_SUFFIXES.
             ("map_vs_cutoff", "Test mAP and tail mAP against cut-off", plot_map_vs_cutoff),
             (
                 "ap_vs_frequency",
@@ -1041,7 +1042,26 @@ def write_report(
         _atomic_write_bytes(path, data)
     records_lib.atomic_write_text(out, text)
     summary.append(f"Wrote {out} and {len(plots)} plots in {plots_dir}.")
+    stale = remove_stale_plots(plots_dir, set(plots))
+    if stale:
+        summary.append(
+            f"Removed {len(stale)} plots no record refers to any more: {', '.join(stale)}."
+        )
     return summary
+
+
+def remove_stale_plots(plots_dir: str | os.PathLike, keep: set[Path]) -> list[str]:
+    """Deletes this report's plot files (by their name pattern) that it did not write this time,
+    so that a committed plots folder holds exactly what RESULTS.md links to. Other files stay."""
+    plots_dir = Path(plots_dir)
+    if not plots_dir.is_dir():
+        return []
+    removed = []
+    for path in sorted(plots_dir.glob("*.png")):
+        if path.name.endswith(_PLOT_SUFFIXES) and path not in keep:
+            path.unlink()
+            removed.append(path.name)
+    return removed
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -466,14 +466,23 @@ def test_duplicate_runs_are_refused(tmp_path):
         report.read_runs(tmp_path)
 
 
-def test_main_reports_errors_on_stderr(tmp_path, capsys):
-    assert report.main(["--records", str(tmp_path / "nope")]) == 1
+def test_main_reports_errors_on_stderr_and_keeps_old_results(tmp_path, capsys):
+    out = tmp_path / "RESULTS.md"
+    out.write_text("previous report\n", encoding="utf-8")
+    assert report.main(["--records", str(tmp_path / "nope"), "--out", str(out)]) == 1
     assert "error: No run records" in capsys.readouterr().err
     write_record(tmp_path / "runs", make_record())
-    code = report.main(["--records", str(tmp_path / "runs"), "--notes", str(tmp_path / "NOTES.md")])
-    assert code == 1
+    bad_record = write_record(tmp_path / "runs", make_record(seed=1))
+    bad_record.write_text("{", encoding="utf-8")
+    assert report.main(["--records", str(tmp_path / "runs"), "--out", str(out)]) == 1
+    assert "seed1/record.json is not valid JSON" in capsys.readouterr().err
+    bad_record.unlink()
+    args = ["--records", str(tmp_path / "runs"), "--out", str(out)]
+    assert report.main([*args, "--notes", str(tmp_path / "NOTES.md")]) == 1
     assert "Notes file" in capsys.readouterr().err
-    assert not (tmp_path / "RESULTS.md").exists()
+    # Nothing was written: the previous report is intact and no temporary files are left.
+    assert out.read_text(encoding="utf-8") == "previous report\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["RESULTS.md", "runs"]
 
 
 def test_provenance_fields_merge_splits_and_drop_machine_paths():
@@ -490,3 +499,20 @@ def test_provenance_fields_merge_splits_and_drop_machine_paths():
         "n": "2 / 5",
         "classes": "[3, 1]",
     }
+
+
+def test_stale_plots_removed_other_files_kept(tmp_path):
+    root, plots = tmp_path / "runs", tmp_path / "plots"
+    write_record(root, make_record())
+    plots.mkdir()
+    (plots / "gpu_catalog_map_vs_cutoff.png").write_bytes(b"old")
+    (plots / "diagram.png").write_bytes(b"mine")
+    summary = report.write_report(root, tmp_path / "RESULTS.md", plots)
+    assert sorted(p.name for p in plots.iterdir()) == [
+        "cpu_catalog_ap_vs_frequency.png",
+        "cpu_catalog_map_vs_cutoff.png",
+        "diagram.png",
+    ]
+    assert (
+        summary[-1].startswith("Removed 1 plots") and "gpu_catalog_map_vs_cutoff.png" in summary[-1]
+    )
