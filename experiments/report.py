@@ -61,6 +61,8 @@ BASELINES = ("none", "inverse")
 PROPOSED = "proposed"
 DASH = "–"
 CONFIDENCE = 0.95
+# Differences are printed with 3 decimals; smaller ones are not called separated from 0.
+MIN_DIFFERENCE = 0.0005
 
 # Row order of the tables: schemes, then losses, then anything else alphabetically.
 _VARIANT_ORDER = (
@@ -397,6 +399,15 @@ def _num(value: float, digits: int = 3, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
+def separated(ci: MeanCI) -> bool:
+    """The 95% interval excludes 0 and the mean difference shows at the printed precision.
+
+    Two nearly identical schemes give per-seed differences like 1e-9 with almost no spread, whose
+    interval excludes 0; calling that "higher" would claim a difference nobody can see.
+    """
+    return ci.excludes_zero and abs(ci.mean) >= MIN_DIFFERENCE
+
+
 def format_ci(ci: MeanCI, *, signed: bool = False, mark: bool = False) -> str:
     """'0.512 ± 0.034 (n=3)'; '–' when no value; bold when `mark` and the CI excludes 0."""
     if ci.mean is None:
@@ -405,7 +416,7 @@ def format_ci(ci: MeanCI, *, signed: bool = False, mark: bool = False) -> str:
         body = _num(ci.mean, signed=signed)
     else:
         body = f"{_num(ci.mean, signed=signed)} ± {_num(ci.half_width)}"
-    if mark and ci.excludes_zero:
+    if mark and separated(ci):
         body = f"**{body}**"
     return f"{body} (n={ci.n})"
 
@@ -515,8 +526,8 @@ def compare(group: Group, baseline: str, metric: str) -> Comparison:
     testable = [(v, c, ci) for v, c, ci in results if ci.half_width is not None]
     return Comparison(
         testable,
-        [(v, c, ci) for v, c, ci in testable if ci.excludes_zero and ci.mean > 0],
-        [(v, c, ci) for v, c, ci in testable if ci.excludes_zero and ci.mean < 0],
+        [(v, c, ci) for v, c, ci in testable if separated(ci) and ci.mean > 0],
+        [(v, c, ci) for v, c, ci in testable if separated(ci) and ci.mean < 0],
     )
 
 
@@ -785,7 +796,8 @@ def _paired_tables(group: Group) -> list[str]:
         return ["No `proposed` runs in this task: no paired differences.", ""]
     lines = [
         "Mean over seeds of the per-seed difference proposed − baseline (same cut-off and seed) "
-        "± 95% CI half-width, n = paired seeds. **Bold**: the interval excludes 0.",
+        f"± 95% CI half-width, n = paired seeds. **Bold**: the interval excludes 0 and the "
+        f"difference is at least {MIN_DIFFERENCE} (visible at 3 decimals).",
         "",
     ]
     header = ["variant", "cut-off"] + [f"Δ {t}" for k, t in METRICS if k in MAP_METRICS]

@@ -516,3 +516,14 @@ def test_stale_plots_removed_other_files_kept(tmp_path):
     assert (
         summary[-1].startswith("Removed 1 plots") and "gpu_catalog_map_vs_cutoff.png" in summary[-1]
     )
+
+
+def test_invisible_differences_are_not_called_separated():
+    # Differences of ~1e-9 with tiny spread: the interval excludes 0 but no one could see it.
+    control = {s: 0.3 + 0.01 * s for s in range(3)}
+    tiny = report.paired_difference({s: v + 1e-9 * (10 + s) for s, v in control.items()}, control)
+    assert tiny.excludes_zero and not report.separated(tiny)
+    assert report.format_ci(tiny, signed=True, mark=True).startswith("+0.000 ± 0.000 (n=3)")
+    shift = report.paired_difference({s: v - 0.002 for s, v in control.items()}, control)
+    assert report.separated(shift)
+    assert report.format_ci(shift, signed=True, mark=True) == "**-0.002 ± 0.000** (n=3)"
