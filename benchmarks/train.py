@@ -33,7 +33,6 @@ from typing import Any
 
 import jax
 import numpy as np
-import optax
 
 from benchmarks.common import block, environment, markdown_table, time_interleaved, write_json
 from experiments import train as trainer
@@ -46,33 +45,9 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "train.json"
 
 
 def reference_train_step(model, tx, loss_fn):
-    """The same step maths as `experiments.train.make_train_step`, as a plain one-device jit."""
-
-    def train_step(state, images, labels):
-        x = trainer.normalize_images(images)
-        y = labels.astype(np.float32)
-
-        def objective(params):
-            logits, updates = model.apply(
-                {"params": params, "batch_stats": state["batch_stats"]},
-                x,
-                train=True,
-                mutable=["batch_stats"],
-            )
-            return loss_fn(logits, y), updates["batch_stats"]
-
-        (loss, batch_stats), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        new_state = {
-            "step": state["step"] + 1,
-            "params": optax.apply_updates(state["params"], updates),
-            "batch_stats": batch_stats,
-            "opt_state": opt_state,
-            "rng": state["rng"],
-        }
-        return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-
-    return jax.jit(train_step)
+    """The trainer's step maths (`train_step_fn`) as a plain one-device jit: no mesh, no
+    shardings, no donation."""
+    return jax.jit(trainer.train_step_fn(model, tx, loss_fn))
 
 
 def _synthetic_batch(batch_size: int, image_size: int, seed: int = 0):

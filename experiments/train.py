@@ -76,6 +76,7 @@ __all__ = [
     "normalize_images",
     "shard_batch",
     "train_and_evaluate",
+    "train_step_fn",
 ]
 
 DATA_AXIS = "data"
@@ -244,9 +245,19 @@ def make_optimizer(config: Any, steps_per_epoch: int) -> optax.GradientTransform
 
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
-    """A 1-D mesh ("data",) over all devices (of all hosts)."""
+    """A 1-D mesh ("data",) over all devices (of all hosts).
+
+    The axis is Explicit (sharding in types, JAX's default): the batch's sharding is part of the
+    arrays' types and reductions over it (BatchNorm statistics, the mean loss, the gradients)
+    become all-reduces over the global batch.
+    """
     devices = jax.devices() if devices is None else list(devices)
-    return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices)
+    return jax.make_mesh(
+        (len(devices),),
+        (DATA_AXIS,),
+        axis_types=(jax.sharding.AxisType.Explicit,),
+        devices=devices,
+    )
 
 
 def normalize_images(images: jax.Array) -> jax.Array:
@@ -276,10 +287,12 @@ def create_train_state(model, tx, image_shape, *, seed: int, mesh) -> dict[str, 
     return jax.jit(init, out_shardings=NamedSharding(mesh, P()))()
 
 
-def make_train_step(model, tx, loss_fn, mesh):
-    """jit(train_step)(state, images uint8 [B,H,W,ch], labels [B,C]) -> (state, {loss, grad_norm}).
+def train_step_fn(model, tx, loss_fn):
+    """The step maths, unjitted: (state, images uint8, labels) -> (state, metrics).
 
-    Batch sharded on the data axis, state replicated and donated, metrics replicated.
+    metrics: loss (scalar), grad_norm (global L2 norm of the gradients) and params_finite
+    (every new parameter finite: a finite loss can still come with an overflowing update, and
+    such parameters must never be checkpointed).
     """
 
     def train_step(state, images, labels):
@@ -297,18 +310,36 @@ def make_train_step(model, tx, loss_fn, mesh):
 
         (loss, batch_stats), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
         new_state = {
             "step": state["step"] + 1,
-            "params": optax.apply_updates(state["params"], updates),
+            "params": params,
             "batch_stats": batch_stats,
             "opt_state": opt_state,
             "rng": state["rng"],
         }
-        return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        params_finite = jnp.all(
+            jnp.asarray([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)])
+        )
+        metrics = {
+            "loss": loss,
+            "grad_norm": optax.tree.norm(grads),
+            "params_finite": params_finite,
+        }
+        return new_state, metrics
 
+    return train_step
+
+
+def make_train_step(model, tx, loss_fn, mesh):
+    """jit(train_step)(state, images uint8 [B,H,W,ch], labels [B,C]) -> (state, metrics).
+
+    Batch sharded on the data axis, state replicated and donated, metrics replicated; see
+    `train_step_fn` for the maths and the metrics.
+    """
     replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
     return jax.jit(
-        train_step,
+        train_step_fn(model, tx, loss_fn),
         in_shardings=(replicated, batch, batch),
         out_shardings=(replicated, replicated),
         donate_argnums=0,
@@ -515,6 +546,10 @@ def train_and_evaluate(
     num_epochs = int(config.num_epochs)
     total_steps = num_epochs * steps_per_epoch
     bucket_kw = {"head": int(config.bucket_head), "tail": int(config.bucket_tail)}
+    every = int(config.get("checkpoint_every_steps") or 0)  # 0: epoch ends only
+    if num_epochs < 1:
+        raise ValueError(f"num_epochs must be >= 1; got {num_epochs}.")
+    progress = progress and jax.process_index() == 0  # one bar and summary per job
 
     model = create_model(_as_dict(config.model), train.num_labels)
     tx = make_optimizer(config, steps_per_epoch)
@@ -606,8 +641,9 @@ def train_and_evaluate(
         """
         while len(pending) > keep:
             done_step, m = pending.pop(0)
-            loss, grad_norm = (float(v) for v in jax.device_get((m["loss"], m["grad_norm"])))
-            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            values = jax.device_get(m)
+            loss, grad_norm = float(values["loss"]), float(values["grad_norm"])
+            if not (math.isfinite(loss) and math.isfinite(grad_norm) and values["params_finite"]):
                 kept = (
                     f"the last good checkpoint (step {last_saved}) is kept in {checkpoint_dir}"
                     if last_saved is not None
@@ -615,8 +651,9 @@ def train_and_evaluate(
                 )
                 raise NonFiniteLoss(
                     done_step,
-                    f"Non-finite training loss or gradient at step {done_step} (epoch "
-                    f"{done_step // steps_per_epoch + 1}): loss={loss}, grad_norm={grad_norm}. "
+                    f"Non-finite training loss, gradient or parameters at step {done_step} "
+                    f"(epoch {(done_step - 1) // steps_per_epoch + 1}): loss={loss}, "
+                    f"grad_norm={grad_norm}, params_finite={bool(values['params_finite'])}. "
                     f"Training stopped; {kept}. Lower learning_rate or set grad_clip.",
                 )
             meta["loss_sum"] += loss
@@ -660,7 +697,7 @@ def train_and_evaluate(
                             mesh, train_positives, bucket_kw, rate,
                         )  # fmt: skip
                         save(step, val_map, epoch_end=True)
-                    elif interrupt or step % int(config.checkpoint_every_steps) == 0:
+                    elif interrupt or (every and step % every == 0):
                         flush()
                         save(step)
                     if interrupt:
@@ -677,7 +714,8 @@ def train_and_evaluate(
     except NonFiniteLoss as e:
         manager.wait_until_finished()
         failure, step = str(e), e.step - 1  # steps: the last step with a finite loss
-        print(failure)
+        if jax.process_index() == 0:
+            print(failure)
     except BaseException:
         manager.close()  # waits for a checkpoint being written
         raise

@@ -304,7 +304,9 @@ def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(splits
     )
     assert record["status"] == "failed" and record["test"] is None
     bad_step = record["steps"] + 1
-    assert f"Non-finite training loss or gradient at step {bad_step}" in record["failure"]
+    assert (
+        f"Non-finite training loss, gradient or parameters at step {bad_step}" in record["failure"]
+    )
     assert f"last good checkpoint (step {bad_step - 1})" in record["failure"]
     steps = _checkpoint_steps(tmp_path)
     assert steps and max(steps) == bad_step - 1  # nothing saved from the bad step on
