@@ -418,10 +418,29 @@ def _checkpoint_manager(directory: Path, config: Any) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(directory, options=options)
 
 
-def _config_fingerprint(config: Any) -> str:
-    """Hash of the config, to refuse resuming a checkpoint written by a different config."""
+# Fields that do not change what a run computes: a resume may differ in them.
+_NOT_FINGERPRINTED = (
+    "seeds",
+    "cutoffs",
+    "sweep",
+    "variant",
+    "output_dir",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "keep_best",
+)
+
+
+def _run_fingerprint(config: Any, seed: int, cutoff: int, train_positives: list[int]) -> str:
+    """Hash of what determines a run's numbers, to refuse resuming someone else's checkpoint."""
     as_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    text = json.dumps(as_dict, sort_keys=True, default=str)
+    as_dict = {k: v for k, v in as_dict.items() if k not in _NOT_FINGERPRINTED}
+    if isinstance(as_dict.get("data"), dict):  # where the files live does not matter
+        as_dict["data"] = {
+            k: v for k, v in as_dict["data"].items() if k not in ("data_dir", "cache_dir")
+        }
+    key = {"config": as_dict, "seed": seed, "cutoff": cutoff, "train_positives": train_positives}
+    text = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -561,7 +580,7 @@ def train_and_evaluate(
     # --- resume --------------------------------------------------------------------------------
     checkpoint_dir = workdir / CHECKPOINT_DIR
     manager = _checkpoint_manager(checkpoint_dir, config)
-    fingerprint = _config_fingerprint(config)
+    fingerprint = _run_fingerprint(config, seed, cutoff, train_positives)
     meta: dict[str, Any] = {
         "epoch": 0,
         "batch": 0,
@@ -571,25 +590,30 @@ def train_and_evaluate(
         "wall_time_s": 0.0,
         "train_time_s": 0.0,
         "train_images": 0,
-        "config_fingerprint": fingerprint,
+        "fingerprint": fingerprint,
         "seed": int(seed),
         "cutoff": int(cutoff),
     }
     latest = manager.latest_step()
-    if latest is not None:
-        restored = manager.restore(
-            latest,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(state), meta=ocp.args.JsonRestore()
-            ),
-        )
-        saved_meta = dict(restored["meta"])
-        if (saved_meta.get("config_fingerprint"), saved_meta.get("seed")) != (fingerprint, seed):
-            raise ValueError(
-                f"{checkpoint_dir} holds checkpoints of a different config or seed; delete the "
-                "folder to start afresh or pass another workdir."
+    try:
+        if latest is not None:
+            restored = manager.restore(
+                latest,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(state), meta=ocp.args.JsonRestore()
+                ),
             )
-        state, meta = restored["state"], saved_meta
+            saved_meta = dict(restored["meta"])
+            if saved_meta.get("fingerprint") != fingerprint:
+                raise ValueError(
+                    f"{checkpoint_dir} holds checkpoints of a different run (config, seed, cut-off "
+                    "or training data differ); delete the folder to start afresh or pass another "
+                    "workdir."
+                )
+            state, meta = restored["state"], saved_meta
+    except BaseException:
+        manager.close()
+        raise
     last_saved = latest
 
     def save(step: int, val_map: float | None = None, *, epoch_end: bool = False) -> None:
@@ -605,11 +629,10 @@ def train_and_evaluate(
         )
         last_saved = step
 
-    wall_before = float(meta["wall_time_s"])
-    session_start = time.perf_counter()
+    wall_before = float(meta["wall_time_s"])  # earlier sessions of an interrupted run
 
     def session_wall() -> float:
-        return time.perf_counter() - session_start + (session_start - start_time)
+        return time.perf_counter() - start_time
 
     # --- train ---------------------------------------------------------------------------------
     step = int(meta["epoch"]) * steps_per_epoch + int(meta["batch"])

@@ -291,7 +291,7 @@ def test_run_resumes_exactly_after_sigint_and_interrupt_and_never_recompiles(
     assert resumed["test"] == full["test"]
 
     # A checkpoint of another seed or config is not silently resumed.
-    with pytest.raises(ValueError, match="different config or seed"):
+    with pytest.raises(ValueError, match="different run"):
         trainer.train_and_evaluate(config, workdir=tmp_path / "resumed", **{**run, "seed": 1})
 
 
