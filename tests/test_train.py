@@ -278,11 +278,11 @@ def test_run_resumes_exactly_after_sigint_and_interrupt_and_never_recompiles(
     assert signal.getsignal(signal.SIGINT) is handler_before
     monkeypatch.setattr(trainer.pipeline, "epoch_batches", original_batches)
 
-    # 3. Resume, interrupted again mid-epoch 2; 4. resume to the end.
-    with pytest.raises(trainer.Interrupted, match="interrupt_at_step"):
-        trainer.train_and_evaluate(
-            config, workdir=tmp_path / "resumed", interrupt_at_step=11, **run
-        )
+    # 3. Resume from step 4, interrupted again at the end of epoch 1 (after its evaluation);
+    # 4. resume from there to the end.
+    with pytest.raises(trainer.Interrupted, match="interrupt_at_step") as info:
+        trainer.train_and_evaluate(config, workdir=tmp_path / "resumed", interrupt_at_step=8, **run)
+    assert info.value.step == 8
     resumed = trainer.train_and_evaluate(config, workdir=tmp_path / "resumed", **run)
 
     assert resumed["steps"] == full["steps"]
@@ -293,6 +293,16 @@ def test_run_resumes_exactly_after_sigint_and_interrupt_and_never_recompiles(
     # A checkpoint of another seed or config is not silently resumed.
     with pytest.raises(ValueError, match="different run"):
         trainer.train_and_evaluate(config, workdir=tmp_path / "resumed", **{**run, "seed": 1})
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stop_signals_set_a_flag_and_restore_the_previous_handlers(signum):
+    before = signal.getsignal(signum)
+    with trainer._stop_signals() as stop:
+        assert stop["signal"] is None
+        os.kill(os.getpid(), signum)
+        assert stop["signal"] == signum.name
+    assert signal.getsignal(signum) is before
 
 
 def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(splits, tmp_path):
