@@ -14,10 +14,11 @@ One run = one (config, seed, cut-off). `train_and_evaluate` reads top to bottom:
 4. Steps: `jax.jit` over a 1-D mesh ("data",) of all devices: the batch is sharded on the data
    axis, parameters and optimiser state are replicated, the train state is donated. BatchNorm
    statistics are computed over the global batch (the SPMD partitioner inserts the all-reduce;
-   no `axis_name`). Each host feeds its own slice of the global batch through
-   `jax.make_array_from_process_local_data`, so the same code runs on one CPU, on N GPUs and on
-   several hosts after `jax.distributed.initialize()`. Images travel as uint8 and are scaled to
-   [-1, 1] inside the step.
+   no `axis_name`). Every host builds the same global batch and
+   `jax.make_array_from_process_local_data` copies each local device its rows; results are read
+   from local replicas; so the same code runs on one CPU, on N GPUs and on several hosts after
+   `jax.distributed.initialize()` (the multi-host case is not tested here). Images travel as
+   uint8 and are scaled to [-1, 1] inside the step.
 5. Evaluation on the validation split every epoch (mAP, macro-F1, bucket metrics at threshold
    0.5). At the end the parameters of the best epoch by validation mAP are restored, per-label
    thresholds are chosen on validation (max F1) and applied to the test split.
@@ -75,6 +76,7 @@ __all__ = [
     "make_train_step",
     "normalize_images",
     "shard_batch",
+    "to_host",
     "train_and_evaluate",
     "train_step_fn",
 ]
@@ -363,15 +365,19 @@ def make_eval_step(model, mesh):
 def shard_batch(mesh, global_batch: np.ndarray) -> jax.Array:
     """A global host batch -> a jax.Array sharded on the data axis.
 
-    Every host holds the same global batch (the pipeline is deterministic per seed and epoch)
-    and contributes its own contiguous slice, which is what the data-axis sharding expects.
+    Every host holds the same global batch (the pipeline is deterministic per seed and epoch);
+    with `global_shape == local_data.shape`, `make_array_from_process_local_data` copies to
+    each local device exactly its rows, whatever the order of devices in the mesh.
     """
-    num_processes, index = jax.process_count(), jax.process_index()
-    rows = global_batch.shape[0] // num_processes
-    local = global_batch[index * rows : (index + 1) * rows]
     return jax.make_array_from_process_local_data(
-        NamedSharding(mesh, P(DATA_AXIS)), local, global_batch.shape
+        NamedSharding(mesh, P(DATA_AXIS)), global_batch, global_batch.shape
     )
+
+
+def to_host(tree: Any) -> Any:
+    """Replicated arrays -> NumPy, read from a local replica (works when other hosts hold
+    devices of the mesh too, where `np.asarray` of the global array would fail)."""
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
 def eval_scores(eval_step, variables, dataset: Dataset, batch_size: int, mesh) -> np.ndarray:
@@ -379,7 +385,7 @@ def eval_scores(eval_step, variables, dataset: Dataset, batch_size: int, mesh) -
     chunks = []
     for images, _, num_valid in pipeline.eval_batches(dataset, batch_size):
         scores = eval_step(variables, shard_batch(mesh, images))
-        chunks.append(np.asarray(scores)[:num_valid])
+        chunks.append(to_host(scores)[:num_valid])
     return np.concatenate(chunks, axis=0)
 
 
@@ -636,9 +642,10 @@ def train_and_evaluate(
 
     # --- train ---------------------------------------------------------------------------------
     step = int(meta["epoch"]) * steps_per_epoch + int(meta["batch"])
-    if int(state["step"]) != step:
+    state_step = int(to_host(state["step"]))
+    if state_step != step:
         raise RuntimeError(
-            f"Checkpoint in {checkpoint_dir} is inconsistent (state step {int(state['step'])}, "
+            f"Checkpoint in {checkpoint_dir} is inconsistent (state step {state_step}, "
             f"data position {step}); delete the folder and rerun."
         )
     failure = None
@@ -664,7 +671,7 @@ def train_and_evaluate(
         """
         while len(pending) > keep:
             done_step, m = pending.pop(0)
-            values = jax.device_get(m)
+            values = to_host(m)
             loss, grad_norm = float(values["loss"]), float(values["grad_norm"])
             if not (math.isfinite(loss) and math.isfinite(grad_norm) and values["params_finite"]):
                 kept = (
