@@ -30,8 +30,8 @@ One run = one (config, seed, cut-off). `train_and_evaluate` reads top to bottom:
    the curves so far and the running loss sum, so a resumed run ends with exactly the metrics of
    an uninterrupted one.
 7. Failures: SIGINT/SIGTERM (or `interrupt_at_step`) checkpoint at the next step boundary and
-   raise `Interrupted`; a non-finite loss or gradient norm stops the run with status "failed",
-   keeping the last good checkpoint (nothing is saved after the bad step).
+   raise `Interrupted`; a non-finite loss, gradient norm or parameter stops the run with status
+   "failed", keeping the last good checkpoint (nothing is saved from the bad step on).
 """
 
 from __future__ import annotations
