@@ -218,6 +218,35 @@ def _power(x, exponent):
     return jnp.where(positive, jnp.exp(exponent * jnp.log(safe_x)), zero_value)
 
 
+def _static_hyperparameter(name: str, what: str, value, low: float, high: float | None):
+    """``value`` as a Python float if it is a Python/NumPy scalar, else None (traced or array).
+
+    Static values are range-checked here, at trace time; array values are the caller's to check.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        return None
+    value = float(value)
+    in_range = value >= low and (high is None or value < high)
+    if not in_range:  # also catches NaN
+        bound = f"[{low:g}, {high:g})" if high is not None else f">= {low:g}"
+        raise ValueError(f"{name}: {what} must be {bound}, got {value}; pass a value in range.")
+    return value
+
+
+def _focusing(x, static_exponent: float | None, exponent):
+    """The focusing factor ``x ** exponent`` for x in [0, 1], or None when it is 1.
+
+    A static exponent of 0 drops the factor; a static whole exponent is ``lax.integer_pow`` (a
+    few multiplies, exact gradient ``k * x**(k-1)``, finite at x = 0); anything else goes
+    through :func:`_power`'s guarded ``exp(exponent * log x)``.
+    """
+    if static_exponent == 0.0:
+        return None
+    if static_exponent is not None and static_exponent.is_integer():
+        return jax.lax.integer_pow(x, int(static_exponent))
+    return _power(x, exponent)
+
+
 def asymmetric(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -237,11 +266,18 @@ def asymmetric(
         L- = p_m**gamma_neg * log(1 - p_m)
         loss = -(w+ * y * L+ + w- * (1 - y) * L-)
 
-    Easy negatives (``p <= m``) are discarded entirely. ``log(1 - p_m)`` is evaluated as
-    ``min(0, logaddexp(log_sigmoid(-z), log m))`` (``1 - p_m = min(1, 1 - p + m)``), which
-    is finite for any logit and reduces to ``log_sigmoid(-z)`` at ``m = 0``. With
-    ``gamma_pos = gamma_neg = 0`` and ``clip = 0`` this is :func:`weighted_sigmoid_bce`.
-    Defaults are the paper's (gamma+ = 0, gamma- = 4, m = 0.05).
+    Easy negatives (``p <= m``) are discarded entirely. ``1 - p_m = min(1, sigmoid(-z) + m)``,
+    so ``log(1 - p_m)`` is finite for any logit when ``m > 0`` (it is at least ``log m``); at
+    ``m = 0`` it is ``log_sigmoid(-z)``. With ``gamma_pos = gamma_neg = 0`` and ``clip = 0`` this
+    is :func:`weighted_sigmoid_bce`. Defaults are the paper's (gamma+ = 0, gamma- = 4, m = 0.05).
+
+    Hyperparameters given as Python (or NumPy) numbers are specialised at trace time, which
+    keeps the defaults near the cost of BCE: a zero gamma drops its factor, a whole
+    ``gamma_neg`` is an integer power of ``p_m``, and ``m > 0`` evaluates
+    ``log(min(1, sigmoid(-z) + m))`` directly. Arrays (e.g. traced values, to sweep under
+    ``vmap``) take the general log-space path: ``(1 - p)**g = exp(g * log_sigmoid(-z))``,
+    ``p_m**g = exp(g * log p_m)`` and ``log(1 - p_m) = min(0, logaddexp(log_sigmoid(-z),
+    log m))``. Both paths agree to float rounding.
 
     Accepts scheme weights: yes (``pos_weight``, ``neg_weight``).
 
@@ -254,21 +290,44 @@ def asymmetric(
 
     Returns:
       [..., C] elementwise loss in the logits' dtype.
+
+    Raises:
+      ValueError: a static gamma below 0 or a static clip outside [0, 1).
     """
     name = "asymmetric"
     z, y, dtype = _prepare(name, logits, labels)
     w_pos = _per_label(name, "pos_weight", pos_weight, z.shape, z.dtype)
     w_neg = _per_label(name, "neg_weight", neg_weight, z.shape, z.dtype)
+    static_gamma_pos = _static_hyperparameter(name, "gamma_pos", gamma_pos, 0.0, None)
+    static_gamma_neg = _static_hyperparameter(name, "gamma_neg", gamma_neg, 0.0, None)
+    static_clip = _static_hyperparameter(name, "clip", clip, 0.0, 1.0)
     gamma_pos = jnp.asarray(gamma_pos, z.dtype)
     gamma_neg = jnp.asarray(gamma_neg, z.dtype)
     margin = jnp.asarray(clip, z.dtype)
-    log_p = jax.nn.log_sigmoid(z)
-    log_not_p = jax.nn.log_sigmoid(-z)
-    pos_term = y * jnp.exp(gamma_pos * log_not_p) * (-log_p)
+
+    # Positive term: (1 - p)**gamma_pos * -log p, with -log p = softplus(-z). The factor stays in
+    # log space even for whole gammas: sigmoid(-z)**k would lose its gradient's small p * k
+    # part once sigmoid(-z) rounds to 1 (z below about -17 in float32).
+    pos_term = jax.nn.softplus(-z)
+    if static_gamma_pos != 0.0:
+        pos_term = jnp.exp(gamma_pos * jax.nn.log_sigmoid(-z)) * pos_term
+
+    # Negative term: p_m**gamma_neg * -log(1 - p_m).
     p_m = jnp.maximum(jax.nn.sigmoid(z) - margin, 0.0)
-    log_not_p_m = jnp.minimum(0.0, jnp.logaddexp(log_not_p, jnp.log(margin)))
-    neg_term = (1.0 - y) * _power(p_m, gamma_neg) * (-log_not_p_m)
-    return _finish(_scaled(pos_term, w_pos) + _scaled(neg_term, w_neg), dtype)
+    if static_clip == 0.0:
+        log_not_p_m = jax.nn.log_sigmoid(-z)
+    elif static_clip is not None:
+        # 1 - p_m = min(1, (1 - p) + m) >= m > 0, so a plain log is finite; forming 1 - p as
+        # sigmoid(-z) (not 1 - sigmoid(z)) keeps its small values for large z.
+        log_not_p_m = jnp.log(jnp.minimum(jax.nn.sigmoid(-z) + margin, 1.0))
+    else:
+        log_not_p_m = jnp.minimum(0.0, jnp.logaddexp(jax.nn.log_sigmoid(-z), jnp.log(margin)))
+    focus_neg = _focusing(p_m, static_gamma_neg, gamma_neg)
+    neg_term = -log_not_p_m if focus_neg is None else focus_neg * -log_not_p_m
+
+    pos_term = _scaled(y * pos_term, w_pos)
+    neg_term = _scaled((1.0 - y) * neg_term, w_neg)
+    return _finish(pos_term + neg_term, dtype)
 
 
 def distribution_balanced(

@@ -98,6 +98,18 @@ LOSSES = {
     ),
     "asymmetric": lambda z, y: L.asymmetric(z, y, gamma_pos=1.0, gamma_neg=4.0, clip=0.05),
     "asymmetric_no_clip": lambda z, y: L.asymmetric(z, y, gamma_pos=0.0, gamma_neg=2.0, clip=0.0),
+    # The defaults (gamma_pos = 0 drops the positive factor, integer gamma_neg, clip > 0).
+    "asymmetric_default": lambda z, y: L.asymmetric(
+        z, y, pos_weight=POS_W[: z.shape[-1]], neg_weight=NEG_W[: z.shape[-1]]
+    ),
+    # Non-integer gammas: exp/log powers on the specialised (static) path.
+    "asymmetric_fractional": lambda z, y: L.asymmetric(
+        z, y, gamma_pos=0.5, gamma_neg=2.5, clip=0.1
+    ),
+    # Array hyperparameters take the general log-space path.
+    "asymmetric_general": lambda z, y: L.asymmetric(
+        z, y, gamma_pos=jnp.asarray(1.0), gamma_neg=jnp.asarray(4.0), clip=jnp.asarray(0.05)
+    ),
     "distribution_balanced": lambda z, y: L.distribution_balanced(
         z, y, positives=COUNTS[: z.shape[-1]], num_examples=N_TRAIN
     ),
@@ -248,6 +260,87 @@ def test_asymmetric_gamma_zero_clip_zero_is_bce():
     np.testing.assert_allclose(got, L.weighted_sigmoid_bce(z, y, 2.0), rtol=1e-6)
     grads = jax.grad(lambda z: L.asymmetric(z, y, gamma_neg=0.0, clip=0.0).sum())(z)
     np.testing.assert_allclose(grads, jax.grad(lambda z: L.weighted_sigmoid_bce(z, y).sum())(z))
+
+
+# (gamma_pos, gamma_neg, clip) covering every specialised branch: zero / whole / fractional gammas,
+# clip = 0 and clip > 0.
+ASL_PARAMS = [
+    (0.0, 4.0, 0.05),
+    (1.0, 2.0, 0.2),
+    (2.0, 1.0, 0.0),
+    (0.0, 0.0, 0.05),
+    (0.5, 2.5, 0.1),
+    (3.0, 0.5, 0.0),
+]
+# Logits across the whole range, none exactly at a kink sigmoid(z) = clip.
+ASL_Z = np.concatenate([np.linspace(-30.0, 30.0, 37), EXTREMES[[0, 1, 2, 3, 7, 8, 9, 10]]])
+ASL_Y = np.resize(np.array([0.0, 1.0, 0.3, 0.0, 1.0, 0.8]), ASL_Z.shape)
+
+
+def _asl_value_and_grad(z, y, *hyper):
+    def total(z):
+        gp, gn, m = hyper
+        loss = L.asymmetric(z, y, gamma_pos=gp, gamma_neg=gn, clip=m, pos_weight=2.0)
+        return jnp.sum(loss), loss
+
+    (_, loss), grad = jax.value_and_grad(total, has_aux=True)(z)
+    return loss, grad
+
+
+@pytest.mark.parametrize("x64", [True, False], ids=["float64", "float32"])
+@pytest.mark.parametrize("gamma_pos, gamma_neg, clip", ASL_PARAMS)
+def test_asymmetric_specialised_path_equals_general_path(gamma_pos, gamma_neg, clip, x64):
+    # Python-number hyperparameters are specialised at trace time; the same values passed as
+    # traced arrays through jit force the general log-space path. Values and gradients agree.
+    with jax.enable_x64(x64):
+        dtype = jnp.float64 if x64 else jnp.float32
+        z, y = jnp.asarray(ASL_Z, dtype), jnp.asarray(ASL_Y, dtype)
+        fast = jax.jit(lambda z, y: _asl_value_and_grad(z, y, gamma_pos, gamma_neg, clip))(z, y)
+        hyper = [jnp.asarray(v, dtype) for v in (gamma_pos, gamma_neg, clip)]
+        general = jax.jit(_asl_value_and_grad)(z, y, *hyper)
+        rtol, atol = (1e-12, 1e-15) if x64 else (2e-6, 1e-7)
+        for got, want, what in zip(fast, general, ["loss", "grad"], strict=True):
+            assert got.dtype == dtype
+            np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)
+        # Both are the paper's formula (float64 plain-Python reference, where its log(1 - p)
+        # does not yet lose digits to cancellation).
+        if x64:
+            inside = np.abs(ASL_Z) <= 8
+            expected = elementwise(
+                asl_ref,
+                ASL_Z[inside],
+                ASL_Y[inside],
+                gamma_pos=gamma_pos,
+                gamma_neg=gamma_neg,
+                clip=clip,
+                wp=2.0,
+            )
+            np.testing.assert_allclose(fast[0][inside], expected, rtol=1e-10, atol=1e-15)
+
+
+def test_asymmetric_vmaps_over_traced_hyperparameters():
+    clips = jnp.array([0.0, 0.05, 0.2])
+    gammas = jnp.array([0.0, 2.0, 4.0])
+    fn = lambda g, m: L.asymmetric(Z, Y_SOFT, gamma_pos=1.0, gamma_neg=g, clip=m)  # noqa: E731
+    batched = jax.vmap(fn)(gammas, clips)
+    for i in range(3):
+        static = fn(float(gammas[i]), float(clips[i]))
+        np.testing.assert_allclose(batched[i], static, rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(gamma_pos=-1.0), "gamma_pos must be >= 0"),
+        (dict(gamma_neg=-0.5), "gamma_neg must be >= 0"),
+        (dict(gamma_neg=float("nan")), "gamma_neg must be >= 0"),
+        (dict(clip=1.0), r"clip must be \[0, 1\)"),
+        (dict(clip=-0.1), r"clip must be \[0, 1\)"),
+    ],
+)
+def test_asymmetric_rejects_out_of_range_hyperparameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        L.asymmetric(Z, Y, **kwargs)
 
 
 def test_distribution_balanced_reduces_to_scaled_bce():
