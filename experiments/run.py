@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import copy
 import dataclasses
 import difflib
@@ -453,6 +454,38 @@ SUMMARY_HEADER = ("variant", "cutoff", "seed", "status", "test mAP", "tail mAP",
 # The command line.
 
 
+@contextlib.contextmanager
+def compilation_cache(directory: Path | None):
+    """JAX's persistent compilation cache in `directory` for the runs of one invocation.
+
+    The runs of a sweep share model and batch shapes, so after the first run XLA compilation
+    (about half of a cpu-tier run) is read from disk; the executables are the same, so the
+    numbers are too. Left alone when None or when the user configured a cache already; the
+    previous settings come back afterwards.
+    """
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as jax_cache
+
+    if directory is None or jax.config.jax_compilation_cache_dir is not None:
+        yield
+        return
+    min_time = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_compilation_cache_dir", None)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_time)
+        jax_cache.reset_cache()
+
+
+def compilation_cache_dir(config: ml_collections.ConfigDict) -> Path:
+    from experiments.data.cache import cache_root
+
+    return cache_root(config.data.cache_dir) / "jax-compilation"
+
+
 def _load_trainer():
     """(train_and_evaluate, Interrupted); imported late so --list and --dry-run need no JAX."""
     from experiments.train import Interrupted, train_and_evaluate
@@ -503,6 +536,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="print the runs; train nothing")
     parser.add_argument("--show-config", action="store_true", help="print the resolved config")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--no-compilation-cache",
+        action="store_true",
+        help="compile every run afresh (default: reuse compiled steps, <cache>/jax-compilation)",
+    )
     return parser.parse_args(argv)
 
 
@@ -573,9 +611,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as e:  # the data layer's own message, with what to do instead
             print(f"error: {data_error_message(config, e)}", file=sys.stderr)
             return EXIT_USAGE
-        train_and_evaluate, Interrupted = _load_trainer()
-        environment = records.environment()
+    trainer = _load_trainer() if todo else None
 
+    cache = None if args.no_compilation_cache or not todo else compilation_cache_dir(config)
+    with compilation_cache(cache):
+        return _run_all(plan, args, argv, trainer)
+
+
+def _run_all(plan, args: argparse.Namespace, argv: Sequence[str], trainer) -> int:
+    """Runs the planned runs in order; returns the exit code. `trainer` is (train, Interrupted)."""
+    if trainer is not None:
+        train_and_evaluate, Interrupted = trainer
+        environment = records.environment()
     rows, failed = [], 0
     for i, (run, action, why) in enumerate(plan, start=1):
         prefix = f"[{i}/{len(plan)}] {run.label}"

@@ -391,3 +391,19 @@ def test_fashionpedia_configs_fail_fast_naming_the_embedded_config(
     assert "Fashionpedia" in err  # the data layer's own message: how to get it
     assert "python -m experiments.run --config catalog_proposed" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_compilation_cache_is_scoped_to_the_invocation(tmp_path):
+    import jax
+    import jax.numpy as jnp
+
+    assert jax.config.jax_compilation_cache_dir is None
+    before = jax.config.jax_persistent_cache_min_compile_time_secs
+    with run_mod.compilation_cache(tmp_path / "jax"):
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "jax")
+        jax.jit(lambda x: x * 3.0 + 1.0)(jnp.ones(3)).block_until_ready()
+    assert any((tmp_path / "jax").iterdir())  # compiled executables were stored
+    assert jax.config.jax_compilation_cache_dir is None
+    assert jax.config.jax_persistent_cache_min_compile_time_secs == before
+    with run_mod.compilation_cache(None):  # disabled: nothing changes
+        assert jax.config.jax_compilation_cache_dir is None

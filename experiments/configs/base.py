@@ -60,7 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict()
     config.model.name = "resnet"
     config.model.stage_sizes = [1, 1, 1]
-    config.model.num_filters = 16
+    config.model.num_filters = 8
     config.model.block = "basic"
     config.model.small_input = True
     config.model.dtype = "float32"

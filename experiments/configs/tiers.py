@@ -1,8 +1,9 @@
 """Tiers: one switch that sizes data, model and schedule for the machine at hand.
 
-  cpu    (default) catalog images 28 x 28, a small ResNet ([1, 1, 1] basic blocks, 16 filters).
+  cpu    (default) catalog images 28 x 28, a small ResNet ([1, 1, 1] basic blocks, 8 filters),
+         12 epochs of 2,000 training images.
          Sized so that the full catalog sweep of RESULTS.md (2 tasks x 12 variants x 4 cut-offs x
-         3 seeds, 288 runs) fits in about 2 hours on 2 CPU cores: see CPU_SECONDS_PER_RUN.
+         3 seeds, 288 runs) fits in about 1.6 hours on 2 CPU cores: see CPU_SECONDS_PER_RUN.
   gpu    ResNet-18 (basic blocks [2, 2, 2, 2], 64 filters) on 56 x 56 catalog images (items at
          full size) or 128 x 128 Fashionpedia crops; for ResNet-50 add
          `--set model.stage_sizes=[3,4,6,3] --set model.block=bottleneck`.
@@ -18,8 +19,11 @@ from __future__ import annotations
 
 import ml_collections
 
-# Measured wall time of one cpu-tier catalog run on 2 CPU cores (training + evaluation), used
-# by `python -m experiments.run --dry-run` to estimate a sweep's duration.
+# One cpu-tier catalog run (2,000 training images x 12 epochs, evaluation, checkpoints), measured
+# on 2 CPU cores shared with other work: 18.6 CPU-seconds per run (user + sys) and 20.6 s wall
+# over three seeds of catalog_proposed, with compiled steps reused from the compilation cache
+# (the first run of a new scheme or cut-off compiles: ~25 s). Test mAP 0.45-0.52 at cut-off 6
+# against 0.30 for random scores. Used by `--list` and `--dry-run` to estimate durations.
 CPU_SECONDS_PER_RUN = 20.0
 EXPECTED_SECONDS_PER_RUN = {"smoke": 5.0, "cpu": CPU_SECONDS_PER_RUN, "gpu": None}
 
@@ -37,12 +41,12 @@ def cpu(config: ml_collections.ConfigDict) -> None:
     else:
         config.data.image_size = 64
     config.model.stage_sizes = [1, 1, 1]
-    config.model.num_filters = 16
+    config.model.num_filters = 8
     config.model.block = "basic"
     config.model.small_input = True
     config.batch_size = 128
     config.eval_batch_size = 512
-    config.num_epochs = 10
+    config.num_epochs = 12
     config.learning_rate = 3e-3
     config.warmup_epochs = 1.0
     config.checkpoint_every_steps = 200
