@@ -596,6 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.show_config:
         print(config)
     if args.dry_run:
+        print(configs.describe(config.name, config.tier) + "\n")
         print(format_table(("action", "run", "why"), [[a, r.label, why] for r, a, why in plan]))
         todo = sum(a == "run" for _, a, _ in plan)
         print(f"\n{todo} of {len(plan)} runs would train ({_estimate(todo, config.tier)}).")

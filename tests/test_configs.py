@@ -213,3 +213,13 @@ def test_every_task_scheme_and_tier_is_documented():
     for fn in [*tasks.TASKS.values(), *schemes.SCHEMES.values(), *tiers.TIERS.values()]:
         assert fn.__doc__ and len(fn.__doc__.split()) >= 5, fn.__name__
     assert "python -m experiments.run" in configs.__doc__
+
+
+def test_describe_says_how_to_run_and_how_long():
+    text = configs.describe("catalog_proposed")
+    assert "48 runs" in text and "python -m experiments.run --config catalog_proposed" in text
+    assert f"{48 * tiers.CPU_SECONDS_PER_RUN / 60:.0f} min" in text
+    assert "12 runs" in configs.describe("catalog_focal") and "gamma = 2" in configs.describe(
+        "catalog_focal"
+    )
+    assert "1 runs" in configs.describe("catalog_none_smoke")

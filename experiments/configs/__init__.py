@@ -26,7 +26,7 @@ import ml_collections
 
 from experiments.configs import base, schemes, tasks, tiers
 
-__all__ = ["get_config", "list_configs", "parse_config_name"]
+__all__ = ["describe", "get_config", "list_configs", "parse_config_name"]
 
 
 def list_configs() -> list[str]:
@@ -89,3 +89,44 @@ def get_config(name: str, tier: str | None = None) -> ml_collections.ConfigDict:
     schemes.SCHEMES[scheme](config)
     config.name = f"{task}_{scheme}"
     return config
+
+
+def _doc(fn) -> str:
+    return " ".join((fn.__doc__ or "").split())
+
+
+def describe(name: str, tier: str | None = None) -> str:
+    """The docstring of config `name`: its task, scheme and tier, how to run it and how long the
+    runs take, composed from the docstrings of the parts."""
+    task, scheme, _ = parse_config_name(name)
+    config = get_config(name, tier)
+    num_variants = 1
+    for values in _sweep_values(config.sweep):
+        num_variants *= len(values)
+    num_runs = num_variants * len(config.seeds) * len(config.cutoffs)
+    seconds = tiers.EXPECTED_SECONDS_PER_RUN.get(config.tier)
+    duration = (
+        f"about {num_runs * seconds / 60:.0f} min ({seconds:.0f} s per run, 2 CPU cores)"
+        if seconds is not None
+        else "not measured for this tier"
+    )
+    return "\n".join(
+        [
+            f"{config.name} at the {config.tier} tier: {num_runs} runs ({num_variants} variant(s) "
+            f"x cut-offs {list(config.cutoffs)} x seeds {list(config.seeds)}), {duration}.",
+            f"  run:    python -m experiments.run --config {config.name} --tier {config.tier}",
+            f"  task:   {_doc(tasks.TASKS[task])}",
+            f"  scheme: {_doc(schemes.SCHEMES[scheme])}",
+            f"  tier:   {_doc(tiers.TIERS[config.tier])}",
+        ]
+    )
+
+
+def _sweep_values(sweep: ml_collections.ConfigDict) -> list[list]:
+    values = []
+    for value in sweep.values():
+        if isinstance(value, ml_collections.ConfigDict):
+            values.extend(_sweep_values(value))
+        else:
+            values.append(list(value))
+    return values
