@@ -17,7 +17,7 @@ compilation + one step).
 
 On a CPU the gpu-tier model (ResNet-18 at 56 x 56, batch 256) takes tens of seconds per step,
 so there its batch is cut to `--cpu-gpu-batch` (default 32) and its steps to `--gpu-steps`
-(default 3) rather than the accelerator defaults; the table's batch column says what ran.
+(default 6) rather than the accelerator defaults; the table's batch column says what ran.
 
   python -m benchmarks.train                 # both tiers, table + benchmarks/out/train.json
   python -m benchmarks.train --tiers cpu --steps 50
@@ -120,6 +120,8 @@ def benchmark_tier(tier: str, *, steps: int, batch_size: int | None) -> dict[str
         "dp_images_per_s": batch_size / dp_s,
         "ref_images_per_s": batch_size / ref_s,
         "ratio_dp_over_ref": dp_s / ref_s,
+        "dp_step_times_s": times["dp"],
+        "ref_step_times_s": times["ref"],
         "dp_first_step_s": dp_compile,
         "ref_first_step_s": ref_compile,
     }
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tiers", nargs="+", default=["cpu", "gpu"], choices=["cpu", "gpu"])
     parser.add_argument("--steps", type=int, default=20, help="timed steps (cpu tier)")
     parser.add_argument(
-        "--gpu-steps", type=int, default=None, help="timed steps of the gpu tier (3 on CPU)"
+        "--gpu-steps", type=int, default=None, help="timed steps of the gpu tier (6 on CPU)"
     )
     parser.add_argument(
         "--cpu-gpu-batch",
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = []
     for tier in args.tiers:
         if tier == "gpu":
-            steps = args.gpu_steps or (3 if on_cpu else args.steps)
+            steps = args.gpu_steps or (6 if on_cpu else args.steps)
             batch = args.cpu_gpu_batch if on_cpu else None
         else:
             steps, batch = args.steps, None
