@@ -408,6 +408,8 @@ def data_error_message(config: ml_collections.ConfigDict, error: Exception) -> s
     if config.task in tasks.FASHIONPEDIA_TASKS:
         _, scheme, _ = configs.parse_config_name(config.name)
         message += (
+            f"\nOnce downloaded: python -m experiments.run --config {config.name} "
+            "--set data.data_dir=<folder>"
             f"\nThe embedded config {tasks.EMBEDDED_TASK}_{scheme} runs the same comparison on "
             f"Fashion-MNIST catalog images with no download:\n  python -m experiments.run "
             f"--config {tasks.EMBEDDED_TASK}_{scheme}"
