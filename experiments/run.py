@@ -25,7 +25,14 @@ selected run from scratch (its record and checkpoints are deleted first). A fini
 written by a different config (e.g. another tier) is never silently reused: the run is reported
 as a conflict. A failed run is recorded as failed and the next run starts; the exit code is 1
 if any run failed. Ctrl-C (or SIGTERM) saves a checkpoint and exits with code 130; rerunning
-the same command resumes the interrupted run and skips the finished ones.
+the same command resumes the interrupted run and skips the finished ones. Exit codes: 0 all
+runs finished or skipped, 1 a run failed or conflicted, 2 a usage error or missing data (found
+before any training), 130 interrupted.
+
+Compiled train and eval steps are kept in JAX's persistent compilation cache under
+<cache>/jax-compilation (see experiments.data.cache: $LTWEIGHTS_CACHE or ~/.cache/ltweights),
+so the runs of a sweep, which share shapes, skip most compilation; --no-compilation-cache
+turns it off.
 """
 
 from __future__ import annotations
