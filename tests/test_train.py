@@ -140,6 +140,20 @@ def test_proposed_scheme_uses_effective_numbers(splits):
     np.testing.assert_allclose(float(loss), _hand_weighted_bce(logits, labels, pos_weight), 1e-5)
 
 
+def test_class_balanced_scheme_weights_both_terms(splits):
+    beta = 0.99
+    counts = weights.label_counts(splits.train.labels)
+    positives = splits.train.labels.sum(0).astype(np.float64)
+    c = (1 - beta) / (1 - beta**positives)  # Cui et al.: 1 / effective number
+    c = c * NUM_LABELS / c.sum()  # normalised to sum to C
+    logits, labels = _random_batch(5)
+    config = make_config(scheme="class_balanced", scheme_params={"beta": beta})
+    loss = trainer.make_loss_fn(config, counts)(logits, labels)
+    x, y = logits.astype(np.float64), labels.astype(np.float64)
+    expected = (c * (y * _softplus(-x) + (1 - y) * _softplus(x))).sum(1).mean()
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     "loss, loss_params, scheme",
     [
