@@ -452,6 +452,7 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         "  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True))
         for row in [header, *rows]
     ]
+    lines = [line.rstrip() for line in lines]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -559,7 +560,8 @@ def print_list() -> None:
         config = configs.get_config(name)
         num_runs = len(expand_runs(config))
         _, scheme, _ = configs.parse_config_name(name)
-        doc = " ".join((schemes.SCHEMES[scheme].__doc__ or "").split(":")[0].split())
+        doc = " ".join((schemes.SCHEMES[scheme].__doc__ or "").split())
+        doc = re.split(r" \(|:", doc)[0]  # the name, before its reference or formula
         rows.append([name, str(num_runs), _estimate(num_runs, config.tier), doc])
     print(format_table(("config", "runs", "cpu time", "scheme / loss"), rows))
     print(
