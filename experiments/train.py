@@ -36,6 +36,7 @@ One run = one (config, seed, cut-off). `train_and_evaluate` reads top to bottom:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import inspect
@@ -70,6 +71,7 @@ __all__ = [
     "create_train_state",
     "eval_scores",
     "make_eval_step",
+    "make_init",
     "make_loss_fn",
     "make_mesh",
     "make_optimizer",
@@ -267,15 +269,14 @@ def normalize_images(images: jax.Array) -> jax.Array:
     return images.astype(jnp.float32) * (2.0 / 255.0) - 1.0
 
 
-def create_train_state(model, tx, image_shape, *, seed: int, mesh) -> dict[str, Any]:
-    """The train state, replicated on the mesh: {step, params, batch_stats, opt_state, rng}.
+def make_init(model, tx, image_shape, mesh):
+    """jit(init)(rng) -> the train state {step, params, batch_stats, opt_state, rng}, replicated.
 
     `rng` is not consumed by the (deterministic) ResNet; it is kept in the state so that a
     stochastic layer or augmentation can use `fold_in(rng, step)` and still resume exactly.
     """
-    rng = jax.random.PRNGKey(seed)
 
-    def init():
+    def init(rng):
         variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
         params = variables["params"]
         return {
@@ -286,7 +287,12 @@ def create_train_state(model, tx, image_shape, *, seed: int, mesh) -> dict[str, 
             "rng": jax.random.fold_in(rng, 1),
         }
 
-    return jax.jit(init, out_shardings=NamedSharding(mesh, P()))()
+    return jax.jit(init, out_shardings=NamedSharding(mesh, P()))
+
+
+def create_train_state(model, tx, image_shape, *, seed: int, mesh) -> dict[str, Any]:
+    """The initial train state of `seed`, replicated on the mesh (see `make_init`)."""
+    return make_init(model, tx, tuple(image_shape), mesh)(jax.random.PRNGKey(seed))
 
 
 def train_step_fn(model, tx, loss_fn):
@@ -437,8 +443,11 @@ _NOT_FINGERPRINTED = (
 )
 
 
-def _run_fingerprint(config: Any, seed: int, cutoff: int, train_positives: list[int]) -> str:
-    """Hash of what determines a run's numbers, to refuse resuming someone else's checkpoint."""
+def _run_fingerprint(config: Any, seed: int | None, cutoff: int, train_positives: list[int]) -> str:
+    """Hash of what determines a run's numbers, to refuse resuming someone else's checkpoint.
+
+    With seed=None: the key of the compiled steps, which runs differing only in seed share.
+    """
     as_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     as_dict = {k: v for k, v in as_dict.items() if k not in _NOT_FINGERPRINTED}
     if isinstance(as_dict.get("data"), dict):  # where the files live does not matter
@@ -448,6 +457,39 @@ def _run_fingerprint(config: Any, seed: int, cutoff: int, train_positives: list[
     key = {"config": as_dict, "seed": seed, "cutoff": cutoff, "train_positives": train_positives}
     text = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# Compiled steps of recent runs. Runs that differ only in seed (a sweep's repeats, a resume in
+# the same process) have identical step functions: reusing the jitted callables skips their
+# compilation. Small, since each entry holds executables.
+_COMPILED: collections.OrderedDict[tuple, tuple] = collections.OrderedDict()
+_COMPILED_MAX_ENTRIES = 4
+
+
+def _run_functions(config, counts, splits: Splits, steps_per_epoch: int, mesh, cutoff: int):
+    """(init, train_step, eval_step) of a run, from the cache when a run had the same."""
+    key = (
+        _run_fingerprint(config, None, cutoff, [int(x) for x in counts.positives]),
+        int(counts.num_examples),
+        steps_per_epoch,
+        mesh,
+        splits.train.images.shape[1:],
+    )
+    if key in _COMPILED:
+        _COMPILED.move_to_end(key)
+        return _COMPILED[key]
+    model = create_model(_as_dict(config.model), splits.train.num_labels)
+    tx = make_optimizer(config, steps_per_epoch)
+    loss_fn = make_loss_fn(config, counts)
+    functions = (
+        make_init(model, tx, tuple(splits.train.images.shape[1:]), mesh),
+        make_train_step(model, tx, loss_fn, mesh),
+        make_eval_step(model, mesh),
+    )
+    _COMPILED[key] = functions
+    while len(_COMPILED) > _COMPILED_MAX_ENTRIES:
+        _COMPILED.popitem(last=False)
+    return functions
 
 
 @contextlib.contextmanager
@@ -576,12 +618,10 @@ def train_and_evaluate(
         raise ValueError(f"num_epochs must be >= 1; got {num_epochs}.")
     progress = progress and jax.process_index() == 0  # one bar and summary per job
 
-    model = create_model(_as_dict(config.model), train.num_labels)
-    tx = make_optimizer(config, steps_per_epoch)
-    loss_fn = make_loss_fn(config, counts)
-    state = create_train_state(model, tx, train.images.shape[1:], seed=seed, mesh=mesh)
-    train_step = make_train_step(model, tx, loss_fn, mesh)
-    eval_step = make_eval_step(model, mesh)
+    init, train_step, eval_step = _run_functions(
+        config, counts, splits, steps_per_epoch, mesh, cutoff
+    )
+    state = init(jax.random.PRNGKey(seed))
 
     # --- resume --------------------------------------------------------------------------------
     checkpoint_dir = workdir / CHECKPOINT_DIR

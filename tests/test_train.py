@@ -248,65 +248,73 @@ def test_run_resumes_exactly_after_sigint_and_interrupt_and_never_recompiles(
     config = make_config()
     run = dict(seed=0, cutoff=6, splits=splits, progress=False)
 
-    # 1. Uninterrupted, with every compilation logged.
+    # Every compilation of this test is logged and counted at the end.
     caplog.set_level(logging.WARNING, logger="jax")
     with jax.log_compiles(True):
+        # 1. Uninterrupted.
         full = trainer.train_and_evaluate(config, workdir=tmp_path / "full", **run)
+
+        assert full["status"] == "finished" and full["failure"] is None and full["steps"] == 16
+        assert [c["epoch"] for c in full["curves"]] == [1, 2]
+        assert [c["step"] for c in full["curves"]] == [8, 16]
+        assert full["data"]["train_positives"] == splits.train.labels.sum(0).tolist()
+        assert full["data"]["num_val"] == 80 and full["data"]["num_test"] == 70
+        test = full["test"]
+        assert test["num_examples"] == 70 and len(test["thresholds"]) == NUM_LABELS
+        assert set(test["buckets"]) == {"head", "medium", "tail"}
+        best = max(full["curves"], key=lambda c: (c["val_mAP"], c["step"]))
+        assert full["val"]["best_step"] == best["step"]
+        assert full["images_per_s"] > 0 and full["wall_time_s"] > 0
+        # Last 2 kept (8 is also an epoch end, 15 a periodic one) plus the best epoch end.
+        assert _checkpoint_steps(tmp_path / "full") == sorted({15, 16, best["step"]})
+
+        # 2. SIGINT during step 4 (sent from the input pipeline): checkpoint, Interrupted.
+        original_batches = trainer.pipeline.epoch_batches
+
+        def batches_with_sigint(dataset, batch_size, *, seed, epoch, start_batch=0):
+            for index, batch in enumerate(
+                original_batches(
+                    dataset, batch_size, seed=seed, epoch=epoch, start_batch=start_batch
+                ),
+                start=start_batch,
+            ):
+                if (epoch, index) == (0, 3):
+                    os.kill(os.getpid(), signal.SIGINT)
+                yield batch
+
+        monkeypatch.setattr(trainer.pipeline, "epoch_batches", batches_with_sigint)
+        handler_before = signal.getsignal(signal.SIGINT)
+        with pytest.raises(trainer.Interrupted, match="SIGINT") as info:
+            trainer.train_and_evaluate(config, workdir=tmp_path / "resumed", **run)
+        assert info.value.step == 4
+        assert signal.getsignal(signal.SIGINT) is handler_before
+        monkeypatch.setattr(trainer.pipeline, "epoch_batches", original_batches)
+
+        # 3. Resume from step 4, interrupted again at the end of epoch 1 (after its evaluation);
+        # 4. resume from there to the end.
+        with pytest.raises(trainer.Interrupted, match="interrupt_at_step") as info:
+            trainer.train_and_evaluate(
+                config, workdir=tmp_path / "resumed", interrupt_at_step=8, **run
+            )
+        assert info.value.step == 8
+        trainer._COMPILED.clear()  # the last resume compiles afresh, as in a new process
+        resumed = trainer.train_and_evaluate(config, workdir=tmp_path / "resumed", **run)
+
+        assert resumed["steps"] == full["steps"]
+        assert _without_timing(resumed["curves"]) == _without_timing(full["curves"])
+        assert resumed["val"] == full["val"]
+        assert resumed["test"] == full["test"]
+
+        # A checkpoint of another seed or config is not silently resumed.
+        with pytest.raises(ValueError, match="different run"):
+            trainer.train_and_evaluate(config, workdir=tmp_path / "resumed", **{**run, "seed": 1})
+
+    # 5 runs of the same config, each with many train steps and evaluations on a zero-padded
+    # last batch. Runs that differ only in seed share their compiled steps, so each step
+    # function was compiled exactly twice: in the first run and after the cache was cleared.
     compiled = [r.getMessage() for r in caplog.records if "Compiling jit(" in r.getMessage()]
-    # 16 train steps and 2 + 2 evaluations (val each epoch, then val and test at the end, with
-    # a zero-padded last batch): each step function is compiled once.
-    assert sum("jit(train_step)" in m for m in compiled) == 1
-    assert sum("jit(eval_step)" in m for m in compiled) == 1
-
-    assert full["status"] == "finished" and full["failure"] is None and full["steps"] == 16
-    assert [c["epoch"] for c in full["curves"]] == [1, 2]
-    assert [c["step"] for c in full["curves"]] == [8, 16]
-    assert full["data"]["train_positives"] == splits.train.labels.sum(0).tolist()
-    assert full["data"]["num_val"] == 80 and full["data"]["num_test"] == 70
-    test = full["test"]
-    assert test["num_examples"] == 70 and len(test["thresholds"]) == NUM_LABELS
-    assert set(test["buckets"]) == {"head", "medium", "tail"}
-    best = max(full["curves"], key=lambda c: (c["val_mAP"], c["step"]))
-    assert full["val"]["best_step"] == best["step"]
-    assert full["images_per_s"] > 0 and full["wall_time_s"] > 0
-    # Last 2 kept (8 is also an epoch end, 15 a periodic one) plus the best epoch end.
-    assert _checkpoint_steps(tmp_path / "full") == sorted({15, 16, best["step"]})
-
-    # 2. SIGINT during step 4 (sent from the input pipeline): checkpoint, Interrupted.
-    original_batches = trainer.pipeline.epoch_batches
-
-    def batches_with_sigint(dataset, batch_size, *, seed, epoch, start_batch=0):
-        for index, batch in enumerate(
-            original_batches(dataset, batch_size, seed=seed, epoch=epoch, start_batch=start_batch),
-            start=start_batch,
-        ):
-            if (epoch, index) == (0, 3):
-                os.kill(os.getpid(), signal.SIGINT)
-            yield batch
-
-    monkeypatch.setattr(trainer.pipeline, "epoch_batches", batches_with_sigint)
-    handler_before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(trainer.Interrupted, match="SIGINT") as info:
-        trainer.train_and_evaluate(config, workdir=tmp_path / "resumed", **run)
-    assert info.value.step == 4
-    assert signal.getsignal(signal.SIGINT) is handler_before
-    monkeypatch.setattr(trainer.pipeline, "epoch_batches", original_batches)
-
-    # 3. Resume from step 4, interrupted again at the end of epoch 1 (after its evaluation);
-    # 4. resume from there to the end.
-    with pytest.raises(trainer.Interrupted, match="interrupt_at_step") as info:
-        trainer.train_and_evaluate(config, workdir=tmp_path / "resumed", interrupt_at_step=8, **run)
-    assert info.value.step == 8
-    resumed = trainer.train_and_evaluate(config, workdir=tmp_path / "resumed", **run)
-
-    assert resumed["steps"] == full["steps"]
-    assert _without_timing(resumed["curves"]) == _without_timing(full["curves"])
-    assert resumed["val"] == full["val"]
-    assert resumed["test"] == full["test"]
-
-    # A checkpoint of another seed or config is not silently resumed.
-    with pytest.raises(ValueError, match="different run"):
-        trainer.train_and_evaluate(config, workdir=tmp_path / "resumed", **{**run, "seed": 1})
+    assert sum("jit(train_step)" in m for m in compiled) == 2
+    assert sum("jit(eval_step)" in m for m in compiled) == 2
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
