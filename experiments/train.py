@@ -812,9 +812,12 @@ def train_and_evaluate(
 
     # --- final evaluation with the best epoch's parameters -------------------------------------
     best = _best_entry(curves)
-    restored = manager.restore(
-        best["step"], args=ocp.args.Composite(state=ocp.args.StandardRestore(state))
-    )
+    try:
+        restored = manager.restore(
+            best["step"], args=ocp.args.Composite(state=ocp.args.StandardRestore(state))
+        )
+    finally:
+        manager.close()
     variables = _variables(restored["state"])
     val_scores = eval_scores(eval_step, variables, val, eval_batch_size, mesh)
     test_scores = eval_scores(eval_step, variables, test, eval_batch_size, mesh)
@@ -840,7 +843,6 @@ def train_and_evaluate(
         ),
         "thresholds": [float(t) for t in thresholds],
     }
-    manager.close()
     record["wall_time_s"] = session_wall() + wall_before
     if progress:
         print(_summary_line(config, seed, cutoff, record))
