@@ -1,7 +1,7 @@
 """`python -m experiments.report`: run records -> RESULTS.md and its PNG plots.
 
-    python -m experiments.report [--records runs] [--out RESULTS.md] [--plots-dir results/plots]
-                                 [--notes results/NOTES.md]
+    python -m experiments.report [--records results/runs] [--out RESULTS.md]
+                                 [--plots-dir results/plots] [--notes results/NOTES.md]
 
 The report reads the run records only (see `experiments.records` for their schema) and is a pure
 function of them: the same records give byte-identical RESULTS.md and plots, so RESULTS.md is
@@ -58,6 +58,8 @@ METRICS: tuple[tuple[str, str], ...] = (
 )
 MAP_METRICS = ("mAP", "head", "medium", "tail")
 BASELINES = ("none", "inverse")
+# The analysis prose of the committed sweep, kept in the repository so RESULTS.md stays generated.
+DEFAULT_NOTES = "results/NOTES.md"
 PROPOSED = "proposed"
 DASH = "–"
 CONFIDENCE = 0.95
@@ -1081,13 +1083,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m experiments.report",
         description="Regenerate RESULTS.md and its plots from the run records.",
     )
-    parser.add_argument("--records", default="runs", help="folder of run records (default: runs)")
+    parser.add_argument(
+        "--records",
+        default="results/runs",
+        help="folder of run records, searched recursively (default: results/runs, the committed"
+        " sweep; your own runs are under runs/)",
+    )
     parser.add_argument("--out", default="RESULTS.md", help="markdown file to write")
     parser.add_argument("--plots-dir", default="results/plots", help="folder for the PNG plots")
     parser.add_argument(
-        "--notes", default=None, help="markdown file included verbatim under 'Notes'"
+        "--notes",
+        default=None,
+        help=f"markdown file included verbatim under 'Notes' (default: {DEFAULT_NOTES} where the"
+        " records are the default ones and it exists)",
     )
     args = parser.parse_args(argv)
+    if args.notes is None and args.records == "results/runs" and Path(DEFAULT_NOTES).exists():
+        args.notes = DEFAULT_NOTES
     try:
         summary = write_report(args.records, args.out, args.plots_dir, args.notes)
     except ReportError as e:
