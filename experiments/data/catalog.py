@@ -490,22 +490,7 @@ def load_catalog(
     image_size: 28 (items at 14 x 14) or 56 (items at 28 x 28). Reads the build from
     `<cache>/catalog/` when present, else builds and caches it (npz + JSON provenance).
     """
-    return _load(
-        "catalog",
-        data_dir=data_dir,
-        cache_dir=cache_dir,
-        download=download,
-        use_cache=use_cache,
-        profile="long_tail",
-        cutoff=cutoff,
-        seed=seed,
-        head_count=head_count,
-        image_size=image_size,
-        val_fraction=val_fraction,
-        val_min_positives=val_min_positives,
-        test_positives=test_positives,
-        head_prevalence=head_prevalence,
-    )
+    return _load("catalog", profile="long_tail", **locals())  # locals(): the arguments above
 
 
 def load_catalog_step(
@@ -526,20 +511,4 @@ def load_catalog_step(
 ) -> Splits:
     """The catalog task with the step profile: `num_tail_classes` classes (the last ranks of the
     seeded class order) at `cutoff` training positives, the others at `head_count`."""
-    return _load(
-        "catalog_step",
-        data_dir=data_dir,
-        cache_dir=cache_dir,
-        download=download,
-        use_cache=use_cache,
-        profile="step",
-        cutoff=cutoff,
-        seed=seed,
-        head_count=head_count,
-        num_tail_classes=num_tail_classes,
-        image_size=image_size,
-        val_fraction=val_fraction,
-        val_min_positives=val_min_positives,
-        test_positives=test_positives,
-        head_prevalence=head_prevalence,
-    )
+    return _load("catalog_step", profile="step", **locals())  # locals(): the arguments above

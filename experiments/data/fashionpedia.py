@@ -701,21 +701,7 @@ def load_sleevetype(
     progress: bool = True,
 ) -> Splits:
     """Sleeve crops labelled by sleeve style (labels="style", 13) or length ("length", 5)."""
-    return _load(
-        "sleevetype",
-        cutoff=cutoff,
-        seed=seed,
-        data_dir=data_dir,
-        cache_dir=cache_dir,
-        image_size=image_size,
-        labels=labels,
-        val_fraction=val_fraction,
-        on_bad_image=on_bad_image,
-        on_bad_annotation=on_bad_annotation,
-        train_image_dir=train_image_dir,
-        test_image_dir=test_image_dir,
-        progress=progress,
-    )
+    return _load("sleevetype", **locals())  # locals(): exactly the arguments above
 
 
 def load_archetype(
@@ -734,18 +720,4 @@ def load_archetype(
     progress: bool = True,
 ) -> Splits:
     """Whole-garment crops (13 categories) labelled by garment nickname (polo shirt, ...)."""
-    return _load(
-        "archetype",
-        cutoff=cutoff,
-        seed=seed,
-        data_dir=data_dir,
-        cache_dir=cache_dir,
-        image_size=image_size,
-        labels=labels,
-        val_fraction=val_fraction,
-        on_bad_image=on_bad_image,
-        on_bad_annotation=on_bad_annotation,
-        train_image_dir=train_image_dir,
-        test_image_dir=test_image_dir,
-        progress=progress,
-    )
+    return _load("archetype", **locals())  # locals(): exactly the arguments above
