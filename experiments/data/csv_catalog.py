@@ -342,7 +342,6 @@ def load_csv_catalog(
     idx = {s: np.flatnonzero(parts == code) for code, s in enumerate(SPLITS)}
     result = apply_cutoff(arrays["labels"][idx["train"]], cutoff, seed)
     names = meta["label_names"]
-    counts_before = arrays["labels"][idx["train"]].sum(0, dtype=np.int64)
     idx["train"] = idx["train"][result.train_keep]
     kept = result.kept_labels
     label_names = tuple(names[j] for j in kept)
@@ -359,14 +358,7 @@ def load_csv_catalog(
         "test_fraction": None if meta["has_split_column"] else test_fraction,
         "cutoff": cutoff,
         "seed": seed,
-        "dropped_labels": [
-            {"name": names[j], "train_positives": int(counts_before[j])}
-            for j in result.dropped_labels
-        ],
-        "subsampled_label": None
-        if result.subsampled_label is None
-        else names[result.subsampled_label],
-        "removed_train_examples": result.removed_train_examples,
+        **result.provenance(names),
         "num_examples": {s: len(i) for s, i in idx.items()},
         "image_size": image_size,
         "channels": channels,

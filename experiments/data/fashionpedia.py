@@ -621,7 +621,6 @@ def _load(
     result = apply_cutoff(train_arrays["labels"][train_idx], cutoff, seed)
     train_idx = train_idx[result.train_keep]
     kept = result.kept_labels
-    counts_before = train_arrays["labels"][np.flatnonzero(~is_val)].sum(0, dtype=np.int64)
     label_names = tuple(names[j] for j in kept)
 
     provenance = {
@@ -635,14 +634,7 @@ def _load(
         "cache_files": [train_meta["cache_file"], test_meta["cache_file"]],
         "categories": train_meta["categories"],
         "label_attributes": [train_meta["label_attributes"][j] for j in kept],
-        "dropped_labels": [
-            {"name": names[j], "train_positives": int(counts_before[j])}
-            for j in result.dropped_labels
-        ],
-        "subsampled_label": None
-        if result.subsampled_label is None
-        else names[result.subsampled_label],
-        "removed_train_examples": result.removed_train_examples,
+        **result.provenance(names),
         "skipped_annotations": {
             "train2020": train_meta["skipped_annotations"],
             "val2020": test_meta["skipped_annotations"],

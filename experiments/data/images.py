@@ -222,6 +222,20 @@ class CutoffResult:
     train_keep: np.ndarray  # bool [N_train]
     subsampled_label: int | None  # column index (full label set) subsampled to the cut-off
     removed_train_examples: int
+    train_positives: np.ndarray  # int64 [C] training positives per label before the cut-off
+
+    def provenance(self, label_names: Sequence[str]) -> dict[str, Any]:
+        """The cut-off's provenance entries, with labels by name (full label set `label_names`)."""
+        return {
+            "dropped_labels": [
+                {"name": label_names[j], "train_positives": int(self.train_positives[j])}
+                for j in self.dropped_labels
+            ],
+            "subsampled_label": None
+            if self.subsampled_label is None
+            else label_names[self.subsampled_label],
+            "removed_train_examples": self.removed_train_examples,
+        }
 
 
 def apply_cutoff(train_labels: np.ndarray, cutoff: int | None, seed: int) -> CutoffResult:
@@ -248,7 +262,7 @@ def apply_cutoff(train_labels: np.ndarray, cutoff: int | None, seed: int) -> Cut
         )
     keep = np.ones(n, bool)
     if cutoff is None:
-        return CutoffResult(kept, dropped, keep, None, 0)
+        return CutoffResult(kept, dropped, keep, None, 0, counts)
     rarest = int(kept[np.argmin(counts[kept])])  # ties: the first column
     remaining = counts.copy()
     candidates = np.flatnonzero(train_labels[:, rarest])
@@ -259,7 +273,7 @@ def apply_cutoff(train_labels: np.ndarray, cutoff: int | None, seed: int) -> Cut
         if np.all(remaining[others] > cutoff):
             keep[i] = False
             remaining[np.flatnonzero(train_labels[i])] -= 1
-    return CutoffResult(kept, dropped, keep, rarest, int(n - keep.sum()))
+    return CutoffResult(kept, dropped, keep, rarest, int(n - keep.sum()), counts)
 
 
 class DataSkipWarning(UserWarning):
