@@ -355,20 +355,9 @@ def test_loader_validates_integers(synthetic_source, name, value):
 # With the real Fashion-MNIST, where installed
 
 
-@pytest.fixture(scope="module")
-def real_source():
-    try:
-        if fm.find_fashion_mnist() is None:
-            pytest.skip(
-                "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist, or set "
-                "LTWEIGHTS_DATA to a folder with the four files)"
-            )
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
-    return fm.load_fashion_mnist(download=False)
-
-
-def test_real_catalog_cells_are_fashion_mnist_items_of_the_labelled_class(real_source, tmp_path):
+def test_real_catalog_cells_are_fashion_mnist_items_of_the_labelled_class(
+    real_fashion_mnist, tmp_path
+):
     splits = catalog.load_catalog(cutoff=6, seed=0, cache_dir=tmp_path, download=False)
     prov = splits.train.provenance
     assert prov["achieved_counts"]["train"] == prov["requested_counts"]["train"]
@@ -380,8 +369,8 @@ def test_real_catalog_cells_are_fashion_mnist_items_of_the_labelled_class(real_s
         == fm.SHA256["train-images-idx3-ubyte"]
     )
     for dataset, images, classes in [
-        (splits.train, real_source.train_images, real_source.train_labels),
-        (splits.test, real_source.test_images, real_source.test_labels),
+        (splits.train, real_fashion_mnist.train_images, real_fashion_mnist.train_labels),
+        (splits.test, real_fashion_mnist.test_images, real_fashion_mnist.test_labels),
     ]:
         pooled = catalog.downscale_items(images)
         lookup: dict[bytes, set[int]] = {}
@@ -397,7 +386,7 @@ def test_real_catalog_cells_are_fashion_mnist_items_of_the_labelled_class(real_s
             assert shown == set(np.flatnonzero(dataset.labels[i]).tolist())
 
 
-def test_real_catalog_is_deterministic(real_source, tmp_path):
+def test_real_catalog_is_deterministic(fashion_mnist_installed, tmp_path):
     a = catalog.load_catalog(cutoff=25, seed=1, cache_dir=tmp_path / "a", download=False)
     b = catalog.load_catalog(cutoff=25, seed=1, cache_dir=tmp_path / "b", download=False)
     for x, y in zip(a, b, strict=True):

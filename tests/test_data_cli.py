@@ -99,19 +99,7 @@ def test_unknown_task_lists_the_valid_ones(tmp_path, capsys):
     assert "Did you mean catalog" in err and "sleevetype" in err
 
 
-def _fashion_mnist_or_skip() -> None:
-    try:
-        if fm.find_fashion_mnist() is None:
-            pytest.skip(
-                "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist, or set "
-                "LTWEIGHTS_DATA to a folder with the four files)"
-            )
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
-
-
-def test_command_line_on_the_real_catalog(tmp_path):
-    _fashion_mnist_or_skip()
+def test_command_line_on_the_real_catalog(tmp_path, fashion_mnist_installed):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "experiments.data", "--task", "catalog", "--cutoff", "6"]
     command += [

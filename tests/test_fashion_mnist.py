@@ -383,19 +383,6 @@ def test_interrupted_download_keeps_nothing(isolated, fake_hashes):
 # The real files, where installed (CI installs Debian's dataset-fashion-mnist)
 
 
-@pytest.fixture(scope="module")
-def real_fashion_mnist():
-    try:
-        if fm.find_fashion_mnist() is None:
-            pytest.skip(
-                "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist, or set "
-                "LTWEIGHTS_DATA to a folder with the four files)"
-            )
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
-    return fm.load_fashion_mnist(download=False)
-
-
 def test_real_release(real_fashion_mnist):
     data = real_fashion_mnist
     assert data.train_images.shape == (60000, 28, 28) and data.test_images.shape == (10000, 28, 28)
