@@ -48,6 +48,29 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+# Every key of a record, in the order of the schema above.
+RECORD_KEYS = (
+    "schema_version",
+    "status",
+    "failure",
+    "config_name",
+    "task",
+    "scheme",
+    "loss",
+    "variant",
+    "tier",
+    "seed",
+    "cutoff",
+    "config",
+    "data",
+    "environment",
+    "curves",
+    "val",
+    "test",
+    "wall_time_s",
+    "images_per_s",
+    "steps",
+)
 RECORD_FILENAME = "record.json"
 _PACKAGES = (
     "ltweights",

@@ -79,24 +79,6 @@ _VARIANT_ORDER = (
     "logit_adjusted",
 )
 _TIER_ORDER = ("smoke", "cpu", "gpu")
-# Keys the report reads; a record without one is malformed.
-_REQUIRED_KEYS = (
-    "schema_version",
-    "status",
-    "failure",
-    "config_name",
-    "task",
-    "scheme",
-    "loss",
-    "variant",
-    "tier",
-    "seed",
-    "cutoff",
-    "data",
-    "environment",
-    "test",
-    "wall_time_s",
-)
 _SHA_RE = re.compile(r"^[0-9a-fA-F]{40,128}$")
 _HOW_TO_PRODUCE = (
     "Produce records with `python -m experiments.run --config catalog_proposed` (list the "
@@ -157,7 +139,7 @@ def _record_problems(record: Any) -> list[str]:
     """What is wrong with one record, in words; empty when the report can use it."""
     if not isinstance(record, dict):
         return [f"top level is {type(record).__name__}, not an object"]
-    missing = [k for k in _REQUIRED_KEYS if k not in record]
+    missing = [k for k in records_lib.RECORD_KEYS if k not in record]
     if missing:
         return [f"missing key(s) {', '.join(missing)}"]
     problems = []
