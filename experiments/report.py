@@ -27,7 +27,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -992,21 +991,6 @@ def build_report(
     return text, plots, summary
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_report(
     records_dir: str | os.PathLike = "runs",
     out: str | os.PathLike = "RESULTS.md",
@@ -1035,7 +1019,8 @@ def write_report(
         notes_name=notes_name,
     )
     for path, data in plots.items():
-        _atomic_write_bytes(path, data)
+        with records_lib.atomic_open(path) as f:
+            f.write(data)
     records_lib.atomic_write_text(out, text)
     summary.append(f"Wrote {out} and {len(plots)} plots in {plots_dir}.")
     stale = remove_stale_plots(plots_dir, set(plots))

@@ -22,6 +22,18 @@ def test_record_keys_are_the_documented_schema():
     assert len(documented) == 20
 
 
+def test_atomic_open_replaces_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "sub" / "file.bin"
+    with records.atomic_open(path) as f:
+        f.write(b"old")
+    assert path.read_bytes() == b"old" and path.stat().st_mode & 0o777 == 0o644
+    with pytest.raises(RuntimeError, match="midway"), records.atomic_open(path) as f:
+        f.write(b"half")
+        raise RuntimeError("midway")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in path.parent.iterdir()] == ["file.bin"]  # no temp file left
+
+
 # ---------------------------------------------------------------------------------------------
 # Parsing
 

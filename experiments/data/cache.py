@@ -7,18 +7,16 @@ folder and renamed into place). A human-readable `.json` copy of the provenance 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from experiments.records import atomic_write_json
+from experiments.records import atomic_open, atomic_write_json
 
 CACHE_ENV = "LTWEIGHTS_CACHE"
 _PROVENANCE_KEY = "__provenance__"
@@ -45,23 +43,12 @@ def atomic_save_npz(
 ) -> None:
     """Writes `arrays` and `provenance` into `path` (.npz) atomically, plus a .json beside it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if _PROVENANCE_KEY in arrays:
         raise ValueError(f"Array name {_PROVENANCE_KEY!r} is reserved for the provenance.")
     payload = dict(arrays)
     payload[_PROVENANCE_KEY] = np.asarray(json.dumps(provenance, sort_keys=True))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; a shared cache is readable
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as f:  # readable (0644): a shared cache
+        np.savez(f, **payload)
     atomic_write_json(path.with_suffix(".json"), provenance)
 
 
