@@ -1,0 +1,42 @@
+"""RESULTS.md is generated: the committed file is what the report makes of the committed records.
+
+A hand edit of RESULTS.md, a record changed without regenerating, or a report change that alters
+the output without regenerating all fail here. PNG bytes are not compared (they depend on the
+installed matplotlib and fonts); that every linked plot is committed is.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from experiments import report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def in_repo_root(monkeypatch):
+    if not (ROOT / "results" / "runs").is_dir() or not (ROOT / "RESULTS.md").is_file():
+        pytest.skip("no committed sweep records (results/runs) or RESULTS.md in this checkout")
+    monkeypatch.chdir(ROOT)
+
+
+@pytest.mark.slow
+def test_results_md_is_regenerated_from_committed_records(in_repo_root):
+    notes_path = Path(report.DEFAULT_NOTES)
+    runs = report.read_runs("results/runs")
+    text, plots, _ = report.build_report(
+        runs,
+        records_dir="results/runs",
+        out="RESULTS.md",
+        plots_dir="results/plots",
+        notes=notes_path.read_text(encoding="utf-8") if notes_path.is_file() else None,
+        notes_name=str(notes_path) if notes_path.is_file() else None,
+    )
+    committed = Path("RESULTS.md").read_text(encoding="utf-8")
+    assert text == committed, (
+        "RESULTS.md differs from its records: run python -m experiments.report"
+    )
+    for plot in plots:
+        assert Path(plot).is_file(), f"{plot} is linked from RESULTS.md but not committed"
+        assert f"({Path(plot).as_posix()})" in text
