@@ -369,9 +369,10 @@ def distribution_balanced(
       * A label with no training positives uses ``n_k = 1`` in ``1/n_k``; the prior is computed
         from the count clipped to ``[1, N - 1]`` so that ``b_hat_k`` stays finite.
 
-    Defaults: alpha = 0.1, beta = 10, mu = 0.3, kappa = 0.05, lam = 2, the values reported in
-    the paper for its multi-label benchmarks (mu controls where the smoothing's sigmoid is
-    centred and is the one most worth tuning).
+    Defaults: alpha = 0.1, beta = 10, mu = 0.3, kappa = 0.05, lam = 2, the values commonly
+    reported for the paper's multi-label benchmarks; mu in particular is reported differently
+    for its two datasets (0.2-0.3 is the range to check), so it is the one most worth tuning
+    (it sets where the smoothing's sigmoid is centred).
 
     Accepts scheme weights: no; the re-balancing weights above take their place.
 
