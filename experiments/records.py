@@ -190,3 +190,35 @@ def load_record(path: str | os.PathLike) -> dict[str, Any]:
 def load_records(root: str | os.PathLike) -> list[dict[str, Any]]:
     """All records below `root`, sorted by path."""
     return [load_record(p) for p in iter_record_paths(root)]
+
+
+# Config fields that do not change what a run computes: which seeds and cut-offs an invocation
+# selected, how the sweep and variant are described, where files live, and how often checkpoints
+# are kept. The resume fingerprint and the stale-record check both ignore exactly these.
+RESULT_NEUTRAL_FIELDS = (
+    "seeds",
+    "cutoffs",
+    "sweep",
+    "variant",
+    "output_dir",
+    "data.data_dir",
+    "data.cache_dir",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "keep_best",
+)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> {dotted path: leaf}; an empty dict is a leaf."""
+    if isinstance(tree, dict) and tree:
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: tree}
+
+
+def is_result_neutral(path: str) -> bool:
+    """Whether the dotted config path is (inside) one of RESULT_NEUTRAL_FIELDS."""
+    return any(path == f or path.startswith(f + ".") for f in RESULT_NEUTRAL_FIELDS)
