@@ -9,15 +9,19 @@ from experiments.data import fashion_mnist as fm
 
 @pytest.fixture(scope="session")
 def fashion_mnist_installed() -> None:
-    """Skips the test unless the real Fashion-MNIST files are on this machine (never downloads)."""
+    """The real Fashion-MNIST files, which the repository carries (data/fashion-mnist/).
+
+    Fails, never skips, when they cannot be found: tests on real images must always run.
+    """
     try:
-        if fm.find_fashion_mnist() is None:
-            pytest.skip(
-                "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist, or set "
-                "LTWEIGHTS_DATA to a folder with the four files)"
-            )
+        found = fm.find_fashion_mnist()
     except FileNotFoundError as e:
-        pytest.skip(str(e))
+        pytest.fail(str(e))
+    if found is None:
+        pytest.fail(
+            f"Fashion-MNIST not found: the repository's copy in {fm.REPOSITORY_DIR} is missing "
+            "(restore it with `git checkout -- data/fashion-mnist`)"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -69,8 +69,11 @@ def fake_hashes(monkeypatch):
 
 @pytest.fixture
 def isolated(monkeypatch, tmp_path):
-    """No $LTWEIGHTS_DATA, no Debian folders, an empty cache: nothing is found unless added."""
+    """No $LTWEIGHTS_DATA, no repository copy, no Debian folders, an empty cache: nothing is found
+    unless added."""
     monkeypatch.delenv(fm.DATA_ENV, raising=False)
+    monkeypatch.delenv(fm.NO_SYSTEM_DATA_ENV, raising=False)
+    monkeypatch.setattr(fm, "REPOSITORY_DIR", tmp_path / "no-repository-copy")
     monkeypatch.setenv("LTWEIGHTS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(fm, "debian_package_dirs", lambda: [])
     fm._read_cached.cache_clear()
@@ -219,17 +222,19 @@ def test_files_in_accepts_plain_and_gz_and_requires_all_four(tmp_path):
     assert fm.files_in(tmp_path) is None
 
 
-def test_search_order_data_dir_env_debian_cache(isolated, monkeypatch, fake_hashes):
+def test_search_order_data_dir_env_repository_debian_cache(isolated, monkeypatch, fake_hashes):
     root = isolated
     folders = {
         "data_dir": root / "explicit",
         "env": root / "env",
+        "repository": root / "repository",
         "debian": root / "debian",
         "cache": root / "cache" / "fashion-mnist",
     }
     for folder in folders.values():
         write_release(folder, fake_hashes)
     monkeypatch.setenv(fm.DATA_ENV, str(folders["env"]))
+    monkeypatch.setattr(fm, "REPOSITORY_DIR", folders["repository"])
     monkeypatch.setattr(fm, "debian_package_dirs", lambda: [folders["debian"]])
 
     def found(**kw):
@@ -239,6 +244,8 @@ def test_search_order_data_dir_env_debian_cache(isolated, monkeypatch, fake_hash
     assert found(data_dir=folders["data_dir"]) == ("data_dir", folders["data_dir"])
     assert found() == (fm.DATA_ENV, folders["env"])
     monkeypatch.delenv(fm.DATA_ENV)
+    assert found() == ("repository", folders["repository"])
+    monkeypatch.setattr(fm, "REPOSITORY_DIR", root / "no-repository-copy")
     assert found() == ("debian", folders["debian"])
     monkeypatch.setattr(fm, "debian_package_dirs", lambda: [root / "no-such-folder"])
     assert found() == ("cache", folders["cache"])
@@ -263,6 +270,28 @@ def test_explicit_folder_without_the_files_is_an_error(isolated, monkeypatch, ho
     missing = message.split("lacks ")[1].split(" (plain")[0]
     assert missing == "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
     assert "apt-get install dataset-fashion-mnist" in message
+
+
+def test_no_system_data_hides_debian_cache_and_download(isolated, monkeypatch, fake_hashes):
+    root = isolated
+    write_release(root / "debian", fake_hashes)
+    write_release(root / "cache" / "fashion-mnist", fake_hashes)
+    mirror = root / "mirror"
+    write_release(mirror, fake_hashes, gz=True)
+    monkeypatch.setattr(fm, "URLS", (mirror.as_uri() + "/",))
+    monkeypatch.setattr(fm, "debian_package_dirs", lambda: [root / "debian"])
+    assert fm.find_fashion_mnist()[0] == "debian"
+    for value in ("1", "yes"):
+        monkeypatch.setenv(fm.NO_SYSTEM_DATA_ENV, value)
+        assert [s for s, _ in fm.candidate_dirs()] == ["repository"]
+        assert fm.find_fashion_mnist() is None
+        with pytest.raises(FileNotFoundError, match="repository"):
+            fm.load_fashion_mnist(download=True)  # no download either
+    monkeypatch.setenv(fm.NO_SYSTEM_DATA_ENV, "0")  # "0" and "" mean unset
+    assert fm.find_fashion_mnist()[0] == "debian"
+    # The explicit choices still count.
+    monkeypatch.setenv(fm.NO_SYSTEM_DATA_ENV, "1")
+    assert fm.find_fashion_mnist(data_dir=root / "debian")[0] == "data_dir"
 
 
 def test_not_found_offline_says_how_to_get_it(isolated):
@@ -380,7 +409,25 @@ def test_interrupted_download_keeps_nothing(isolated, fake_hashes):
 
 
 # ---------------------------------------------------------------------------------------------
-# The real files, where installed (CI installs Debian's dataset-fashion-mnist)
+# The real files: the copy embedded in the repository
+
+
+def test_repository_copy_is_the_release():
+    """The embedded files are found with no other location and pass every check (SHA-256 of the
+    decompressed bytes, shapes, label range) against the published checksums."""
+    assert fm.files_in(fm.REPOSITORY_DIR) is not None, (
+        f"the embedded Fashion-MNIST files are missing from {fm.REPOSITORY_DIR}"
+    )
+    files = fm.files_in(fm.REPOSITORY_DIR)
+    assert all(path.suffix == ".gz" for path in files.values())
+    train_images, _, test_images, test_labels = fm.read_fashion_mnist_files(files)
+    assert train_images.shape == (60000, 28, 28) and test_images.shape == (10000, 28, 28)
+    np.testing.assert_array_equal(np.bincount(test_labels), [1000] * 10)
+    # The README beside the files states the same checksums as the loader.
+    readme = (fm.REPOSITORY_DIR / "README.md").read_text(encoding="utf-8")
+    for name, digest in fm.SHA256.items():
+        assert f"`{name}.gz`" in readme and digest in readme
+    assert "MIT" in (fm.REPOSITORY_DIR / "LICENSE").read_text(encoding="utf-8")
 
 
 def test_real_release(real_fashion_mnist):

@@ -4,13 +4,16 @@ of 10 garment classes, read from its four IDX files with NumPy.
 Where the files are looked for, in order:
   1. an explicit `data_dir`;
   2. the folder in $LTWEIGHTS_DATA;
-  3. the install folder of Debian's package `dataset-fashion-mnist` (found with `dpkg -L`, or in the
+  3. the copy embedded in the repository, `data/fashion-mnist/` (its README says where it is from);
+  4. the install folder of Debian's package `dataset-fashion-mnist` (found with `dpkg -L`, or in the
      standard share folders `/usr/share/datasets`, `/usr/local/share/datasets`);
-  4. `<cache>/fashion-mnist` (cache: $LTWEIGHTS_CACHE, default ~/.cache/ltweights).
+  5. `<cache>/fashion-mnist` (cache: $LTWEIGHTS_CACHE, default ~/.cache/ltweights).
 An explicit `data_dir` or $LTWEIGHTS_DATA that lacks the files is an error (the user meant it).
-Where no folder holds them and `download=True`, they are downloaded from the dataset's public
-location into the cache. Every file is checked: IDX magic number, dimensions, counts, and the
-SHA-256 of its decompressed bytes (Debian recompresses the .gz files, so the .gz hash differs).
+Setting $LTWEIGHTS_NO_SYSTEM_DATA=1 skips the system-wide places (4 and 5) and the download, so a
+run can prove that it needs nothing outside the repository. Where no folder holds them and
+`download=True`, they are downloaded from the dataset's public location into the cache. Every
+file is checked: IDX magic number, dimensions, counts, and the SHA-256 of its decompressed bytes
+(Debian recompresses the .gz files, so the .gz hash differs).
 
 IDX format (http://yann.lecun.com/exdb/mnist/): two zero bytes, a type code (0x08 uint8, 0x09 int8,
 0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64), the number of dimensions d, then d big-endian
@@ -40,7 +43,10 @@ import numpy as np
 from experiments.data.cache import cache_root
 
 DATA_ENV = "LTWEIGHTS_DATA"
+NO_SYSTEM_DATA_ENV = "LTWEIGHTS_NO_SYSTEM_DATA"
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
+# The copy committed with the suite (experiments/ is not installed, so this is the checkout's).
+REPOSITORY_DIR = Path(__file__).resolve().parents[2] / "data" / "fashion-mnist"
 
 CLASS_NAMES: tuple[str, ...] = (
     "T-shirt/top",
@@ -82,10 +88,12 @@ _IDX_DTYPES = {
 _GZIP_MAGIC = b"\x1f\x8b"
 
 HOW_TO_GET = (
-    "Install it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or put the "
-    "four files (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
-    "t10k-labels-idx1-ubyte, gzipped or not) in a folder and pass it as data_dir (or set "
-    f"${DATA_ENV}), or allow a download (download=True) on a machine with internet access."
+    "The repository carries the files in data/fashion-mnist/ (restore them with `git checkout -- "
+    "data/fashion-mnist`), or install them with `sudo apt-get install dataset-fashion-mnist` "
+    "(Debian/Ubuntu), or put the four files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+    "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, gzipped or not) in a folder and pass it as "
+    f"data_dir (or set ${DATA_ENV}), or allow a download (download=True) on a machine with "
+    "internet access."
 )
 
 
@@ -221,17 +229,26 @@ def debian_package_dirs() -> list[Path]:
     return list(dict.fromkeys(folders))
 
 
+def system_locations_allowed() -> bool:
+    """False when $LTWEIGHTS_NO_SYSTEM_DATA is set (to anything but "", "0"): no Debian folder, no
+    cache, no download."""
+    return os.environ.get(NO_SYSTEM_DATA_ENV, "") in ("", "0")
+
+
 def candidate_dirs(
     data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None
 ) -> list[tuple[str, Path]]:
-    """(source, folder) pairs in search order: data_dir, $LTWEIGHTS_DATA, Debian, cache."""
+    """(source, folder) pairs in search order: data_dir, $LTWEIGHTS_DATA, the repository's copy,
+    Debian, cache (the last two unless $LTWEIGHTS_NO_SYSTEM_DATA is set)."""
     candidates: list[tuple[str, Path]] = []
     if data_dir is not None:
         candidates.append(("data_dir", Path(data_dir).expanduser()))
     if os.environ.get(DATA_ENV):
         candidates.append((DATA_ENV, Path(os.environ[DATA_ENV]).expanduser()))
-    candidates.extend(("debian", folder) for folder in debian_package_dirs())
-    candidates.append(("cache", fashion_mnist_cache_dir(cache_dir)))
+    candidates.append(("repository", REPOSITORY_DIR))
+    if system_locations_allowed():
+        candidates.extend(("debian", folder) for folder in debian_package_dirs())
+        candidates.append(("cache", fashion_mnist_cache_dir(cache_dir)))
     return candidates
 
 
@@ -393,7 +410,7 @@ def load_fashion_mnist(
     """
     found = find_fashion_mnist(data_dir, cache_dir)
     if found is None:
-        if not download:
+        if not download or not system_locations_allowed():
             raise FileNotFoundError(
                 "Fashion-MNIST not found (looked in "
                 + ", ".join(f"{s}: {f}" for s, f in candidate_dirs(data_dir, cache_dir))
