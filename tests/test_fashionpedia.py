@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import warnings
 from pathlib import Path
@@ -328,6 +329,23 @@ def test_registry_and_determinism(dataset_dir):
         np.testing.assert_array_equal(x.images, y.images)
         np.testing.assert_array_equal(x.labels, y.labels)
     assert {i for i, _ in trace(a.val)} != {i for i, _ in trace(c.val)}
+
+
+def test_both_tasks_are_one_loader_with_the_task_fixed(dataset_dir):
+    full = inspect.signature(fp.load_fashionpedia).parameters
+    for task, loader in (("sleevetype", fp.load_sleevetype), ("archetype", fp.load_archetype)):
+        assert list(inspect.signature(loader).parameters.values()) == list(full.values())[1:]
+        by_task = fp.load_fashionpedia(
+            task, cutoff=None, seed=0, data_dir=dataset_dir, image_size=16, progress=False
+        )
+        assert by_task.train.provenance == load(task, data_dir=dataset_dir).train.provenance
+        assert (
+            by_task.train.provenance["labels"]
+            == {
+                "sleevetype": "style",
+                "archetype": "nickname",
+            }[task]
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ to --out (default runs/data/<task>-cutoff<k>-seed<s>/):
   label_frequencies.png    positives per label and split, labels by training frequency (log scale)
   histogram.json           the same counts, with the split sizes and the data's provenance
 
-Any task of `experiments.data.TASKS` works; task parameters go through --set, e.g.
+Any task of `experiments.data.TASK_LOADERS` works; task parameters go through --set, e.g.
   python -m experiments.data --task catalog_step --cutoff 12 --set head_count=2000
   python -m experiments.data --task catalog --set download=false
   python -m experiments.data --task sleevetype --data-dir /path/to/fashionpedia
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from experiments.atomic import atomic_open, atomic_write_json
-from experiments.data import TASKS, Dataset, Splits, load_task
+from experiments.data import TASK_LOADERS, Dataset, Splits, load_task
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    parser.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}")
+    parser.add_argument("--task", required=True, help=f"one of {', '.join(TASK_LOADERS)}")
     parser.add_argument(
         "--cutoff", type=int, default=6, help="training positives of the rarest label"
     )

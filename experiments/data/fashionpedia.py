@@ -52,6 +52,7 @@ and reported with a DataSkipWarning). Never silent.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -86,9 +87,11 @@ from experiments.data.images import (
 
 __all__ = [
     "ANNOTATION_FILES",
+    "DEFAULT_LABELS",
     "DataError",
     "DataNotFoundError",
     "load_archetype",
+    "load_fashionpedia",
     "load_sleevetype",
     "prepare",
 ]
@@ -393,6 +396,114 @@ def _bad(policy: str, skips: SkipLog, reason: str, detail: str, fix: str, n: int
     skips.add(reason, detail, n)
 
 
+# One annotation kept for cropping: (annotation id or None, bbox, label columns).
+_Kept = tuple[Any, list, list[int]]
+_FIX_ANNOTATION = (
+    "Fix the annotation file, or pass on_bad_annotation='skip' to leave it out (counted)."
+)
+_FIX_IMAGE = "Check the image folder, or pass on_bad_image='skip' to leave it out (counted)."
+
+
+def _check_annotations(
+    table: dict,
+    path: Path,
+    category_ids: set,
+    column: dict[int, int],
+    images: dict[int, tuple[str, int, int]],
+    *,
+    on_bad_annotation: str,
+    bbox_tolerance: float,
+    skips: SkipLog,
+) -> tuple[dict[int, list[_Kept]], int]:
+    """Pass 1, before any (slow) image reading: the task's usable, labelled annotations grouped
+    by image id, and how many were unlabelled. Bad ones raise or are counted in `skips`."""
+    attribute_ids = {a["id"] for a in table["attributes"]}
+    unlabelled = 0
+    per_image: dict[int, list[_Kept]] = defaultdict(list)
+    for ann in table["annotations"]:
+        if ann.get("category_id") not in category_ids:
+            continue
+        problem = _annotation_problem(ann, images, attribute_ids, bbox_tolerance)
+        if problem:
+            _bad(on_bad_annotation, skips, *problem, f"In {path.name}: {_FIX_ANNOTATION}")
+            continue
+        cols = sorted({column[a] for a in ann["attribute_ids"] if a in column})
+        if not cols:
+            unlabelled += 1
+            continue
+        per_image[ann["image_id"]].append((ann.get("id"), ann["bbox"], cols))
+    return per_image, unlabelled
+
+
+def _open_checked(
+    file_path: Path,
+    listed_in: str,
+    width: int,
+    height: int,
+    on_bad_image: str,
+    skips: SkipLog,
+    n: int,
+):
+    """The decoded image, or None when it is missing, undecodable or not the size the table
+    says (raised or counted for its `n` annotations, by `on_bad_image`)."""
+    try:
+        image = read_image(file_path, "RGB")
+    except DataNotFoundError:
+        detail = f"{file_path} (listed in {listed_in}) does not exist"
+        _bad(on_bad_image, skips, "image file missing", detail, _FIX_IMAGE, n)
+        return None
+    except DataError as e:
+        detail = str(e).rstrip(".")
+        _bad(on_bad_image, skips, "image file unreadable", detail, _FIX_IMAGE, n)
+        return None
+    if image.size != (width, height):
+        detail = (
+            f"{file_path} is {image.size[0]} x {image.size[1]} but {listed_in} says "
+            f"{width} x {height}"
+        )
+        _bad(on_bad_image, skips, "image size differs from the table", detail, _FIX_IMAGE, n)
+        return None
+    return image
+
+
+def _crop_images(
+    source: SourceFiles,
+    per_image: dict[int, list[_Kept]],
+    images: dict[int, tuple[str, int, int]],
+    num_labels: int,
+    *,
+    image_size: int,
+    on_bad_image: str,
+    bbox_tolerance: float,
+    skips: SkipLog,
+    progress: bool,
+) -> dict[str, list]:
+    """Pass 2: opens each image once and crops all its annotations (image ids in order)."""
+    from tqdm.auto import tqdm
+
+    path = source.annotations
+    out: dict[str, list] = {"images": [], "labels": [], "image_ids": [], "annotation_ids": []}
+    for image_id in tqdm(
+        sorted(per_image), desc=f"crop {path.name}", unit="img", disable=not progress
+    ):
+        file_name, width, height = images[image_id]
+        anns = per_image[image_id]
+        image = _open_checked(
+            source.images / file_name, path.name, width, height, on_bad_image, skips, len(anns)
+        )
+        if image is None:
+            continue
+        for ann_id, bbox, cols in anns:
+            box = crop_box(bbox, width, height, tolerance=bbox_tolerance)
+            out["images"].append(square_resize(image.crop(box), image_size))
+            row = np.zeros(num_labels, np.uint8)
+            row[cols] = 1
+            out["labels"].append(row)
+            out["image_ids"].append(image_id)
+            out["annotation_ids"].append(-1 if ann_id is None else int(ann_id))
+    return out
+
+
 def build_crops(
     source: SourceFiles,
     spec: TaskSpec,
@@ -404,87 +515,42 @@ def build_crops(
     progress: bool = True,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Crops of one annotation file: arrays {images, labels, image_ids, annotation_ids} + meta."""
-    from tqdm.auto import tqdm
-
     path = source.annotations
     table = read_annotation_file(path)
     categories, label_rows = spec.select(table, str(path))
-    category_ids = {c["id"] for c in categories}
-    column = {a["id"]: j for j, a in enumerate(label_rows)}
     images = _image_table(table["images"], path)
-    attribute_ids = {a["id"] for a in table["attributes"]}
-    fix_ann = "Fix the annotation file, or pass on_bad_annotation='skip' to leave it out (counted)."
-    fix_img = "Check the image folder, or pass on_bad_image='skip' to leave it out (counted)."
-
-    # Pass 1: check annotations against the tables, before any (slow) image reading.
-    skips, unlabelled = SkipLog(), 0
-    per_image: dict[int, list[tuple[int, list, list[int]]]] = defaultdict(list)
-    for ann in table["annotations"]:
-        if ann.get("category_id") not in category_ids:
-            continue
-        problem = _annotation_problem(ann, images, attribute_ids, bbox_tolerance)
-        if problem:
-            _bad(on_bad_annotation, skips, *problem, f"In {path.name}: {fix_ann}")
-            continue
-        cols = sorted({column[a] for a in ann["attribute_ids"] if a in column})
-        if not cols:
-            unlabelled += 1
-            continue
-        per_image[ann["image_id"]].append((ann.get("id"), ann["bbox"], cols))
-
-    # Pass 2: open each image once and crop all its annotations.
-    crops, labels, image_ids, annotation_ids = [], [], [], []
-    for image_id in tqdm(
-        sorted(per_image), desc=f"crop {path.name}", unit="img", disable=not progress
-    ):
-        file_name, width, height = images[image_id]
-        anns = per_image[image_id]
-        file_path = source.images / file_name
-        try:
-            image = read_image(file_path, "RGB")
-        except DataNotFoundError:
-            _bad(
-                on_bad_image,
-                skips,
-                "image file missing",
-                f"{file_path} (listed in {path.name}) does not exist",
-                fix_img,
-                len(anns),
-            )
-            continue
-        except DataError as e:
-            _bad(
-                on_bad_image, skips, "image file unreadable", str(e).rstrip("."), fix_img, len(anns)
-            )
-            continue
-        if image.size != (width, height):
-            detail = (
-                f"{file_path} is {image.size[0]} x {image.size[1]} but {path.name} says "
-                f"{width} x {height}"
-            )
-            _bad(
-                on_bad_image, skips, "image size differs from the table", detail, fix_img, len(anns)
-            )
-            continue
-        for ann_id, bbox, cols in anns:
-            box = crop_box(bbox, width, height, tolerance=bbox_tolerance)
-            crops.append(square_resize(image.crop(box), image_size))
-            row = np.zeros(len(label_rows), np.uint8)
-            row[cols] = 1
-            labels.append(row)
-            image_ids.append(image_id)
-            annotation_ids.append(-1 if ann_id is None else int(ann_id))
-
-    if not crops:
+    skips = SkipLog()
+    per_image, unlabelled = _check_annotations(
+        table,
+        path,
+        {c["id"] for c in categories},
+        {a["id"]: j for j, a in enumerate(label_rows)},
+        images,
+        on_bad_annotation=on_bad_annotation,
+        bbox_tolerance=bbox_tolerance,
+        skips=skips,
+    )
+    crops = _crop_images(
+        source,
+        per_image,
+        images,
+        len(label_rows),
+        image_size=image_size,
+        on_bad_image=on_bad_image,
+        bbox_tolerance=bbox_tolerance,
+        skips=skips,
+        progress=progress,
+    )
+    if not crops["images"]:
         raise DataError(
             f"{path}: no usable {spec.task} crops (categories {[c['name'] for c in categories]} "
             f"with any label; {skips.total} skipped, {unlabelled} unlabelled)."
         )
     arrays = {
-        "images": np.stack(crops),
-        "labels": np.stack(labels),
-        "image_ids": np.asarray(image_ids, np.int64),
-        "annotation_ids": np.asarray(annotation_ids, np.int64),
+        "images": np.stack(crops["images"]),
+        "labels": np.stack(crops["labels"]),
+        "image_ids": np.asarray(crops["image_ids"], np.int64),
+        "annotation_ids": np.asarray(crops["annotation_ids"], np.int64),
     }
     meta = {
         "annotation_file": path.name,
@@ -517,7 +583,7 @@ def prepare(
     meta holds the label attributes (id, name), skip counts, the annotation file's SHA-256 and
     the cache file name. Skips are reported with a DataSkipWarning on every call.
     """
-    spec = _task_spec(task, labels or ("style" if task == "sleevetype" else "nickname"))
+    spec = _task_spec(task, labels or DEFAULT_LABELS.get(task, ""))
     check_policy("on_bad_image", on_bad_image)
     check_policy("on_bad_annotation", on_bad_annotation)
     sources = locate(data_dir, train_image_dir=train_image_dir, test_image_dir=test_image_dir)
@@ -571,22 +637,79 @@ def prepare(
 # Loaders
 
 
-def _load(
+# The label set each task uses unless `labels=` says otherwise.
+DEFAULT_LABELS = {"sleevetype": "style", "archetype": "nickname"}
+
+
+def _same_label_names(train_meta: dict[str, Any], test_meta: dict[str, Any]) -> list[str]:
+    names = [a["name"] for a in train_meta["label_attributes"]]
+    if names != [a["name"] for a in test_meta["label_attributes"]]:
+        raise DataError(
+            "The train2020 and val2020 annotation files select different label attributes "
+            f"({names} vs {[a['name'] for a in test_meta['label_attributes']]}); use files of "
+            "the same Fashionpedia release."
+        )
+    return names
+
+
+def _split_by_image(
+    image_ids: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    """train2020 -> (train rows, val rows, their descriptions), split by image so that the crops
+    of one photo stay in one split."""
+    unique_images = np.unique(image_ids)
+    parts = seeded_partition(len(unique_images), [val_fraction], seed, salt=0)
+    val_images = unique_images[parts == 1]
+    is_val = np.isin(image_ids, val_images)
+    described = {
+        "train": f"train2020 images not in val ({len(unique_images) - len(val_images)} images)",
+        "val": f"round({val_fraction} * images) of train2020, seeded permutation "
+        f"({len(val_images)} images)",
+        "test": "val2020",
+    }
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val), described
+
+
+def _files_provenance(train_meta: dict[str, Any], test_meta: dict[str, Any]) -> dict[str, Any]:
+    """The annotation files' checksums, the cache files and the example categories."""
+    return {
+        "files": {
+            m["annotation_file"]: {"sha256": m["annotation_sha256"]}
+            for m in (train_meta, test_meta)
+        },
+        "cache_files": [train_meta["cache_file"], test_meta["cache_file"]],
+        "categories": train_meta["categories"],
+    }
+
+
+def _annotation_counts(train_meta: dict[str, Any], test_meta: dict[str, Any]) -> dict[str, Any]:
+    """Skipped and unlabelled annotations of both annotation files."""
+    return {
+        key: {"train2020": train_meta[key], "val2020": test_meta[key]}
+        for key in ("skipped_annotations", "unlabelled_annotations")
+    }
+
+
+def load_fashionpedia(
     task: str,
     *,
     cutoff: int | None,
     seed: int,
-    data_dir,
-    cache_dir,
-    image_size: int,
-    labels: str,
-    val_fraction: float,
-    on_bad_image: str,
-    on_bad_annotation: str,
-    train_image_dir,
-    test_image_dir,
-    progress: bool,
+    data_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    image_size: int = 64,
+    labels: str | None = None,
+    val_fraction: float = 0.1,
+    on_bad_image: str = "error",
+    on_bad_annotation: str = "error",
+    train_image_dir: str | os.PathLike | None = None,
+    test_image_dir: str | os.PathLike | None = None,
+    progress: bool = True,
 ) -> Splits:
+    """The splits of Fashionpedia task `task` ("sleevetype" or "archetype"; see the module
+    docstring). `labels` None means the task's default (DEFAULT_LABELS)."""
+    if labels is None:
+        labels = DEFAULT_LABELS.get(task, "")
     prepared = prepare(
         task,
         data_dir=data_dir,
@@ -603,62 +726,31 @@ def _load(
         prepared["train2020"],
         prepared["val2020"],
     )
-    names = [a["name"] for a in train_meta["label_attributes"]]
-    if names != [a["name"] for a in test_meta["label_attributes"]]:
-        raise DataError(
-            "The train2020 and val2020 annotation files select different label attributes "
-            f"({names} vs {[a['name'] for a in test_meta['label_attributes']]}); use files of "
-            "the same Fashionpedia release."
-        )
-
-    # train2020 -> train / val by image, so crops of one photo stay in one split.
-    unique_images = np.unique(train_arrays["image_ids"])
-    parts = seeded_partition(len(unique_images), [val_fraction], seed, salt=0)
-    val_images = unique_images[parts == 1]
-    is_val = np.isin(train_arrays["image_ids"], val_images)
-    train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
-
+    names = _same_label_names(train_meta, test_meta)
+    train_idx, val_idx, described = _split_by_image(train_arrays["image_ids"], val_fraction, seed)
     result = apply_cutoff(train_arrays["labels"][train_idx], cutoff, seed)
     train_idx = train_idx[result.train_keep]
     kept = result.kept_labels
     label_names = tuple(names[j] for j in kept)
-
     provenance = {
         "source": "fashionpedia",
         "task": task,
         "labels": labels,
-        "files": {
-            m["annotation_file"]: {"sha256": m["annotation_sha256"]}
-            for m in (train_meta, test_meta)
-        },
-        "cache_files": [train_meta["cache_file"], test_meta["cache_file"]],
-        "categories": train_meta["categories"],
+        **_files_provenance(train_meta, test_meta),
         "label_attributes": [train_meta["label_attributes"][j] for j in kept],
         **result.provenance(names),
-        "skipped_annotations": {
-            "train2020": train_meta["skipped_annotations"],
-            "val2020": test_meta["skipped_annotations"],
-        },
-        "unlabelled_annotations": {
-            "train2020": train_meta["unlabelled_annotations"],
-            "val2020": test_meta["unlabelled_annotations"],
-        },
-        "splits": {
-            "train": f"train2020 images not in val ({len(unique_images) - len(val_images)} images)",
-            "val": f"round({val_fraction} * images) of train2020, seeded permutation "
-            f"({len(val_images)} images)",
-            "test": "val2020",
-        },
+        **_annotation_counts(train_meta, test_meta),
+        "splits": described,
         "cutoff": cutoff,
         "seed": seed,
         "val_fraction": val_fraction,
         "image_size": image_size,
         "crop": "annotation bbox, padded to square (black), bicubic resize, RGB",
-    }
-    provenance["num_examples"] = {
-        "train": len(train_idx),
-        "val": len(val_idx),
-        "test": len(test_arrays["images"]),
+        "num_examples": {
+            "train": len(train_idx),
+            "val": len(val_idx),
+            "test": len(test_arrays["images"]),
+        },
     }
 
     def dataset(arrays, idx, split):
@@ -677,39 +769,14 @@ def _load(
     )
 
 
-def load_sleevetype(
-    *,
-    cutoff: int | None,
-    seed: int,
-    data_dir: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    image_size: int = 64,
-    labels: str = "style",
-    val_fraction: float = 0.1,
-    on_bad_image: str = "error",
-    on_bad_annotation: str = "error",
-    train_image_dir: str | os.PathLike | None = None,
-    test_image_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> Splits:
-    """Sleeve crops labelled by sleeve style (labels="style", 13) or length ("length", 5)."""
-    return _load("sleevetype", **locals())  # locals(): exactly the arguments above
-
-
-def load_archetype(
-    *,
-    cutoff: int | None,
-    seed: int,
-    data_dir: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    image_size: int = 64,
-    labels: str = "nickname",
-    val_fraction: float = 0.1,
-    on_bad_image: str = "error",
-    on_bad_annotation: str = "error",
-    train_image_dir: str | os.PathLike | None = None,
-    test_image_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> Splits:
-    """Whole-garment crops (13 categories) labelled by garment nickname (polo shirt, ...)."""
-    return _load("archetype", **locals())  # locals(): exactly the arguments above
+# The two task loaders: `load_fashionpedia` with the task fixed (same keyword arguments).
+load_sleevetype = functools.partial(load_fashionpedia, "sleevetype")
+load_sleevetype.__doc__ = (
+    "Sleeve crops labelled by sleeve style (labels='style', 13, the default) or length "
+    "('length', 5). Keyword arguments: those of `load_fashionpedia`."
+)
+load_archetype = functools.partial(load_fashionpedia, "archetype")
+load_archetype.__doc__ = (
+    "Whole-garment crops (13 categories) labelled by garment nickname (polo shirt, ...). "
+    "Keyword arguments: those of `load_fashionpedia`."
+)
