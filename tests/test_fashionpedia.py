@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from experiments.data import fashionpedia as fp
+from experiments.data import fashionpedia_crops, load_task
 from experiments.data import images as im
-from experiments.data import load_task
 from experiments.data.images import DataError, DataNotFoundError, DataSkipWarning
 
 ONTOLOGY = json.loads(
@@ -446,7 +446,7 @@ def test_second_load_reads_the_cache_without_opening_images(dataset_dir, tmp_pat
     def refuse(*a, **k):
         raise AssertionError("an image was opened although the crops are cached")
 
-    monkeypatch.setattr(fp, "read_image", refuse)
+    monkeypatch.setattr(fashionpedia_crops, "read_image", refuse)
     monkeypatch.setattr(Image, "open", refuse)
     second = load(data_dir=dataset_dir, cutoff=2, seed=1)  # other cut-off and seed: same cache
     again = load(data_dir=dataset_dir)

@@ -43,6 +43,10 @@ each annotation file once in `<cache>/fashionpedia/*.npz` (atomic), keyed by the
 file's SHA-256, the image folder, the image size, the label set and the bad-item policies.
 Splitting and the cut-off are applied in memory on load, so every seed and cut-off shares it.
 
+Code: `fashionpedia_labels` chooses the categories and label attributes by name,
+`fashionpedia_crops` crops one annotation file; this module finds the files, caches the crops
+and builds the splits.
+
 Bad items: `on_bad_image` (image file missing, undecodable, or not the size the table says) and
 `on_bad_annotation` (image id not in the image table, attribute id not in the attribute table,
 missing fields, degenerate box or box outside the image) are "error" (default: stop with the
@@ -53,20 +57,17 @@ and reported with a DataSkipWarning). Never silent.
 from __future__ import annotations
 
 import functools
-import json
 import os
-import re
 import sys
 import warnings
-from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from experiments.data.dataset import Dataset, Splits
+from experiments.data.fashionpedia_crops import SourceFiles, build_crops, read_annotation_file
+from experiments.data.fashionpedia_labels import DEFAULT_LABELS, TaskSpec, name_key, task_spec
 from experiments.data.images import (
     DataError,
     DataNotFoundError,
@@ -76,13 +77,10 @@ from experiments.data.images import (
     cache_key,
     cache_root,
     check_policy,
-    crop_box,
     load_arrays,
-    read_image,
     save_arrays,
     seeded_partition,
     sha256_file,
-    square_resize,
 )
 
 __all__ = [
@@ -90,10 +88,16 @@ __all__ = [
     "DEFAULT_LABELS",
     "DataError",
     "DataNotFoundError",
+    "SourceFiles",
+    "TaskSpec",
+    "build_crops",
     "load_archetype",
     "load_fashionpedia",
     "load_sleevetype",
+    "locate",
+    "name_key",
     "prepare",
+    "read_annotation_file",
 ]
 
 ENV_VAR = "LTWEIGHTS_FASHIONPEDIA"
@@ -107,150 +111,6 @@ IMAGE_DIRS = {
     "train2020": ("train", "train2020", "images/train", "images/train2020"),
     "val2020": ("test", "val", "val2020", "val_test2020", "images/test", "images/val2020"),
 }
-
-# Wanted names; each entry lists accepted spellings (matched after `name_key`).
-SLEEVE_STYLES: tuple[tuple[str, ...], ...] = (
-    ("set-in sleeve",),
-    ("dropped-shoulder sleeve",),
-    ("raglan (sleeve)",),
-    ("cap (sleeve)",),
-    ("tulip (sleeve)",),
-    ("puff (sleeve)",),
-    ("bell (sleeve)",),
-    ("circular flounce (sleeve)",),
-    ("poet (sleeve)",),
-    ("dolman (sleeve), batwing (sleeve)", "dolman (sleeve)", "batwing (sleeve)"),
-    ("bishop (sleeve)",),
-    ("leg of mutton (sleeve)",),
-    ("kimono (sleeve)",),
-)
-SLEEVE_LENGTHS: tuple[tuple[str, ...], ...] = (
-    ("sleeveless",),
-    ("short (length)",),
-    ("elbow-length",),
-    ("three quarter (length)",),
-    ("wrist-length",),
-)
-GARMENT_CATEGORIES: tuple[tuple[str, ...], ...] = tuple(
-    (name,)
-    for name in (
-        "shirt, blouse",
-        "top, t-shirt, sweatshirt",
-        "sweater",
-        "cardigan",
-        "jacket",
-        "vest",
-        "pants",
-        "shorts",
-        "skirt",
-        "coat",
-        "dress",
-        "jumpsuit",
-        "cape",
-    )
-)
-GARMENT_PARTS_SUPERCATEGORY = "garment parts"
-
-
-def name_key(name: str) -> str:
-    """Spelling-insensitive key of an ontology name: lower case, no parentheses or hyphens."""
-    return " ".join(re.sub(r"[()\-]", " ", name.lower()).split())
-
-
-# ---------------------------------------------------------------------------------------------
-# Selecting categories and labels by name
-
-
-def _select_by_name(
-    table: Sequence[dict], wanted: Sequence[Sequence[str]], *, what: str, source: str, **where: str
-) -> list[dict]:
-    """Rows of `table` (restricted to fields == `where`) matching each wanted name, in order."""
-    rows = [r for r in table if all(r.get(k) == v for k, v in where.items())]
-    by_key: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        by_key[name_key(str(r.get("name", "")))].append(r)
-    found, missing = [], []
-    for spellings in wanted:
-        hits = {id(r): r for s in spellings for r in by_key.get(name_key(s), [])}
-        if len(hits) > 1:
-            names = sorted(f"{r['id']}: {r['name']}" for r in hits.values())
-            raise DataError(f"{source}: {what} {spellings[0]!r} matches several rows: {names}.")
-        if hits:
-            found.append(next(iter(hits.values())))
-        else:
-            missing.append(spellings[0])
-    if missing:
-        scope = " and ".join(f"{k} {v!r}" for k, v in where.items()) or "any row"
-        have = sorted(str(r.get("name")) for r in rows)
-        raise DataError(
-            f"{source}: the {what} table lacks {missing} (looked among rows with {scope}; it "
-            f"has {have[:40]}{' ...' if len(have) > 40 else ''}). Use the Fashionpedia 2020 "
-            "attribute annotation files (instances_attributes_*2020.json)."
-        )
-    return found
-
-
-def garment_nicknames(attributes: Sequence[dict], categories: Sequence[dict], source: str):
-    """Nickname attributes naming a whole garment: see the module docstring for the rule."""
-    parts = {
-        name_key(str(c["name"]))
-        for c in categories
-        if c.get("supercategory") == GARMENT_PARTS_SUPERCATEGORY
-    }
-    if not parts:
-        raise DataError(
-            f"{source}: no category has supercategory {GARMENT_PARTS_SUPERCATEGORY!r}, so "
-            "garment nicknames cannot be told from part nicknames. Use the Fashionpedia 2020 "
-            "attribute annotation files."
-        )
-    part_words = re.compile(r"\b(" + "|".join(re.escape(p) for p in sorted(parts)) + r")\b")
-    nicknames = [
-        a
-        for a in attributes
-        if a.get("supercategory") == "nickname"
-        and not part_words.search(name_key(str(a.get("name", ""))))
-    ]
-    if not nicknames:
-        raise DataError(f"{source}: the attribute table has no garment nickname attributes.")
-    return sorted(nicknames, key=lambda a: a["id"])
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """Which annotations are examples (categories) and which attributes are labels."""
-
-    task: str
-    labels: str
-
-    def select(self, table: dict, source: str) -> tuple[list[dict], list[dict]]:
-        """(category rows, label attribute rows) chosen by name from the file's own tables."""
-        categories, attributes = table["categories"], table["attributes"]
-        if self.task == "sleevetype":
-            cats = _select_by_name(categories, [("sleeve",)], what="category", source=source)
-            wanted, sup = (
-                (SLEEVE_STYLES, "nickname")
-                if self.labels == "style"
-                else (
-                    SLEEVE_LENGTHS,
-                    "length",
-                )
-            )
-            attrs = _select_by_name(
-                attributes, wanted, what="attribute", source=source, supercategory=sup
-            )
-            return cats, attrs
-        cats = _select_by_name(categories, GARMENT_CATEGORIES, what="category", source=source)
-        return cats, garment_nicknames(attributes, categories, source)
-
-
-def _task_spec(task: str, labels: str) -> TaskSpec:
-    if task not in ("sleevetype", "archetype"):
-        raise ValueError(f"Unknown Fashionpedia task {task!r}; valid: sleevetype, archetype.")
-    valid = ("style", "length") if task == "sleevetype" else ("nickname",)
-    if labels not in valid:
-        raise ValueError(f"labels={labels!r} is not valid for {task}; choose one of {valid}.")
-    return TaskSpec(task, labels)
-
 
 # ---------------------------------------------------------------------------------------------
 # Finding the data
@@ -276,12 +136,6 @@ def missing_dataset_message(reason: str) -> str:
         "Without Fashionpedia, the embedded catalog configs (catalog_<scheme>, e.g. "
         "catalog_proposed) run the same comparison on the Fashion-MNIST catalog task."
     )
-
-
-@dataclass(frozen=True)
-class SourceFiles:
-    annotations: Path
-    images: Path
 
 
 def locate(
@@ -330,239 +184,7 @@ def locate(
 
 
 # ---------------------------------------------------------------------------------------------
-# Prepare: annotation file -> cached crops
-
-
-def read_annotation_file(path: Path) -> dict:
-    """Parses and checks the top-level schema of an instances_attributes file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            table = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path} is not a readable JSON file ({e}); download it again.") from e
-    if not isinstance(table, dict):
-        raise DataError(f"{path}: expected a JSON object with images, annotations, ...")
-    missing = [k for k in ("images", "annotations", "categories", "attributes") if k not in table]
-    if missing:
-        raise DataError(
-            f"{path} lacks the keys {missing}; it is not a Fashionpedia attribute annotation "
-            "file (use instances_attributes_{train,val}2020.json)."
-        )
-    return table
-
-
-def _image_table(images: list[dict], source: Path) -> dict[int, tuple[str, int, int]]:
-    table = {}
-    for im in images:
-        try:
-            image_id, entry = im["id"], (str(im["file_name"]), int(im["width"]), int(im["height"]))
-        except (KeyError, TypeError, ValueError) as e:
-            raise DataError(f"{source}: image entry {im!r} lacks id/file_name/width/height.") from e
-        if image_id in table:
-            raise DataError(f"{source}: image id {image_id} appears twice in the images table.")
-        table[image_id] = entry
-    return table
-
-
-def _annotation_problem(
-    ann: dict, images: dict, attribute_ids: set[int], tolerance: float
-) -> tuple[str, str] | None:
-    """(reason, detail) of what is wrong with an annotation, or None when it is usable."""
-    missing = [k for k in ("image_id", "bbox", "attribute_ids") if k not in ann]
-    if missing:
-        return "annotation lacks fields", f"annotation {ann.get('id')} lacks {missing}"
-    if ann["image_id"] not in images:
-        return (
-            "annotation points at an image not in the image table",
-            f"annotation {ann.get('id')} points at image id {ann['image_id']}, absent from images",
-        )
-    unknown = sorted(set(ann["attribute_ids"]) - attribute_ids)
-    if unknown:
-        return (
-            "attribute id absent from the attribute table",
-            f"annotation {ann.get('id')} has attribute ids {unknown} absent from the table",
-        )
-    _, width, height = images[ann["image_id"]]
-    try:
-        crop_box(ann["bbox"], width, height, tolerance=tolerance)
-    except (DataError, TypeError, ValueError) as e:
-        return "bad bbox", f"annotation {ann.get('id')}: {e}"
-    return None
-
-
-def _bad(policy: str, skips: SkipLog, reason: str, detail: str, fix: str, n: int = 1) -> None:
-    if policy == "error":
-        raise DataError(f"{detail}. {fix}")
-    skips.add(reason, detail, n)
-
-
-# One annotation kept for cropping: (annotation id or None, bbox, label columns).
-_Kept = tuple[Any, list, list[int]]
-_FIX_ANNOTATION = (
-    "Fix the annotation file, or pass on_bad_annotation='skip' to leave it out (counted)."
-)
-_FIX_IMAGE = "Check the image folder, or pass on_bad_image='skip' to leave it out (counted)."
-
-
-def _check_annotations(
-    table: dict,
-    path: Path,
-    category_ids: set,
-    column: dict[int, int],
-    images: dict[int, tuple[str, int, int]],
-    *,
-    on_bad_annotation: str,
-    bbox_tolerance: float,
-    skips: SkipLog,
-) -> tuple[dict[int, list[_Kept]], int]:
-    """Pass 1, before any (slow) image reading: the task's usable, labelled annotations grouped
-    by image id, and how many were unlabelled. Bad ones raise or are counted in `skips`."""
-    attribute_ids = {a["id"] for a in table["attributes"]}
-    unlabelled = 0
-    per_image: dict[int, list[_Kept]] = defaultdict(list)
-    for ann in table["annotations"]:
-        if ann.get("category_id") not in category_ids:
-            continue
-        problem = _annotation_problem(ann, images, attribute_ids, bbox_tolerance)
-        if problem:
-            _bad(on_bad_annotation, skips, *problem, f"In {path.name}: {_FIX_ANNOTATION}")
-            continue
-        cols = sorted({column[a] for a in ann["attribute_ids"] if a in column})
-        if not cols:
-            unlabelled += 1
-            continue
-        per_image[ann["image_id"]].append((ann.get("id"), ann["bbox"], cols))
-    return per_image, unlabelled
-
-
-def _open_checked(
-    file_path: Path,
-    listed_in: str,
-    width: int,
-    height: int,
-    on_bad_image: str,
-    skips: SkipLog,
-    n: int,
-):
-    """The decoded image, or None when it is missing, undecodable or not the size the table
-    says (raised or counted for its `n` annotations, by `on_bad_image`)."""
-    try:
-        image = read_image(file_path, "RGB")
-    except DataNotFoundError:
-        detail = f"{file_path} (listed in {listed_in}) does not exist"
-        _bad(on_bad_image, skips, "image file missing", detail, _FIX_IMAGE, n)
-        return None
-    except DataError as e:
-        detail = str(e).rstrip(".")
-        _bad(on_bad_image, skips, "image file unreadable", detail, _FIX_IMAGE, n)
-        return None
-    if image.size != (width, height):
-        detail = (
-            f"{file_path} is {image.size[0]} x {image.size[1]} but {listed_in} says "
-            f"{width} x {height}"
-        )
-        _bad(on_bad_image, skips, "image size differs from the table", detail, _FIX_IMAGE, n)
-        return None
-    return image
-
-
-def _crop_images(
-    source: SourceFiles,
-    per_image: dict[int, list[_Kept]],
-    images: dict[int, tuple[str, int, int]],
-    num_labels: int,
-    *,
-    image_size: int,
-    on_bad_image: str,
-    bbox_tolerance: float,
-    skips: SkipLog,
-    progress: bool,
-) -> dict[str, list]:
-    """Pass 2: opens each image once and crops all its annotations (image ids in order)."""
-    from tqdm.auto import tqdm
-
-    path = source.annotations
-    out: dict[str, list] = {"images": [], "labels": [], "image_ids": [], "annotation_ids": []}
-    for image_id in tqdm(
-        sorted(per_image), desc=f"crop {path.name}", unit="img", disable=not progress
-    ):
-        file_name, width, height = images[image_id]
-        anns = per_image[image_id]
-        image = _open_checked(
-            source.images / file_name, path.name, width, height, on_bad_image, skips, len(anns)
-        )
-        if image is None:
-            continue
-        for ann_id, bbox, cols in anns:
-            box = crop_box(bbox, width, height, tolerance=bbox_tolerance)
-            out["images"].append(square_resize(image.crop(box), image_size))
-            row = np.zeros(num_labels, np.uint8)
-            row[cols] = 1
-            out["labels"].append(row)
-            out["image_ids"].append(image_id)
-            out["annotation_ids"].append(-1 if ann_id is None else int(ann_id))
-    return out
-
-
-def build_crops(
-    source: SourceFiles,
-    spec: TaskSpec,
-    *,
-    image_size: int,
-    on_bad_image: str,
-    on_bad_annotation: str,
-    bbox_tolerance: float = 2.0,
-    progress: bool = True,
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Crops of one annotation file: arrays {images, labels, image_ids, annotation_ids} + meta."""
-    path = source.annotations
-    table = read_annotation_file(path)
-    categories, label_rows = spec.select(table, str(path))
-    images = _image_table(table["images"], path)
-    skips = SkipLog()
-    per_image, unlabelled = _check_annotations(
-        table,
-        path,
-        {c["id"] for c in categories},
-        {a["id"]: j for j, a in enumerate(label_rows)},
-        images,
-        on_bad_annotation=on_bad_annotation,
-        bbox_tolerance=bbox_tolerance,
-        skips=skips,
-    )
-    crops = _crop_images(
-        source,
-        per_image,
-        images,
-        len(label_rows),
-        image_size=image_size,
-        on_bad_image=on_bad_image,
-        bbox_tolerance=bbox_tolerance,
-        skips=skips,
-        progress=progress,
-    )
-    if not crops["images"]:
-        raise DataError(
-            f"{path}: no usable {spec.task} crops (categories {[c['name'] for c in categories]} "
-            f"with any label; {skips.total} skipped, {unlabelled} unlabelled)."
-        )
-    arrays = {
-        "images": np.stack(crops["images"]),
-        "labels": np.stack(crops["labels"]),
-        "image_ids": np.asarray(crops["image_ids"], np.int64),
-        "annotation_ids": np.asarray(crops["annotation_ids"], np.int64),
-    }
-    meta = {
-        "annotation_file": path.name,
-        "categories": [{"id": c["id"], "name": c["name"]} for c in categories],
-        "label_attributes": [
-            {"id": a["id"], "name": a["name"], "supercategory": a.get("supercategory")}
-            for a in label_rows
-        ],
-        "skipped_annotations": skips.as_dict(),
-        "unlabelled_annotations": unlabelled,
-    }
-    return arrays, meta
+# Prepare: annotation files -> cached crops (`fashionpedia_crops`)
 
 
 def prepare(
@@ -583,7 +205,7 @@ def prepare(
     meta holds the label attributes (id, name), skip counts, the annotation file's SHA-256 and
     the cache file name. Skips are reported with a DataSkipWarning on every call.
     """
-    spec = _task_spec(task, labels or DEFAULT_LABELS.get(task, ""))
+    spec = task_spec(task, labels or DEFAULT_LABELS.get(task, ""))
     check_policy("on_bad_image", on_bad_image)
     check_policy("on_bad_annotation", on_bad_annotation)
     sources = locate(data_dir, train_image_dir=train_image_dir, test_image_dir=test_image_dir)
@@ -635,10 +257,6 @@ def prepare(
 
 # ---------------------------------------------------------------------------------------------
 # Loaders
-
-
-# The label set each task uses unless `labels=` says otherwise.
-DEFAULT_LABELS = {"sleevetype": "style", "archetype": "nickname"}
 
 
 def _same_label_names(train_meta: dict[str, Any], test_meta: dict[str, Any]) -> list[str]:
