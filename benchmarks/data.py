@@ -26,6 +26,7 @@ import time
 import jax
 
 from benchmarks.common import environment, markdown_table, write_json
+from experiments.data import Splits
 from experiments.data.catalog import load_catalog
 from experiments.data.fashion_mnist import load_fashion_mnist
 from experiments.data.pipeline import epoch_batches, eval_batches
@@ -55,7 +56,7 @@ def images_per_second(run_epoch, min_seconds: float) -> float:
     return best
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--cutoff", type=int, default=6)
@@ -63,9 +64,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default="benchmarks/out/data.json")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    core = pin_to_one_core()
+
+def time_catalog_loads(args: argparse.Namespace) -> tuple[Splits, dict[str, float]]:
+    """The catalog's splits and the seconds to decode Fashion-MNIST, build the catalog (into a
+    fresh cache) and read it back from that cache."""
     t0 = time.perf_counter()
     load_fashion_mnist(data_dir=args.data_dir)
     decode_s = time.perf_counter() - t0
@@ -84,9 +88,13 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         load()  # reads it back from the cache
         cached_s = time.perf_counter() - t0
+    return splits, {"decode_s": decode_s, "build_s": build_s, "cached_s": cached_s}
 
+
+def pipeline_throughputs(splits: Splits, batch: int, seconds: float) -> dict[str, float]:
+    """Images/s of shuffled training batches (touched, or sent to the default device) and of
+    padded evaluation batches."""
     train, test = splits.train, splits.test
-    batch = args.batch_size
 
     def train_epoch(epoch: int) -> int:
         n = 0
@@ -112,38 +120,47 @@ def main(argv: list[str] | None = None) -> dict:
             n += len(images)
         return n
 
-    train_ips = images_per_second(train_epoch, args.seconds)
-    device_ips = images_per_second(train_epoch_to_device, args.seconds)
-    eval_ips = images_per_second(eval_epoch, args.seconds)
+    return {
+        "train": images_per_second(train_epoch, seconds),
+        "device": images_per_second(train_epoch_to_device, seconds),
+        "eval": images_per_second(eval_epoch, seconds),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    core = pin_to_one_core()
+    splits, times = time_catalog_loads(args)
+    ips = pipeline_throughputs(splits, args.batch_size, args.seconds)
     result = {
         "benchmark": "data",
         "task": "catalog",
         "cutoff": args.cutoff,
         "image_size": args.image_size,
-        "batch_size": batch,
+        "batch_size": args.batch_size,
         "core": core,
-        "num_train": train.num_examples,
-        "train_images_per_s": round(train_ips),
-        "eval_images_per_s": round(eval_ips),
-        "train_images_per_s_to_device": round(device_ips),
-        "device": str(device),
+        "num_train": splits.train.num_examples,
+        "train_images_per_s": round(ips["train"]),
+        "eval_images_per_s": round(ips["eval"]),
+        "train_images_per_s_to_device": round(ips["device"]),
+        "device": str(jax.devices()[0]),
         "goal_images_per_s": GOAL_IMAGES_PER_S,
-        "meets_goal": train_ips >= GOAL_IMAGES_PER_S,
-        "fashion_mnist_decode_s": round(decode_s, 3),
-        "catalog_build_s": round(build_s, 3),
-        "catalog_cached_load_s": round(cached_s, 4),
+        "meets_goal": ips["train"] >= GOAL_IMAGES_PER_S,
+        "fashion_mnist_decode_s": round(times["decode_s"], 3),
+        "catalog_build_s": round(times["build_s"], 3),
+        "catalog_cached_load_s": round(times["cached_s"], 4),
     }
     result["environment"] = environment()
     rows = [
-        ["epoch_batches (shuffled training batches)", round(train_ips)],
-        ["epoch_batches + jax.device_put", round(device_ips)],
-        ["eval_batches (padded)", round(eval_ips)],
+        ["epoch_batches (shuffled training batches)", round(ips["train"])],
+        ["epoch_batches + jax.device_put", round(ips["device"])],
+        ["eval_batches (padded)", round(ips["eval"])],
     ]
     print(markdown_table(["pipeline on one core", "images/s"], rows))
     print(
         f"goal >= {GOAL_IMAGES_PER_S} images/s: {'met' if result['meets_goal'] else 'NOT met'}; "
-        f"catalog build {build_s:.3f} s (Fashion-MNIST decode {decode_s:.3f} s), "
-        f"cached load {cached_s:.4f} s"
+        f"catalog build {times['build_s']:.3f} s (Fashion-MNIST decode {times['decode_s']:.3f} s), "
+        f"cached load {times['cached_s']:.4f} s"
     )
     write_json(args.out, result)
     print(f"wrote {args.out}")

@@ -7,6 +7,8 @@ be checked against what the cells actually show; a few use the real Fashion-MNIS
 from __future__ import annotations
 
 import hashlib
+import importlib
+import inspect
 import json
 import math
 
@@ -15,7 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.data import catalog, load_task
+from experiments import data
+from experiments.data import catalog, csv_catalog, fashionpedia, load_task
 from experiments.data import fashion_mnist as fm
 
 C = 10
@@ -343,6 +346,60 @@ def test_registry_and_step_loader(synthetic_source):
     assert sorted(counts.tolist()) == [12] * 3 + [200] * 7
     assert splits.train.provenance["task"] == "catalog_step"
     assert load_task("catalog", cutoff=12, **SMALL).train.provenance["task"] == "catalog"
+
+
+@pytest.mark.parametrize(
+    ("loader", "profile", "extra"),
+    [
+        (catalog.load_catalog, "long_tail", {}),
+        (catalog.load_catalog_step, "step", {"num_tail_classes": 3}),
+    ],
+)
+def test_every_loader_argument_reaches_the_build_and_its_provenance(
+    synthetic_source, loader, profile, extra
+):
+    params = {
+        "cutoff": 9,
+        "seed": 2,
+        "head_count": 150,
+        "image_size": 28,
+        "val_fraction": 0.2,
+        "val_min_positives": 4,
+        "test_positives": 30,
+        "head_prevalence": 0.6,
+        **extra,
+    }
+    splits = loader(**params)
+    assert splits.train.provenance["params"] == {"profile": profile, **params}
+    assert splits.train.label_counts().max() == 150 and splits.train.label_counts().min() == 9
+    assert splits.test.label_counts().tolist() == [30] * 10
+    assert splits.val.label_counts().min() >= 4
+
+
+def test_task_registry_is_one_dict_of_loader_functions():
+    assert data.TASK_LOADERS == {
+        "catalog": catalog.load_catalog,
+        "catalog_step": catalog.load_catalog_step,
+        "sleevetype": fashionpedia.load_sleevetype,
+        "archetype": fashionpedia.load_archetype,
+        "csv": csv_catalog.load_csv_catalog,
+    }
+    for name, loader in data.TASK_LOADERS.items():
+        assert data.get_task_loader(name) is loader
+        module_name, attribute = data.TASKS[name].split(":")  # the derived string form
+        assert getattr(importlib.import_module(module_name), attribute) is loader
+        kinds = {p.kind for p in inspect.signature(loader).parameters.values()}
+        assert kinds == {inspect.Parameter.KEYWORD_ONLY}, name  # explicit keywords, no **kwargs
+    with pytest.raises(ValueError, match="Did you mean catalog") as e:
+        data.get_task_loader("catalgo")
+    assert "archetype, catalog, catalog_step, csv, sleevetype" in str(e.value)
+
+
+def test_head_count_default_is_defined_once():
+    assert catalog.DEFAULT_HEAD_COUNT == 1000  # the documented CPU-tier default
+    for fn in (catalog.build_catalog, catalog.load_catalog, catalog.load_catalog_step):
+        default = inspect.signature(fn).parameters["head_count"].default
+        assert default is catalog.DEFAULT_HEAD_COUNT, fn.__name__
 
 
 @pytest.mark.parametrize(("name", "value"), [("cutoff", 2.5), ("seed", -1), ("cutoff", True)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -118,6 +119,30 @@ def test_malformed_catalogs_fail_naming_the_problem(tmp_path, text, suffix, matc
         cc.read_catalog(path)
 
 
+@pytest.mark.parametrize(
+    ("lines", "suffix", "where"),
+    [
+        # "café" in Latin-1 on line 3: the é is byte 0xe9 (byte 10 of the CSV line, 34 of the JSON).
+        (
+            ["image,labels", "a.png,shirt", "b.png,caf\xe9 au lait"],
+            ".csv",
+            "line 3: byte 0xe9 at column 10",
+        ),
+        (
+            ['{"image": "a.png", "labels": "x"}', "", '{"image": "b.png", "labels": "caf\xe9"}'],
+            ".jsonl",
+            "line 3: byte 0xe9 at column 34",
+        ),
+    ],
+)
+def test_non_utf8_catalog_names_the_file_and_line(tmp_path, lines, suffix, where):
+    path = tmp_path / f"shop{suffix}"
+    path.write_bytes("\n".join(lines).encode("latin-1") + b"\n")
+    with pytest.raises(DataError, match=rf"shop{suffix} {where} is not UTF-8") as e:
+        cc.read_catalog(path)
+    assert "save the file as UTF-8" in str(e.value)
+
+
 # --------------------------------------------------------------------------------------------
 # Loading
 
@@ -211,6 +236,66 @@ def test_second_load_reads_the_cache(tmp_path, monkeypatch):
     path.write_text(path.read_text() + "img/extra.png,new,\n")  # new checksum: rebuild
     with pytest.raises(AssertionError, match="decoded"):
         load(path)
+
+
+def test_replaced_unreadable_image_is_read_on_the_next_load(tmp_path):
+    path = write_csv(tmp_path)
+    target = tmp_path / "img" / "p005.png"
+    target.write_bytes(b"not an image")
+    with pytest.warns(DataSkipWarning, match="skipped 1"):
+        load(path, on_bad_image="skip")
+    Image.new("RGB", (30, 20), (25, 100, 50)).save(target)  # the good image, replaced
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataSkipWarning)
+        train, val, test = load(path, on_bad_image="skip")
+    assert train.provenance["skipped_rows"]["counts"] == {}
+    assert sorted(trace(train) + trace(val) + trace(test)) == list(range(40))
+
+
+def test_removed_image_is_noticed_although_the_catalog_file_is_unchanged(tmp_path):
+    path = write_csv(tmp_path)
+    load(path)
+    (tmp_path / "img" / "p005.png").unlink()
+    with pytest.raises(DataError, match=r"line 7: .* does not exist"):
+        load(path)
+
+
+def test_cache_key_covers_each_image_files_size_and_times(tmp_path, monkeypatch):
+    path = write_csv(tmp_path)
+    target = tmp_path / "img" / "p005.png"
+    # An uncompressed BMP (Pillow reads the content, whatever the name): other pixels, same size.
+    Image.new("RGB", (30, 20), (25, 100, 50)).save(target, format="BMP")
+    load(path)
+    decoded = []
+    original_read_image = cc.read_image
+
+    def counting_read_image(*args, **kwargs):
+        decoded.append(args[0])
+        return original_read_image(*args, **kwargs)
+
+    monkeypatch.setattr(cc, "read_image", counting_read_image)
+    load(path)
+    assert decoded == []  # nothing changed: served from the cache
+    before = target.stat()
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))  # touched only
+    load(path)
+    assert len(decoded) == 40  # rebuilt, in place: one cache file
+    assert len(list((tmp_path / "cache" / "csv").glob("*.npz"))) == 1
+
+    # Same size, same mtime, other pixels (as `cp -p` of another image would leave it):
+    # only the status-change time tells; skip where the filesystem's clock cannot.
+    decoded.clear()
+    before = target.stat()
+    Image.new("RGB", (30, 20), (250, 100, 50)).save(target, format="BMP")
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = target.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    if after.st_ctime_ns == before.st_ctime_ns:
+        pytest.skip("ctime did not advance on this filesystem (coarse timestamps)")
+    train, val, test = load(path)
+    assert len(decoded) == 40
+    everything = np.concatenate([train.images, val.images, test.images])
+    assert (everything[:, 8, 8, 0] == 250).sum() == 1
 
 
 def test_registry_relative_path_and_default_image_root(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import warnings
 from pathlib import Path
@@ -14,8 +15,8 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from experiments.data import fashionpedia as fp
+from experiments.data import fashionpedia_crops, load_task
 from experiments.data import images as im
-from experiments.data import load_task
 from experiments.data.images import DataError, DataNotFoundError, DataSkipWarning
 
 ONTOLOGY = json.loads(
@@ -330,6 +331,23 @@ def test_registry_and_determinism(dataset_dir):
     assert {i for i, _ in trace(a.val)} != {i for i, _ in trace(c.val)}
 
 
+def test_both_tasks_are_one_loader_with_the_task_fixed(dataset_dir):
+    full = inspect.signature(fp.load_fashionpedia).parameters
+    for task, loader in (("sleevetype", fp.load_sleevetype), ("archetype", fp.load_archetype)):
+        assert list(inspect.signature(loader).parameters.values()) == list(full.values())[1:]
+        by_task = fp.load_fashionpedia(
+            task, cutoff=None, seed=0, data_dir=dataset_dir, image_size=16, progress=False
+        )
+        assert by_task.train.provenance == load(task, data_dir=dataset_dir).train.provenance
+        assert (
+            by_task.train.provenance["labels"]
+            == {
+                "sleevetype": "style",
+                "archetype": "nickname",
+            }[task]
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # Cut-off
 
@@ -428,7 +446,7 @@ def test_second_load_reads_the_cache_without_opening_images(dataset_dir, tmp_pat
     def refuse(*a, **k):
         raise AssertionError("an image was opened although the crops are cached")
 
-    monkeypatch.setattr(fp, "read_image", refuse)
+    monkeypatch.setattr(fashionpedia_crops, "read_image", refuse)
     monkeypatch.setattr(Image, "open", refuse)
     second = load(data_dir=dataset_dir, cutoff=2, seed=1)  # other cut-off and seed: same cache
     again = load(data_dir=dataset_dir)

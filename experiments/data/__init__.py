@@ -1,39 +1,55 @@
 """Data layer of the benchmark suite: one small module per source, one `Dataset` type.
 
-`load_task(name, **params)` is the single entry point the trainer uses. Each task loader takes
-keyword arguments only (at least `cutoff`, `seed`, `data_dir`, `cache_dir`; the rest are the
-task's own, from the config's `data` block) and returns `Splits(train, val, test)`.
+`load_task(name, **params)` is the single entry point the trainer uses. `TASK_LOADERS` maps each
+task name to its loader: a function of keyword arguments only (at least `cutoff`, `seed`,
+`data_dir`, `cache_dir`; the rest are the task's own, from the config's `data` block) that
+returns `Splits(train, val, test)`. It is the one definition of the task names; a new task is a
+loader function plus one entry here.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
+from collections.abc import Callable
 from typing import Any
 
+from experiments.data import catalog, csv_catalog, fashionpedia
 from experiments.data.dataset import Dataset, Splits
 
-__all__ = ["TASKS", "Dataset", "Splits", "load_task"]
+__all__ = ["TASKS", "TASK_LOADERS", "Dataset", "Splits", "get_task_loader", "load_task"]
 
-# name -> "module:function"; modules are imported lazily so that a task's optional needs
-# (image decoding for Fashionpedia, say) cost nothing to the others.
-TASKS: dict[str, str] = {
-    "catalog": "experiments.data.catalog:load_catalog",
-    "catalog_step": "experiments.data.catalog:load_catalog_step",
-    "sleevetype": "experiments.data.fashionpedia:load_sleevetype",
-    "archetype": "experiments.data.fashionpedia:load_archetype",
-    "csv": "experiments.data.csv_catalog:load_csv_catalog",
+TASK_LOADERS: dict[str, Callable[..., Splits]] = {
+    "catalog": catalog.load_catalog,
+    "catalog_step": catalog.load_catalog_step,
+    "sleevetype": fashionpedia.load_sleevetype,
+    "archetype": fashionpedia.load_archetype,
+    "csv": csv_catalog.load_csv_catalog,
 }
 
 
-def get_task_loader(name: str):
+def _import_path(loader: Callable[..., Splits]) -> str:
+    """'module:attribute' under which `loader` is defined in one of the source modules."""
+    for module in (catalog, csv_catalog, fashionpedia):
+        for attribute, value in vars(module).items():
+            if value is loader:
+                return f"{module.__name__}:{attribute}"
+    raise LookupError(f"{loader!r} is not defined in a data source module.")
+
+
+# The registry's former "module:function" form, derived from TASK_LOADERS, for code that still
+# imports loaders by name. New code uses TASK_LOADERS.
+TASKS: dict[str, str] = {name: _import_path(loader) for name, loader in TASK_LOADERS.items()}
+
+
+def get_task_loader(name: str) -> Callable[..., Splits]:
     """The loader function of task `name`; an unknown name lists the valid ones."""
-    if name not in TASKS:
-        close = difflib.get_close_matches(name, TASKS, n=3)
+    if name not in TASK_LOADERS:
+        close = difflib.get_close_matches(name, TASK_LOADERS, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"Unknown task {name!r}.{hint} Valid tasks: {', '.join(sorted(TASKS))}.")
-    module_name, function_name = TASKS[name].split(":")
-    return getattr(importlib.import_module(module_name), function_name)
+        raise ValueError(
+            f"Unknown task {name!r}.{hint} Valid tasks: {', '.join(sorted(TASK_LOADERS))}."
+        )
+    return TASK_LOADERS[name]
 
 
 def load_task(name: str, **params: Any) -> Splits:

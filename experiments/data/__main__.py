@@ -6,7 +6,7 @@ to --out (default runs/data/<task>-cutoff<k>-seed<s>/):
   label_frequencies.png    positives per label and split, labels by training frequency (log scale)
   histogram.json           the same counts, with the split sizes and the data's provenance
 
-Any task of `experiments.data.TASKS` works; task parameters go through --set, e.g.
+Any task of `experiments.data.TASK_LOADERS` works; task parameters go through --set, e.g.
   python -m experiments.data --task catalog_step --cutoff 12 --set head_count=2000
   python -m experiments.data --task catalog --set download=false
   python -m experiments.data --task sleevetype --data-dir /path/to/fashionpedia
@@ -15,20 +15,17 @@ Any task of `experiments.data.TASKS` works; task parameters go through --set, e.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
-import os
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from experiments.data import TASKS, Dataset, Splits, load_task
-from experiments.records import atomic_write_json
+from experiments.atomic import atomic_open, atomic_write_json
+from experiments.data import TASK_LOADERS, Dataset, Splits, load_task
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -72,21 +69,6 @@ def format_histogram(hist: dict[str, Any], width: int = 30) -> str:
     return "\n".join(lines)
 
 
-@contextlib.contextmanager
-def _atomic_path(path: Path):
-    """A temporary path in `path`'s folder, renamed to `path` if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; plots are for everyone
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
 def plot_examples(dataset: Dataset, path: Path, *, num: int = 16, seed: int = 0) -> list[int]:
     """Saves a grid of `num` random examples titled with their labels; returns their indices."""
     import matplotlib
@@ -112,8 +94,8 @@ def plot_examples(dataset: Dataset, path: Path, *, num: int = 16, seed: int = 0)
         ax.set_title(textwrap.fill(title, 24), fontsize=7)
     fig.suptitle(f"{dataset.split}: {num} of {dataset.num_examples} examples", fontsize=9)
     fig.tight_layout()
-    with _atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+    with atomic_open(path) as f:
+        fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
     return index.tolist()
 
@@ -140,8 +122,8 @@ def plot_label_frequencies(hist: dict[str, Any], path: Path, *, title: str = "")
     ax.set_title(title or "label frequencies")
     ax.legend()
     fig.tight_layout()
-    with _atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+    with atomic_open(path) as f:
+        fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
 
 
@@ -152,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    parser.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}")
+    parser.add_argument("--task", required=True, help=f"one of {', '.join(TASK_LOADERS)}")
     parser.add_argument(
         "--cutoff", type=int, default=6, help="training positives of the rarest label"
     )

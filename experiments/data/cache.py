@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.records import atomic_open, atomic_write_json
+from experiments.atomic import atomic_open, atomic_write_json
 
 CACHE_ENV = "LTWEIGHTS_CACHE"
 _PROVENANCE_KEY = "__provenance__"

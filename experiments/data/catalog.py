@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -36,6 +37,9 @@ from experiments.data.fashion_mnist import CLASS_NAMES, SHA256, load_fashion_mni
 
 # Part of every cache key: bump it whenever a change to this module changes the built arrays.
 BUILDER_VERSION = 1
+# Training positives of the most frequent class unless a config says otherwise: the one default
+# of the data side (about 2,000 training images at the CPU tier, see above).
+DEFAULT_HEAD_COUNT = 1000
 CELLS = 4  # a 2 x 2 grid
 SPLITS = ("train", "val", "test")
 
@@ -334,7 +338,7 @@ def build_catalog(
     profile: str = "long_tail",
     cutoff: int = 6,
     seed: int = 0,
-    head_count: int = 1000,
+    head_count: int = DEFAULT_HEAD_COUNT,
     num_tail_classes: int = 5,
     image_size: int = 28,
     val_fraction: float = 0.25,
@@ -394,63 +398,75 @@ def _as_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
+def _cache_path(task: str, params: dict[str, Any], cache_dir, key: str) -> Path:
+    return (
+        cache_root(cache_dir)
+        / "catalog"
+        / f"{task}-cutoff{params['cutoff']}-seed{params['seed']}-{key}.npz"
+    )
+
+
+def _build(
+    task: str, params: dict[str, Any], key: str, *, data_dir, cache_dir, download: bool
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Builds the task from Fashion-MNIST: the cached arrays and the provenance."""
+    source = load_fashion_mnist(data_dir=data_dir, cache_dir=cache_dir, download=download)
+    built, wanted = build_catalog(
+        source.train_images,
+        source.train_labels,
+        source.test_images,
+        source.test_labels,
+        num_classes=len(CLASS_NAMES),
+        **params,
+    )
+    arrays = {}
+    for split in SPLITS:
+        arrays[f"{split}_images"] = built[split].images
+        arrays[f"{split}_labels"] = built[split].labels
+        arrays[f"{split}_cell_items"] = built[split].cell_items
+    provenance = {
+        "task": task,
+        "builder": "experiments.data.catalog",
+        "builder_version": BUILDER_VERSION,
+        "cache_key": key,
+        "params": params,
+        "source": source.provenance,
+        "label_names": list(CLASS_NAMES),
+        "class_order": class_order(len(CLASS_NAMES), params["seed"]).tolist(),
+        "requested_counts": {s: wanted[s].tolist() for s in SPLITS},
+        "achieved_counts": {
+            s: built[s].labels.sum(axis=0, dtype=np.int64).tolist() for s in SPLITS
+        },
+        "num_examples": {s: len(built[s].labels) for s in SPLITS},
+    }
+    if provenance["achieved_counts"]["train"] != provenance["requested_counts"]["train"]:
+        raise AssertionError("catalog builder bug: training counts differ from the profile")
+    return arrays, provenance
+
+
 def _load(
     task: str,
+    params: dict[str, Any],
     *,
     data_dir: str | os.PathLike | None,
     cache_dir: str | os.PathLike | None,
     download: bool,
     use_cache: bool,
-    **params: Any,
 ) -> Splits:
-    params["cutoff"] = _as_int("cutoff", params["cutoff"], 1)
-    params["seed"] = _as_int("seed", params["seed"], 0)
-    params["head_count"] = _as_int("head_count", params["head_count"], 1)
-    params["image_size"] = _as_int("image_size", params["image_size"], 1)
-    key_fields = {
-        "builder_version": BUILDER_VERSION,
-        "source_sha256": SHA256,
-        "params": params,
-    }
-    key = params_key(key_fields)
-    path = (
-        cache_root(cache_dir)
-        / "catalog"
-        / f"{task}-cutoff{params['cutoff']}-seed{params['seed']}-{key}.npz"
+    """Checks `params` (the keyword arguments of `build_catalog`), then reads the build from the
+    cache or builds it (and caches it)."""
+    params = dict(params)
+    for name, minimum in (("cutoff", 1), ("seed", 0), ("head_count", 1), ("image_size", 1)):
+        params[name] = _as_int(name, params[name], minimum)
+    key = params_key(
+        {"builder_version": BUILDER_VERSION, "source_sha256": SHA256, "params": params}
     )
+    path = _cache_path(task, params, cache_dir, key)
     cached = load_npz(path) if use_cache else None
     if cached is None:
-        source = load_fashion_mnist(data_dir=data_dir, cache_dir=cache_dir, download=download)
-        built, wanted = build_catalog(
-            source.train_images,
-            source.train_labels,
-            source.test_images,
-            source.test_labels,
-            num_classes=len(CLASS_NAMES),
-            **params,
+        arrays, provenance = _build(
+            task, params, key, data_dir=data_dir, cache_dir=cache_dir, download=download
         )
-        arrays = {}
-        for split in SPLITS:
-            arrays[f"{split}_images"] = built[split].images
-            arrays[f"{split}_labels"] = built[split].labels
-            arrays[f"{split}_cell_items"] = built[split].cell_items
-        provenance = {
-            "task": task,
-            "builder": "experiments.data.catalog",
-            "builder_version": BUILDER_VERSION,
-            "cache_key": key,
-            "params": params,
-            "source": source.provenance,
-            "label_names": list(CLASS_NAMES),
-            "class_order": class_order(len(CLASS_NAMES), params["seed"]).tolist(),
-            "requested_counts": {s: wanted[s].tolist() for s in SPLITS},
-            "achieved_counts": {
-                s: built[s].labels.sum(axis=0, dtype=np.int64).tolist() for s in SPLITS
-            },
-            "num_examples": {s: len(built[s].labels) for s in SPLITS},
-        }
-        if provenance["achieved_counts"]["train"] != provenance["requested_counts"]["train"]:
-            raise AssertionError("catalog builder bug: training counts differ from the profile")
         if use_cache:
             atomic_save_npz(path, arrays, provenance)
     else:
@@ -473,7 +489,7 @@ def load_catalog(
     *,
     cutoff: int = 6,
     seed: int = 0,
-    head_count: int = 1000,
+    head_count: int = DEFAULT_HEAD_COUNT,
     image_size: int = 28,
     val_fraction: float = 0.25,
     val_min_positives: int = 5,
@@ -490,14 +506,32 @@ def load_catalog(
     image_size: 28 (items at 14 x 14) or 56 (items at 28 x 28). Reads the build from
     `<cache>/catalog/` when present, else builds and caches it (npz + JSON provenance).
     """
-    return _load("catalog", profile="long_tail", **locals())  # locals(): the arguments above
+    params = {
+        "profile": "long_tail",
+        "cutoff": cutoff,
+        "seed": seed,
+        "head_count": head_count,
+        "image_size": image_size,
+        "val_fraction": val_fraction,
+        "val_min_positives": val_min_positives,
+        "test_positives": test_positives,
+        "head_prevalence": head_prevalence,
+    }
+    return _load(
+        "catalog",
+        params,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        download=download,
+        use_cache=use_cache,
+    )
 
 
 def load_catalog_step(
     *,
     cutoff: int = 6,
     seed: int = 0,
-    head_count: int = 1000,
+    head_count: int = DEFAULT_HEAD_COUNT,
     num_tail_classes: int = 5,
     image_size: int = 28,
     val_fraction: float = 0.25,
@@ -511,4 +545,23 @@ def load_catalog_step(
 ) -> Splits:
     """The catalog task with the step profile: `num_tail_classes` classes (the last ranks of the
     seeded class order) at `cutoff` training positives, the others at `head_count`."""
-    return _load("catalog_step", profile="step", **locals())  # locals(): the arguments above
+    params = {
+        "profile": "step",
+        "cutoff": cutoff,
+        "seed": seed,
+        "head_count": head_count,
+        "num_tail_classes": num_tail_classes,
+        "image_size": image_size,
+        "val_fraction": val_fraction,
+        "val_min_positives": val_min_positives,
+        "test_positives": test_positives,
+        "head_prevalence": head_prevalence,
+    }
+    return _load(
+        "catalog_step",
+        params,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        download=download,
+        use_cache=use_cache,
+    )

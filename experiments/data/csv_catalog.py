@@ -20,8 +20,14 @@ image path (`on_duplicate`: "error", or "skip" keeping the first row), missing o
 image files (`on_bad_image`: "error" or "skip").
 
 Images are whole product photos: padded to square (black) and resized to `image_size`, RGB
-(`channels=3`) or grey (`channels=1`); decoded once and cached as arrays, keyed by the catalog
-file's SHA-256, the image root and the build parameters. Labels are sorted by name. The
+(`channels=3`) or grey (`channels=1`); decoded once and cached as arrays. The cache key covers
+the catalog file's SHA-256, the image root, the build parameters (image_size, channels,
+label_separator, on_bad_image, on_duplicate) and every listed image file: its path, size,
+modification time and status-change time (`image_fingerprint`; ctime changes on any rewrite,
+even one that restores the size and mtime). The first three name the cache file; the image
+fingerprint is stored in it and compared on every load, so a replaced, edited, added or removed
+image rebuilds the cache in place. Image contents are not hashed: that would read every image
+on every load. Labels are sorted by name. The
 label-frequency `cutoff` has the same meaning as for the other tasks (training positives of the
 rarest label; `experiments.data.images.apply_cutoff`).
 """
@@ -29,6 +35,7 @@ rarest label; `experiments.data.images.apply_cutoff`).
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import sys
@@ -57,7 +64,7 @@ from experiments.data.images import (
     square_resize,
 )
 
-__all__ = ["SPLITS", "CatalogRow", "load_csv_catalog", "read_catalog"]
+__all__ = ["SPLITS", "CatalogRow", "image_fingerprint", "load_csv_catalog", "read_catalog"]
 
 SPLITS = ("train", "val", "test")
 
@@ -112,52 +119,81 @@ def _make_row(record: dict, line: int, has_split: bool, separator: str, where: s
     )
 
 
+def _undecodable_line(path: Path) -> tuple[int, int, int]:
+    """(line, column, byte) of the first byte of `path` that is not UTF-8; lines from 1."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return number, e.start + 1, raw[e.start]
+    raise AssertionError(f"{path} decodes as UTF-8 line by line")  # only called after a failure
+
+
+def _not_utf8(path: Path, error: UnicodeDecodeError) -> DataError:
+    line, column, byte = _undecodable_line(path)
+    return DataError(
+        f"{path.name} line {line}: byte 0x{byte:02x} at column {column} is not UTF-8 "
+        f"({error.reason}); save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
+    )
+
+
+def _read_csv(path: Path, label_separator: str) -> list[CatalogRow]:
+    rows = []
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        missing = [c for c in ("image", "labels") if c not in header]
+        if missing:
+            raise DataError(
+                f"{path}: the header {header} lacks the column(s) {missing}; the first line "
+                "must name the columns image,labels[,split]."
+            )
+        has_split = "split" in header
+        for values in reader:
+            where = f"{path.name} line {reader.line_num}"
+            if not any(v.strip() for v in values):
+                continue  # blank line
+            if len(values) != len(header):
+                raise DataError(
+                    f"{where}: {len(values)} fields for {len(header)} columns; quote fields "
+                    'holding commas ("a, b").'
+                )
+            record = dict(zip(header, values, strict=True))
+            rows.append(_make_row(record, reader.line_num, has_split, label_separator, where))
+    return rows
+
+
+def _read_jsonl(path: Path, label_separator: str) -> list[CatalogRow]:
+    with open(path, encoding="utf-8") as f:
+        lines = [(i, line) for i, line in enumerate(f, start=1) if line.strip()]
+    records = []
+    for i, line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path.name} line {i}: not valid JSON ({e}).") from e
+        if not isinstance(record, dict) or "image" not in record or "labels" not in record:
+            raise DataError(f"{path.name} line {i}: expected an object with keys image and labels.")
+        records.append((i, record))
+    has_split = any("split" in r for _, r in records)
+    return [
+        _make_row(record, i, has_split, label_separator, f"{path.name} line {i}")
+        for i, record in records
+    ]
+
+
 def read_catalog(path: str | os.PathLike, *, label_separator: str = "|") -> list[CatalogRow]:
-    """Parses and validates a CSV (.csv) or JSONL (.jsonl, .ndjson) catalog file."""
+    """Parses and validates a CSV (.csv) or JSONL (.jsonl, .ndjson) catalog file (UTF-8)."""
     path = Path(path)
     suffix = path.suffix.lower()
-    rows: list[CatalogRow] = []
-    if suffix == ".csv":
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f)
-            header = [h.strip() for h in next(reader, [])]
-            missing = [c for c in ("image", "labels") if c not in header]
-            if missing:
-                raise DataError(
-                    f"{path}: the header {header} lacks the column(s) {missing}; the first line "
-                    "must name the columns image,labels[,split]."
-                )
-            has_split = "split" in header
-            for values in reader:
-                where = f"{path.name} line {reader.line_num}"
-                if not any(v.strip() for v in values):
-                    continue  # blank line
-                if len(values) != len(header):
-                    raise DataError(
-                        f"{where}: {len(values)} fields for {len(header)} columns; quote fields "
-                        'holding commas ("a, b").'
-                    )
-                record = dict(zip(header, values, strict=True))
-                rows.append(_make_row(record, reader.line_num, has_split, label_separator, where))
-    elif suffix in (".jsonl", ".ndjson"):
-        with open(path, encoding="utf-8") as f:
-            lines = [(i, line) for i, line in enumerate(f, start=1) if line.strip()]
-        records = []
-        for i, line in lines:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path.name} line {i}: not valid JSON ({e}).") from e
-            if not isinstance(record, dict) or "image" not in record or "labels" not in record:
-                raise DataError(
-                    f"{path.name} line {i}: expected an object with keys image and labels."
-                )
-            records.append((i, record))
-        has_split = any("split" in r for _, r in records)
-        for i, record in records:
-            rows.append(_make_row(record, i, has_split, label_separator, f"{path.name} line {i}"))
-    else:
+    readers = {".csv": _read_csv, ".jsonl": _read_jsonl, ".ndjson": _read_jsonl}
+    if suffix not in readers:
         raise DataError(f"{path}: unknown catalog format {suffix!r}; use .csv or .jsonl.")
+    try:
+        rows = readers[suffix](path, label_separator)
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e) from e
     if not rows:
         raise DataError(f"{path} holds no rows.")
     return rows
@@ -192,20 +228,24 @@ def _build(
     on_bad_image: str,
     on_duplicate: str,
     progress: bool,
+    rows: list[CatalogRow] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Decodes every catalog image once: arrays {images, labels, split_codes} + meta."""
+    """Decodes every catalog image once: arrays {images, labels, split_codes} + meta.
+
+    `rows`: the file's rows if already read (`read_catalog`), else they are read here.
+    """
     from tqdm.auto import tqdm
 
     skips = SkipLog()
-    rows = _deduplicate(
-        read_catalog(path, label_separator=label_separator), on_duplicate, skips, path.name
-    )
+    if rows is None:
+        rows = read_catalog(path, label_separator=label_separator)
+    rows = _deduplicate(rows, on_duplicate, skips, path.name)
     label_names = sorted({n for r in rows for n in r.labels})
     column = {n: j for j, n in enumerate(label_names)}
     mode = {3: "RGB", 1: "L"}[channels]
     images, labels, split_codes = [], [], []
     for row in tqdm(rows, desc=f"decode {path.name}", unit="img", disable=not progress):
-        file_path = Path(row.image) if os.path.isabs(row.image) else image_root / row.image
+        file_path = _image_path(row, image_root)
         try:
             image = read_image(file_path, mode)
         except (DataNotFoundError, DataError) as e:
@@ -239,6 +279,152 @@ def _build(
     return arrays, meta
 
 
+def _image_path(row: CatalogRow, image_root: Path) -> Path:
+    return Path(row.image) if os.path.isabs(row.image) else image_root / row.image
+
+
+def image_fingerprint(rows: list[CatalogRow], image_root: Path) -> str:
+    """SHA-256 over every row's image path and its file's size, mtime and ctime (ns; "missing"
+    when the file cannot be stat'ed): changes when any image is replaced, edited, touched,
+    added or removed, without reading the images."""
+    digest = hashlib.sha256()
+    for row in rows:
+        try:
+            st = os.stat(_image_path(row, image_root))
+            entry = [row.image, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        except OSError:
+            entry = [row.image, "missing"]
+        digest.update(json.dumps(entry).encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def _resolve_files(
+    path: str | os.PathLike | None,
+    data_dir: str | os.PathLike | None,
+    image_root: str | os.PathLike | None,
+) -> tuple[Path, Path]:
+    """(catalog file, image root), checked to exist."""
+    if path is None:
+        raise DataNotFoundError(
+            "The csv task needs path=<catalog .csv or .jsonl> (columns image, labels[, split]; "
+            "labels separated by '|') and image_root=<folder of the images>; set them in the "
+            "config's data block."
+        )
+    path = Path(path).expanduser()
+    if not path.is_absolute() and data_dir is not None:
+        path = Path(data_dir).expanduser() / path
+    if not path.is_file():
+        raise DataNotFoundError(f"Catalog file {path} does not exist; check path (and data_dir).")
+    root = Path(image_root or data_dir or path.parent).expanduser()
+    if not root.is_dir():
+        raise DataNotFoundError(f"Image root {root} is not a folder; check image_root.")
+    return path, root
+
+
+def _cached_build(
+    path: Path,
+    root: Path,
+    params: dict[str, Any],
+    cache_file: Path,
+    *,
+    progress: bool,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The decoded catalog from `cache_file` if its image fingerprint still matches the image
+    files, else built (and cached) anew: (arrays, meta)."""
+    rows = read_catalog(path, label_separator=params["label_separator"])
+    fingerprint = image_fingerprint(rows, root)
+    cached = load_arrays(cache_file)
+    if cached is not None and cached[1].get("image_fingerprint") == fingerprint:
+        return cached
+    arrays, meta = _build(
+        path,
+        root,
+        image_size=params["image_size"],
+        channels=params["channels"],
+        label_separator=params["label_separator"],
+        on_bad_image=params["on_bad_image"],
+        on_duplicate=params["on_duplicate"],
+        progress=progress,
+        rows=rows,
+    )
+    meta["image_fingerprint"] = fingerprint  # taken before decoding: a later change rebuilds
+    save_arrays(cache_file, arrays, meta)
+    print(f"csv catalog: cached {len(arrays['images'])} images in {cache_file}", file=sys.stderr)
+    return arrays, meta
+
+
+def _split_rows(
+    path: Path,
+    arrays: dict[str, np.ndarray],
+    has_split_column: bool,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> tuple[dict[str, np.ndarray], str]:
+    """Row indices of each split (the split column's, else seeded) and the rule, in words."""
+    n = len(arrays["images"])
+    if has_split_column:
+        parts = arrays["split_codes"]
+        split_rule = "the file's split column"
+    else:
+        seeded = seeded_partition(n, [val_fraction, test_fraction], seed, salt=0)
+        parts = np.array([0, 1, 2])[seeded]  # part 1 -> val, part 2 -> test
+        split_rule = (
+            f"seeded permutation: round({val_fraction} * n) val, round({test_fraction} * n) test"
+        )
+    empty = [s for code, s in enumerate(SPLITS) if not np.any(parts == code)]
+    if empty:
+        raise DataError(
+            f"{path.name}: the {empty} split(s) would be empty ({n} usable rows, split by "
+            f"{split_rule}); add rows, or change the split column or fractions."
+        )
+    return {s: np.flatnonzero(parts == code) for code, s in enumerate(SPLITS)}, split_rule
+
+
+def _split_provenance(
+    meta: dict[str, Any], split_rule: str, val_fraction: float, test_fraction: float
+) -> dict[str, Any]:
+    by_column = meta["has_split_column"]
+    return {
+        "split": split_rule,
+        "val_fraction": None if by_column else val_fraction,
+        "test_fraction": None if by_column else test_fraction,
+    }
+
+
+def _warn_skips(path: Path, meta: dict[str, Any]) -> None:
+    skipped = SkipLog(**meta["skipped_rows"])
+    if skipped.total:
+        warnings.warn(
+            f"Catalog {path.name} {skipped.summary('rows')} See provenance ['skipped_rows'].",
+            DataSkipWarning,
+            stacklevel=3,  # the caller of load_csv_catalog
+        )
+
+
+def _splits(
+    arrays: dict[str, np.ndarray],
+    idx: dict[str, np.ndarray],
+    label_names: list[str],
+    kept: np.ndarray,
+    provenance: dict[str, Any],
+) -> Splits:
+    """The three datasets: rows `idx[split]`, label columns `kept`."""
+    return Splits(
+        *(
+            Dataset(
+                images=arrays["images"][idx[s]],
+                labels=arrays["labels"][idx[s]][:, kept],
+                label_names=tuple(label_names),
+                split=s,
+                provenance=provenance,
+            )
+            for s in SPLITS
+        )
+    )
+
+
 def load_csv_catalog(
     *,
     cutoff: int | None = None,
@@ -270,21 +456,7 @@ def load_csv_catalog(
     check_policy("on_duplicate", on_duplicate)
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grey) or 3 (RGB); got {channels}.")
-    if path is None:
-        raise DataNotFoundError(
-            "The csv task needs path=<catalog .csv or .jsonl> (columns image, labels[, split]; "
-            "labels separated by '|') and image_root=<folder of the images>; set them in the "
-            "config's data block."
-        )
-    path = Path(path).expanduser()
-    if not path.is_absolute() and data_dir is not None:
-        path = Path(data_dir).expanduser() / path
-    if not path.is_file():
-        raise DataNotFoundError(f"Catalog file {path} does not exist; check path (and data_dir).")
-    root = Path(image_root or data_dir or path.parent).expanduser()
-    if not root.is_dir():
-        raise DataNotFoundError(f"Image root {root} is not a folder; check image_root.")
-
+    path, root = _resolve_files(path, data_dir, image_root)
     params = {
         "catalog_sha256": sha256_file(path),
         "image_root": str(root.resolve()),
@@ -297,54 +469,20 @@ def load_csv_catalog(
     cache_file = (
         cache_root(cache_dir) / "csv" / f"{path.stem}-{image_size}px-{cache_key(params)}.npz"
     )
-    cached = load_arrays(cache_file)
-    if cached is None:
-        arrays, meta = _build(
-            path,
-            root,
-            image_size=image_size,
-            channels=channels,
-            label_separator=label_separator,
-            on_bad_image=on_bad_image,
-            on_duplicate=on_duplicate,
-            progress=progress,
-        )
-        save_arrays(cache_file, arrays, meta)
-        print(
-            f"csv catalog: cached {len(arrays['images'])} images in {cache_file}", file=sys.stderr
-        )
-    else:
-        arrays, meta = cached
-    skipped = SkipLog(**meta["skipped_rows"])
-    if skipped.total:
-        warnings.warn(
-            f"Catalog {path.name} {skipped.summary('rows')} See provenance ['skipped_rows'].",
-            DataSkipWarning,
-            stacklevel=2,
-        )
-
-    n = len(arrays["images"])
-    if meta["has_split_column"]:
-        parts = arrays["split_codes"]
-        split_rule = "the file's split column"
-    else:
-        seeded = seeded_partition(n, [val_fraction, test_fraction], seed, salt=0)
-        parts = np.array([0, 1, 2])[seeded]  # part 1 -> val, part 2 -> test
-        split_rule = (
-            f"seeded permutation: round({val_fraction} * n) val, round({test_fraction} * n) test"
-        )
-    empty = [s for code, s in enumerate(SPLITS) if not np.any(parts == code)]
-    if empty:
-        raise DataError(
-            f"{path.name}: the {empty} split(s) would be empty ({n} usable rows, split by "
-            f"{split_rule}); add rows, or change the split column or fractions."
-        )
-    idx = {s: np.flatnonzero(parts == code) for code, s in enumerate(SPLITS)}
+    arrays, meta = _cached_build(path, root, params, cache_file, progress=progress)
+    _warn_skips(path, meta)
+    idx, split_rule = _split_rows(
+        path,
+        arrays,
+        meta["has_split_column"],
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+    )
     result = apply_cutoff(arrays["labels"][idx["train"]], cutoff, seed)
     names = meta["label_names"]
     idx["train"] = idx["train"][result.train_keep]
     kept = result.kept_labels
-    label_names = tuple(names[j] for j in kept)
     provenance = {
         "source": "csv",
         "files": {path.name: {"sha256": params["catalog_sha256"]}},
@@ -353,9 +491,7 @@ def load_csv_catalog(
         "label_separator": label_separator,
         "num_rows": meta["num_rows"],
         "skipped_rows": meta["skipped_rows"],
-        "split": split_rule,
-        "val_fraction": None if meta["has_split_column"] else val_fraction,
-        "test_fraction": None if meta["has_split_column"] else test_fraction,
+        **_split_provenance(meta, split_rule, val_fraction, test_fraction),
         "cutoff": cutoff,
         "seed": seed,
         **result.provenance(names),
@@ -364,15 +500,4 @@ def load_csv_catalog(
         "channels": channels,
         "crop": "whole image, padded to square (black), bicubic resize",
     }
-    return Splits(
-        *(
-            Dataset(
-                images=arrays["images"][idx[s]],
-                labels=arrays["labels"][idx[s]][:, kept],
-                label_names=label_names,
-                split=s,
-                provenance=provenance,
-            )
-            for s in SPLITS
-        )
-    )
+    return _splits(arrays, idx, [names[j] for j in kept], kept, provenance)

@@ -43,6 +43,10 @@ each annotation file once in `<cache>/fashionpedia/*.npz` (atomic), keyed by the
 file's SHA-256, the image folder, the image size, the label set and the bad-item policies.
 Splitting and the cut-off are applied in memory on load, so every seed and cut-off shares it.
 
+Code: `fashionpedia_labels` chooses the categories and label attributes by name,
+`fashionpedia_crops` crops one annotation file; this module finds the files, caches the crops
+and builds the splits.
+
 Bad items: `on_bad_image` (image file missing, undecodable, or not the size the table says) and
 `on_bad_annotation` (image id not in the image table, attribute id not in the attribute table,
 missing fields, degenerate box or box outside the image) are "error" (default: stop with the
@@ -52,20 +56,18 @@ and reported with a DataSkipWarning). Never silent.
 
 from __future__ import annotations
 
-import json
+import functools
 import os
-import re
 import sys
 import warnings
-from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from experiments.data.dataset import Dataset, Splits
+from experiments.data.fashionpedia_crops import SourceFiles, build_crops, read_annotation_file
+from experiments.data.fashionpedia_labels import DEFAULT_LABELS, TaskSpec, name_key, task_spec
 from experiments.data.images import (
     DataError,
     DataNotFoundError,
@@ -75,22 +77,27 @@ from experiments.data.images import (
     cache_key,
     cache_root,
     check_policy,
-    crop_box,
     load_arrays,
-    read_image,
     save_arrays,
     seeded_partition,
     sha256_file,
-    square_resize,
 )
 
 __all__ = [
     "ANNOTATION_FILES",
+    "DEFAULT_LABELS",
     "DataError",
     "DataNotFoundError",
+    "SourceFiles",
+    "TaskSpec",
+    "build_crops",
     "load_archetype",
+    "load_fashionpedia",
     "load_sleevetype",
+    "locate",
+    "name_key",
     "prepare",
+    "read_annotation_file",
 ]
 
 ENV_VAR = "LTWEIGHTS_FASHIONPEDIA"
@@ -104,150 +111,6 @@ IMAGE_DIRS = {
     "train2020": ("train", "train2020", "images/train", "images/train2020"),
     "val2020": ("test", "val", "val2020", "val_test2020", "images/test", "images/val2020"),
 }
-
-# Wanted names; each entry lists accepted spellings (matched after `name_key`).
-SLEEVE_STYLES: tuple[tuple[str, ...], ...] = (
-    ("set-in sleeve",),
-    ("dropped-shoulder sleeve",),
-    ("raglan (sleeve)",),
-    ("cap (sleeve)",),
-    ("tulip (sleeve)",),
-    ("puff (sleeve)",),
-    ("bell (sleeve)",),
-    ("circular flounce (sleeve)",),
-    ("poet (sleeve)",),
-    ("dolman (sleeve), batwing (sleeve)", "dolman (sleeve)", "batwing (sleeve)"),
-    ("bishop (sleeve)",),
-    ("leg of mutton (sleeve)",),
-    ("kimono (sleeve)",),
-)
-SLEEVE_LENGTHS: tuple[tuple[str, ...], ...] = (
-    ("sleeveless",),
-    ("short (length)",),
-    ("elbow-length",),
-    ("three quarter (length)",),
-    ("wrist-length",),
-)
-GARMENT_CATEGORIES: tuple[tuple[str, ...], ...] = tuple(
-    (name,)
-    for name in (
-        "shirt, blouse",
-        "top, t-shirt, sweatshirt",
-        "sweater",
-        "cardigan",
-        "jacket",
-        "vest",
-        "pants",
-        "shorts",
-        "skirt",
-        "coat",
-        "dress",
-        "jumpsuit",
-        "cape",
-    )
-)
-GARMENT_PARTS_SUPERCATEGORY = "garment parts"
-
-
-def name_key(name: str) -> str:
-    """Spelling-insensitive key of an ontology name: lower case, no parentheses or hyphens."""
-    return " ".join(re.sub(r"[()\-]", " ", name.lower()).split())
-
-
-# ---------------------------------------------------------------------------------------------
-# Selecting categories and labels by name
-
-
-def _select_by_name(
-    table: Sequence[dict], wanted: Sequence[Sequence[str]], *, what: str, source: str, **where: str
-) -> list[dict]:
-    """Rows of `table` (restricted to fields == `where`) matching each wanted name, in order."""
-    rows = [r for r in table if all(r.get(k) == v for k, v in where.items())]
-    by_key: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        by_key[name_key(str(r.get("name", "")))].append(r)
-    found, missing = [], []
-    for spellings in wanted:
-        hits = {id(r): r for s in spellings for r in by_key.get(name_key(s), [])}
-        if len(hits) > 1:
-            names = sorted(f"{r['id']}: {r['name']}" for r in hits.values())
-            raise DataError(f"{source}: {what} {spellings[0]!r} matches several rows: {names}.")
-        if hits:
-            found.append(next(iter(hits.values())))
-        else:
-            missing.append(spellings[0])
-    if missing:
-        scope = " and ".join(f"{k} {v!r}" for k, v in where.items()) or "any row"
-        have = sorted(str(r.get("name")) for r in rows)
-        raise DataError(
-            f"{source}: the {what} table lacks {missing} (looked among rows with {scope}; it "
-            f"has {have[:40]}{' ...' if len(have) > 40 else ''}). Use the Fashionpedia 2020 "
-            "attribute annotation files (instances_attributes_*2020.json)."
-        )
-    return found
-
-
-def garment_nicknames(attributes: Sequence[dict], categories: Sequence[dict], source: str):
-    """Nickname attributes naming a whole garment: see the module docstring for the rule."""
-    parts = {
-        name_key(str(c["name"]))
-        for c in categories
-        if c.get("supercategory") == GARMENT_PARTS_SUPERCATEGORY
-    }
-    if not parts:
-        raise DataError(
-            f"{source}: no category has supercategory {GARMENT_PARTS_SUPERCATEGORY!r}, so "
-            "garment nicknames cannot be told from part nicknames. Use the Fashionpedia 2020 "
-            "attribute annotation files."
-        )
-    part_words = re.compile(r"\b(" + "|".join(re.escape(p) for p in sorted(parts)) + r")\b")
-    nicknames = [
-        a
-        for a in attributes
-        if a.get("supercategory") == "nickname"
-        and not part_words.search(name_key(str(a.get("name", ""))))
-    ]
-    if not nicknames:
-        raise DataError(f"{source}: the attribute table has no garment nickname attributes.")
-    return sorted(nicknames, key=lambda a: a["id"])
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """Which annotations are examples (categories) and which attributes are labels."""
-
-    task: str
-    labels: str
-
-    def select(self, table: dict, source: str) -> tuple[list[dict], list[dict]]:
-        """(category rows, label attribute rows) chosen by name from the file's own tables."""
-        categories, attributes = table["categories"], table["attributes"]
-        if self.task == "sleevetype":
-            cats = _select_by_name(categories, [("sleeve",)], what="category", source=source)
-            wanted, sup = (
-                (SLEEVE_STYLES, "nickname")
-                if self.labels == "style"
-                else (
-                    SLEEVE_LENGTHS,
-                    "length",
-                )
-            )
-            attrs = _select_by_name(
-                attributes, wanted, what="attribute", source=source, supercategory=sup
-            )
-            return cats, attrs
-        cats = _select_by_name(categories, GARMENT_CATEGORIES, what="category", source=source)
-        return cats, garment_nicknames(attributes, categories, source)
-
-
-def _task_spec(task: str, labels: str) -> TaskSpec:
-    if task not in ("sleevetype", "archetype"):
-        raise ValueError(f"Unknown Fashionpedia task {task!r}; valid: sleevetype, archetype.")
-    valid = ("style", "length") if task == "sleevetype" else ("nickname",)
-    if labels not in valid:
-        raise ValueError(f"labels={labels!r} is not valid for {task}; choose one of {valid}.")
-    return TaskSpec(task, labels)
-
 
 # ---------------------------------------------------------------------------------------------
 # Finding the data
@@ -273,12 +136,6 @@ def missing_dataset_message(reason: str) -> str:
         "Without Fashionpedia, the embedded catalog configs (catalog_<scheme>, e.g. "
         "catalog_proposed) run the same comparison on the Fashion-MNIST catalog task."
     )
-
-
-@dataclass(frozen=True)
-class SourceFiles:
-    annotations: Path
-    images: Path
 
 
 def locate(
@@ -327,176 +184,7 @@ def locate(
 
 
 # ---------------------------------------------------------------------------------------------
-# Prepare: annotation file -> cached crops
-
-
-def read_annotation_file(path: Path) -> dict:
-    """Parses and checks the top-level schema of an instances_attributes file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            table = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path} is not a readable JSON file ({e}); download it again.") from e
-    if not isinstance(table, dict):
-        raise DataError(f"{path}: expected a JSON object with images, annotations, ...")
-    missing = [k for k in ("images", "annotations", "categories", "attributes") if k not in table]
-    if missing:
-        raise DataError(
-            f"{path} lacks the keys {missing}; it is not a Fashionpedia attribute annotation "
-            "file (use instances_attributes_{train,val}2020.json)."
-        )
-    return table
-
-
-def _image_table(images: list[dict], source: Path) -> dict[int, tuple[str, int, int]]:
-    table = {}
-    for im in images:
-        try:
-            image_id, entry = im["id"], (str(im["file_name"]), int(im["width"]), int(im["height"]))
-        except (KeyError, TypeError, ValueError) as e:
-            raise DataError(f"{source}: image entry {im!r} lacks id/file_name/width/height.") from e
-        if image_id in table:
-            raise DataError(f"{source}: image id {image_id} appears twice in the images table.")
-        table[image_id] = entry
-    return table
-
-
-def _annotation_problem(
-    ann: dict, images: dict, attribute_ids: set[int], tolerance: float
-) -> tuple[str, str] | None:
-    """(reason, detail) of what is wrong with an annotation, or None when it is usable."""
-    missing = [k for k in ("image_id", "bbox", "attribute_ids") if k not in ann]
-    if missing:
-        return "annotation lacks fields", f"annotation {ann.get('id')} lacks {missing}"
-    if ann["image_id"] not in images:
-        return (
-            "annotation points at an image not in the image table",
-            f"annotation {ann.get('id')} points at image id {ann['image_id']}, absent from images",
-        )
-    unknown = sorted(set(ann["attribute_ids"]) - attribute_ids)
-    if unknown:
-        return (
-            "attribute id absent from the attribute table",
-            f"annotation {ann.get('id')} has attribute ids {unknown} absent from the table",
-        )
-    _, width, height = images[ann["image_id"]]
-    try:
-        crop_box(ann["bbox"], width, height, tolerance=tolerance)
-    except (DataError, TypeError, ValueError) as e:
-        return "bad bbox", f"annotation {ann.get('id')}: {e}"
-    return None
-
-
-def _bad(policy: str, skips: SkipLog, reason: str, detail: str, fix: str, n: int = 1) -> None:
-    if policy == "error":
-        raise DataError(f"{detail}. {fix}")
-    skips.add(reason, detail, n)
-
-
-def build_crops(
-    source: SourceFiles,
-    spec: TaskSpec,
-    *,
-    image_size: int,
-    on_bad_image: str,
-    on_bad_annotation: str,
-    bbox_tolerance: float = 2.0,
-    progress: bool = True,
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Crops of one annotation file: arrays {images, labels, image_ids, annotation_ids} + meta."""
-    from tqdm.auto import tqdm
-
-    path = source.annotations
-    table = read_annotation_file(path)
-    categories, label_rows = spec.select(table, str(path))
-    category_ids = {c["id"] for c in categories}
-    column = {a["id"]: j for j, a in enumerate(label_rows)}
-    images = _image_table(table["images"], path)
-    attribute_ids = {a["id"] for a in table["attributes"]}
-    fix_ann = "Fix the annotation file, or pass on_bad_annotation='skip' to leave it out (counted)."
-    fix_img = "Check the image folder, or pass on_bad_image='skip' to leave it out (counted)."
-
-    # Pass 1: check annotations against the tables, before any (slow) image reading.
-    skips, unlabelled = SkipLog(), 0
-    per_image: dict[int, list[tuple[int, list, list[int]]]] = defaultdict(list)
-    for ann in table["annotations"]:
-        if ann.get("category_id") not in category_ids:
-            continue
-        problem = _annotation_problem(ann, images, attribute_ids, bbox_tolerance)
-        if problem:
-            _bad(on_bad_annotation, skips, *problem, f"In {path.name}: {fix_ann}")
-            continue
-        cols = sorted({column[a] for a in ann["attribute_ids"] if a in column})
-        if not cols:
-            unlabelled += 1
-            continue
-        per_image[ann["image_id"]].append((ann.get("id"), ann["bbox"], cols))
-
-    # Pass 2: open each image once and crop all its annotations.
-    crops, labels, image_ids, annotation_ids = [], [], [], []
-    for image_id in tqdm(
-        sorted(per_image), desc=f"crop {path.name}", unit="img", disable=not progress
-    ):
-        file_name, width, height = images[image_id]
-        anns = per_image[image_id]
-        file_path = source.images / file_name
-        try:
-            image = read_image(file_path, "RGB")
-        except DataNotFoundError:
-            _bad(
-                on_bad_image,
-                skips,
-                "image file missing",
-                f"{file_path} (listed in {path.name}) does not exist",
-                fix_img,
-                len(anns),
-            )
-            continue
-        except DataError as e:
-            _bad(
-                on_bad_image, skips, "image file unreadable", str(e).rstrip("."), fix_img, len(anns)
-            )
-            continue
-        if image.size != (width, height):
-            detail = (
-                f"{file_path} is {image.size[0]} x {image.size[1]} but {path.name} says "
-                f"{width} x {height}"
-            )
-            _bad(
-                on_bad_image, skips, "image size differs from the table", detail, fix_img, len(anns)
-            )
-            continue
-        for ann_id, bbox, cols in anns:
-            box = crop_box(bbox, width, height, tolerance=bbox_tolerance)
-            crops.append(square_resize(image.crop(box), image_size))
-            row = np.zeros(len(label_rows), np.uint8)
-            row[cols] = 1
-            labels.append(row)
-            image_ids.append(image_id)
-            annotation_ids.append(-1 if ann_id is None else int(ann_id))
-
-    if not crops:
-        raise DataError(
-            f"{path}: no usable {spec.task} crops (categories {[c['name'] for c in categories]} "
-            f"with any label; {skips.total} skipped, {unlabelled} unlabelled)."
-        )
-    arrays = {
-        "images": np.stack(crops),
-        "labels": np.stack(labels),
-        "image_ids": np.asarray(image_ids, np.int64),
-        "annotation_ids": np.asarray(annotation_ids, np.int64),
-    }
-    meta = {
-        "annotation_file": path.name,
-        "categories": [{"id": c["id"], "name": c["name"]} for c in categories],
-        "label_attributes": [
-            {"id": a["id"], "name": a["name"], "supercategory": a.get("supercategory")}
-            for a in label_rows
-        ],
-        "skipped_annotations": skips.as_dict(),
-        "unlabelled_annotations": unlabelled,
-    }
-    return arrays, meta
+# Prepare: annotation files -> cached crops (`fashionpedia_crops`)
 
 
 def prepare(
@@ -517,7 +205,7 @@ def prepare(
     meta holds the label attributes (id, name), skip counts, the annotation file's SHA-256 and
     the cache file name. Skips are reported with a DataSkipWarning on every call.
     """
-    spec = _task_spec(task, labels or ("style" if task == "sleevetype" else "nickname"))
+    spec = task_spec(task, labels or DEFAULT_LABELS.get(task, ""))
     check_policy("on_bad_image", on_bad_image)
     check_policy("on_bad_annotation", on_bad_annotation)
     sources = locate(data_dir, train_image_dir=train_image_dir, test_image_dir=test_image_dir)
@@ -571,22 +259,75 @@ def prepare(
 # Loaders
 
 
-def _load(
+def _same_label_names(train_meta: dict[str, Any], test_meta: dict[str, Any]) -> list[str]:
+    names = [a["name"] for a in train_meta["label_attributes"]]
+    if names != [a["name"] for a in test_meta["label_attributes"]]:
+        raise DataError(
+            "The train2020 and val2020 annotation files select different label attributes "
+            f"({names} vs {[a['name'] for a in test_meta['label_attributes']]}); use files of "
+            "the same Fashionpedia release."
+        )
+    return names
+
+
+def _split_by_image(
+    image_ids: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    """train2020 -> (train rows, val rows, their descriptions), split by image so that the crops
+    of one photo stay in one split."""
+    unique_images = np.unique(image_ids)
+    parts = seeded_partition(len(unique_images), [val_fraction], seed, salt=0)
+    val_images = unique_images[parts == 1]
+    is_val = np.isin(image_ids, val_images)
+    described = {
+        "train": f"train2020 images not in val ({len(unique_images) - len(val_images)} images)",
+        "val": f"round({val_fraction} * images) of train2020, seeded permutation "
+        f"({len(val_images)} images)",
+        "test": "val2020",
+    }
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val), described
+
+
+def _files_provenance(train_meta: dict[str, Any], test_meta: dict[str, Any]) -> dict[str, Any]:
+    """The annotation files' checksums, the cache files and the example categories."""
+    return {
+        "files": {
+            m["annotation_file"]: {"sha256": m["annotation_sha256"]}
+            for m in (train_meta, test_meta)
+        },
+        "cache_files": [train_meta["cache_file"], test_meta["cache_file"]],
+        "categories": train_meta["categories"],
+    }
+
+
+def _annotation_counts(train_meta: dict[str, Any], test_meta: dict[str, Any]) -> dict[str, Any]:
+    """Skipped and unlabelled annotations of both annotation files."""
+    return {
+        key: {"train2020": train_meta[key], "val2020": test_meta[key]}
+        for key in ("skipped_annotations", "unlabelled_annotations")
+    }
+
+
+def load_fashionpedia(
     task: str,
     *,
     cutoff: int | None,
     seed: int,
-    data_dir,
-    cache_dir,
-    image_size: int,
-    labels: str,
-    val_fraction: float,
-    on_bad_image: str,
-    on_bad_annotation: str,
-    train_image_dir,
-    test_image_dir,
-    progress: bool,
+    data_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    image_size: int = 64,
+    labels: str | None = None,
+    val_fraction: float = 0.1,
+    on_bad_image: str = "error",
+    on_bad_annotation: str = "error",
+    train_image_dir: str | os.PathLike | None = None,
+    test_image_dir: str | os.PathLike | None = None,
+    progress: bool = True,
 ) -> Splits:
+    """The splits of Fashionpedia task `task` ("sleevetype" or "archetype"; see the module
+    docstring). `labels` None means the task's default (DEFAULT_LABELS)."""
+    if labels is None:
+        labels = DEFAULT_LABELS.get(task, "")
     prepared = prepare(
         task,
         data_dir=data_dir,
@@ -603,62 +344,31 @@ def _load(
         prepared["train2020"],
         prepared["val2020"],
     )
-    names = [a["name"] for a in train_meta["label_attributes"]]
-    if names != [a["name"] for a in test_meta["label_attributes"]]:
-        raise DataError(
-            "The train2020 and val2020 annotation files select different label attributes "
-            f"({names} vs {[a['name'] for a in test_meta['label_attributes']]}); use files of "
-            "the same Fashionpedia release."
-        )
-
-    # train2020 -> train / val by image, so crops of one photo stay in one split.
-    unique_images = np.unique(train_arrays["image_ids"])
-    parts = seeded_partition(len(unique_images), [val_fraction], seed, salt=0)
-    val_images = unique_images[parts == 1]
-    is_val = np.isin(train_arrays["image_ids"], val_images)
-    train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
-
+    names = _same_label_names(train_meta, test_meta)
+    train_idx, val_idx, described = _split_by_image(train_arrays["image_ids"], val_fraction, seed)
     result = apply_cutoff(train_arrays["labels"][train_idx], cutoff, seed)
     train_idx = train_idx[result.train_keep]
     kept = result.kept_labels
     label_names = tuple(names[j] for j in kept)
-
     provenance = {
         "source": "fashionpedia",
         "task": task,
         "labels": labels,
-        "files": {
-            m["annotation_file"]: {"sha256": m["annotation_sha256"]}
-            for m in (train_meta, test_meta)
-        },
-        "cache_files": [train_meta["cache_file"], test_meta["cache_file"]],
-        "categories": train_meta["categories"],
+        **_files_provenance(train_meta, test_meta),
         "label_attributes": [train_meta["label_attributes"][j] for j in kept],
         **result.provenance(names),
-        "skipped_annotations": {
-            "train2020": train_meta["skipped_annotations"],
-            "val2020": test_meta["skipped_annotations"],
-        },
-        "unlabelled_annotations": {
-            "train2020": train_meta["unlabelled_annotations"],
-            "val2020": test_meta["unlabelled_annotations"],
-        },
-        "splits": {
-            "train": f"train2020 images not in val ({len(unique_images) - len(val_images)} images)",
-            "val": f"round({val_fraction} * images) of train2020, seeded permutation "
-            f"({len(val_images)} images)",
-            "test": "val2020",
-        },
+        **_annotation_counts(train_meta, test_meta),
+        "splits": described,
         "cutoff": cutoff,
         "seed": seed,
         "val_fraction": val_fraction,
         "image_size": image_size,
         "crop": "annotation bbox, padded to square (black), bicubic resize, RGB",
-    }
-    provenance["num_examples"] = {
-        "train": len(train_idx),
-        "val": len(val_idx),
-        "test": len(test_arrays["images"]),
+        "num_examples": {
+            "train": len(train_idx),
+            "val": len(val_idx),
+            "test": len(test_arrays["images"]),
+        },
     }
 
     def dataset(arrays, idx, split):
@@ -677,39 +387,14 @@ def _load(
     )
 
 
-def load_sleevetype(
-    *,
-    cutoff: int | None,
-    seed: int,
-    data_dir: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    image_size: int = 64,
-    labels: str = "style",
-    val_fraction: float = 0.1,
-    on_bad_image: str = "error",
-    on_bad_annotation: str = "error",
-    train_image_dir: str | os.PathLike | None = None,
-    test_image_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> Splits:
-    """Sleeve crops labelled by sleeve style (labels="style", 13) or length ("length", 5)."""
-    return _load("sleevetype", **locals())  # locals(): exactly the arguments above
-
-
-def load_archetype(
-    *,
-    cutoff: int | None,
-    seed: int,
-    data_dir: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    image_size: int = 64,
-    labels: str = "nickname",
-    val_fraction: float = 0.1,
-    on_bad_image: str = "error",
-    on_bad_annotation: str = "error",
-    train_image_dir: str | os.PathLike | None = None,
-    test_image_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> Splits:
-    """Whole-garment crops (13 categories) labelled by garment nickname (polo shirt, ...)."""
-    return _load("archetype", **locals())  # locals(): exactly the arguments above
+# The two task loaders: `load_fashionpedia` with the task fixed (same keyword arguments).
+load_sleevetype = functools.partial(load_fashionpedia, "sleevetype")
+load_sleevetype.__doc__ = (
+    "Sleeve crops labelled by sleeve style (labels='style', 13, the default) or length "
+    "('length', 5). Keyword arguments: those of `load_fashionpedia`."
+)
+load_archetype = functools.partial(load_fashionpedia, "archetype")
+load_archetype.__doc__ = (
+    "Whole-garment crops (13 categories) labelled by garment nickname (polo shirt, ...). "
+    "Keyword arguments: those of `load_fashionpedia`."
+)
