@@ -40,7 +40,7 @@ import platform
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -137,17 +137,24 @@ def iter_record_paths(root: str | os.PathLike) -> Iterator[Path]:
     yield from sorted(Path(root).rglob(RECORD_FILENAME))
 
 
-def load_record(path: str | os.PathLike) -> dict[str, Any]:
+def load_record(
+    path: str | os.PathLike, *, versions: Collection[int] = (SCHEMA_VERSION,)
+) -> dict[str, Any]:
+    """The record at `path`; ValueError naming the file when it is not JSON, not an object or of
+    a schema version outside `versions` (a reader of older records passes the ones it reads)."""
     path = Path(path)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"Run record {path} is not valid JSON ({e}); delete it and rerun.") from e
+    if not isinstance(record, dict):
+        raise ValueError(f"Run record {path} is not a JSON object; delete it and rerun.")
     version = record.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version not in versions:
+        readable = " or ".join(str(v) for v in sorted(versions))
         raise ValueError(
             f"Run record {path} has schema_version {version!r}; this code reads version "
-            f"{SCHEMA_VERSION}. Rerun the experiment with --force to rewrite it."
+            f"{readable}. Rerun the experiment with --force to rewrite it."
         )
     return record
 

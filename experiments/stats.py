@@ -1,13 +1,8 @@
 """Small-sample statistics for the report: means with Student-t confidence intervals over seeds.
 
-Pure Python (math only): the report must not need SciPy. The Student-t quantile is computed by
-inverting the t distribution function, which is written with the regularized incomplete beta
-function evaluated by its continued fraction (Press et al., Numerical Recipes, 3rd ed., 6.4):
-
-    P(|T| > t) = I_x(df/2, 1/2),  x = df / (df + t^2);   P(|T| <= t) = I_y(1/2, df/2),  y = 1 - x.
-
-Undefined values (None or NaN: an empty frequency bucket, a label without test positives) are
-left out of every statistic, so `n` always counts the values actually used.
+The Student-t quantile comes from SciPy (`scipy.stats.t`), installed with JAX. Undefined values
+(None or NaN: an empty frequency bucket, a label without test positives) are left out of every
+statistic, so `n` always counts the values actually used.
 """
 
 from __future__ import annotations
@@ -16,123 +11,24 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
+from scipy import stats as _scipy_stats
+
 __all__ = [
     "MeanCI",
     "defined",
     "mean_ci",
     "paired_difference",
-    "regularized_incomplete_beta",
-    "student_t_cdf",
     "student_t_ppf",
 ]
 
-_EPS = 1e-16
-_TINY = 1e-300
-
-
-def _beta_continued_fraction(a: float, b: float, x: float) -> float:
-    """Continued fraction of I_x(a, b) by the modified Lentz method (Numerical Recipes 6.4)."""
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > _TINY else _TINY)
-    h = d
-    for m in range(1, 10_000):
-        m2 = 2 * m
-        # Even step, then odd step of the fraction's recurrence.
-        even = m * (b - m) * x / ((qam + m2) * (a + m2))
-        odd = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        for coefficient in (even, odd):
-            d = 1.0 + coefficient * d
-            d = 1.0 / (d if abs(d) > _TINY else _TINY)
-            c = 1.0 + coefficient / c
-            c = c if abs(c) > _TINY else _TINY
-            delta = d * c
-            h *= delta
-        if abs(delta - 1.0) < _EPS:
-            return h
-    raise ArithmeticError(f"incomplete beta continued fraction did not converge (a={a}, b={b}).")
-
-
-def regularized_incomplete_beta(a: float, b: float, x: float) -> float:
-    """I_x(a, b) = B(x; a, b) / B(a, b) for a, b > 0 and 0 <= x <= 1."""
-    if a <= 0 or b <= 0:
-        raise ValueError(f"incomplete beta needs a, b > 0; got a={a}, b={b}.")
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"incomplete beta needs 0 <= x <= 1; got x={x}.")
-    if x in (0.0, 1.0):
-        return x
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    front = math.exp(log_front)
-    # The continued fraction converges fast only below (a+1)/(a+b+2); use the symmetry
-    # I_x(a, b) = 1 - I_{1-x}(b, a) above it.
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _beta_continued_fraction(a, b, x) / a
-    return 1.0 - front * _beta_continued_fraction(b, a, 1.0 - x) / b
-
-
-def _central_probability(t: float, df: float) -> float:
-    """P(|T| <= t) = I_y(1/2, df/2), y = t^2 / (df + t^2); accurate for small t."""
-    return regularized_incomplete_beta(0.5, df / 2.0, t * t / (df + t * t))
-
-
-def _two_tailed_probability(t: float, df: float) -> float:
-    """P(|T| > t) = I_x(df/2, 1/2), x = df / (df + t^2); accurate for large t."""
-    return regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
-
-
-def student_t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with `df` > 0 degrees of freedom."""
-    if df <= 0:
-        raise ValueError(f"Student t needs df > 0; got {df}.")
-    if math.isinf(t):
-        return 1.0 if t > 0 else 0.0
-    # Each form is used where it does not subtract nearly equal numbers.
-    if t * t < df:
-        return 0.5 + math.copysign(0.5 * _central_probability(abs(t), df), t)
-    tail = 0.5 * _two_tailed_probability(t, df)
-    return 1.0 - tail if t > 0 else tail
-
 
 def student_t_ppf(p: float, df: float) -> float:
-    """The quantile t with P(T <= t) = p, for 0 < p < 1 and df > 0.
-
-    Bisection on a monotone probability: slower than a series but accurate to ~1e-12 relative
-    for any df, which is what an interval over a handful of seeds needs (t_{0.975, 2} = 4.3027).
-    Near p = 1/2 it solves P(|T| <= t) = 2p - 1, in the tails P(|T| > t) = 2(1 - p), so that
-    no step loses digits to cancellation.
-    """
+    """The quantile t with P(T <= t) = p, for 0 < p < 1 and df > 0 (t_{0.975, 2} = 4.3027)."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"Student t quantile needs 0 < p < 1; got p={p}.")
-    if df <= 0:
+    if not df > 0:
         raise ValueError(f"Student t needs df > 0; got {df}.")
-    if p == 0.5:
-        return 0.0
-    if p < 0.5:
-        return -student_t_ppf(1.0 - p, df)
-    central, tail = 2.0 * p - 1.0, 2.0 * (1.0 - p)  # Both exact in floating point for p >= 1/2.
-    if central <= 0.5:
-
-        def below(t: float) -> bool:  # True while t is below the quantile.
-            return _central_probability(t, df) < central
-    else:
-
-        def below(t: float) -> bool:
-            return _two_tailed_probability(t, df) > tail
-
-    lo, hi = 0.0, 1.0
-    while below(hi):
-        lo, hi = hi, hi * 2.0
-    for _ in range(400):
-        mid = 0.5 * (lo + hi)
-        if below(mid):
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-14 * hi:
-            break
-    return 0.5 * (lo + hi)
+    return float(_scipy_stats.t.ppf(p, df))
 
 
 class MeanCI(NamedTuple):

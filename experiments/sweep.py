@@ -60,7 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sweep: configs with failed runs: {', '.join(failed)}", file=sys.stderr)
     if args.dry_run or args.no_report:
         return 1 if failed else 0
-    return report.main(["--records", args.records]) or (1 if failed else 0)
+    report_args = ["--records", args.records]
+    if args.records != RECORDS_ROOT:  # Other records get their report beside them.
+        report_args += ["--out", f"{args.records}/REPORT.md"]
+    return report.main(report_args) or (1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Tests of `python -m experiments.report` on synthetic run records written in the schema of
-experiments.records (version 1). Expected numbers are computed by hand in the comments."""
+experiments.records (version 1, and version 2 where said). Expected numbers are computed by hand
+in the comments."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from experiments import report
-from experiments.records import SCHEMA_VERSION, atomic_write_json
+from experiments.records import atomic_write_json
 
 SHA = "3f2a9c1be0d47f6a8b5c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a"
 NUM_LABELS = 4
@@ -65,7 +66,7 @@ def make_record(
             },
         }
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": 1,
         "status": status,
         "failure": failure,
         "config_name": f"{task}_{scheme}",
@@ -450,13 +451,16 @@ def test_bad_metrics_name_the_problem(tmp_path):
     assert "seed1/record.json is malformed: seed must be an integer" in message
 
 
-def test_mixed_schema_versions(tmp_path):
+def test_unreadable_schema_version_names_the_file(tmp_path):
     write_record(tmp_path, make_record())
     write_record(tmp_path, {**make_record(seed=1), "schema_version": 0})
-    with pytest.raises(
-        report.ReportError, match=r"mix schema versions.*version 0: 1.*version 1: 1"
-    ):
+    write_record(tmp_path, {**make_record(seed=2), "schema_version": True})
+    with pytest.raises(report.ReportError) as info:
         report.read_runs(tmp_path)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 2
+    assert "seed1/record.json has schema_version 0; this code reads version 1 or 2" in lines[0]
+    assert "seed2/record.json has schema_version True" in lines[1]
 
 
 def test_duplicate_runs_are_refused(tmp_path):
@@ -486,36 +490,21 @@ def test_main_reports_errors_on_stderr_and_keeps_old_results(tmp_path, capsys):
 
 
 def test_provenance_fields_merge_splits_and_drop_machine_paths():
-    provenance = {
-        "train": {"source": {"file": {"path": "/data/x.gz", "sha256": SHA}}, "n": 5},
-        "val": {"source": {"file": {"path": "/data/x.gz", "sha256": SHA}}, "n": 2},
+    common = {
+        "source": {"file": {"path": "/data/x.gz", "sha256": SHA}},
         "cache_dir": "relative/but/a/dir",
         "url": "file:///data/x.gz",
         "labels": list(range(7)),
         "classes": [3, 1],
+        "empty": {},
     }
-    assert report.provenance_fields(provenance) == {
+    split_provenance = {"train": {"n": 5}, "val": {"n": 2, "extra": {"train": 1}}}
+    assert report.provenance_fields(common, split_provenance) == {
         "source.file.sha256": SHA[:12] + "…",
         "n": "2 / 5",
         "classes": "[3, 1]",
+        "extra.train": "1",
     }
-
-
-def test_stale_plots_removed_other_files_kept(tmp_path):
-    root, plots = tmp_path / "runs", tmp_path / "plots"
-    write_record(root, make_record())
-    plots.mkdir()
-    (plots / "gpu_catalog_map_vs_cutoff.png").write_bytes(b"old")
-    (plots / "diagram.png").write_bytes(b"mine")
-    summary = report.write_report(root, tmp_path / "RESULTS.md", plots)
-    assert sorted(p.name for p in plots.iterdir()) == [
-        "cpu_catalog_ap_vs_frequency.png",
-        "cpu_catalog_map_vs_cutoff.png",
-        "diagram.png",
-    ]
-    assert (
-        summary[-1].startswith("Removed 1 plots") and "gpu_catalog_map_vs_cutoff.png" in summary[-1]
-    )
 
 
 def test_invisible_differences_are_not_called_separated():
@@ -527,3 +516,255 @@ def test_invisible_differences_are_not_called_separated():
     shift = report.paired_difference({s: v - 0.002 for s, v in control.items()}, control)
     assert report.separated(shift)
     assert report.format_ci(shift, signed=True, mark=True) == "**-0.002 ± 0.000** (n=3)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Record schema: version 1 is read as version 2
+
+
+def test_normalise_v1_record_to_v2():
+    v1 = make_record(variant="proposed(beta=0.9)")
+    v1["config"]["loss"] = "bce"
+    v1["data"]["provenance"] = {
+        "train": {"source": "fm", "params": {"cutoff": 6, "seed": 0}, "n": 1000, "empty": {}},
+        "val": {"source": "fm", "params": {"cutoff": 6, "seed": 0}, "n": 200, "empty": {}},
+        "test": {"source": "fm", "params": {"cutoff": 6, "seed": 1}, "n": 200, "empty": {}, "x": 1},
+    }
+    original = json.loads(json.dumps(v1))
+    v2 = report.normalise_record(v1)
+    assert v1 == original  # The input is left as it was.
+    assert v2["schema_version"] == 2
+    assert v2["method"] == "proposed"  # config_name "catalog_proposed" minus "catalog_".
+    assert v2["config"]["method"] == "proposed"
+    assert v2["config"]["loss"] == "weighted_sigmoid_bce"
+    assert v2["data"]["provenance"] == {"source": "fm", "params": {"cutoff": 6}, "empty": {}}
+    assert v2["data"]["split_provenance"] == {
+        "train": {"params": {"seed": 0}, "n": 1000},
+        "val": {"params": {"seed": 0}, "n": 200},
+        "test": {"params": {"seed": 1}, "n": 200, "x": 1},
+    }
+    # Everything else is kept.
+    for key in set(v1) - {"schema_version", "config", "data"}:
+        assert v2[key] == v1[key], key
+    assert v2["data"]["train_positives"] == v1["data"]["train_positives"]
+
+
+def test_normalise_v1_identical_splits_and_task_prefix():
+    v1 = make_record(task="catalog_step", variant="class_balanced")
+    v2 = report.normalise_record(v1)
+    # Not "step_class_balanced": the prefix is the task's whole name.
+    assert v2["method"] == "class_balanced"
+    assert v2["data"]["provenance"] == v1["data"]["provenance"]["train"]
+    assert v2["data"]["split_provenance"] == {}
+    # 1 and 1.0 (and True) are different JSON values: not merged into one common field.
+    common, differ = report.split_common({"train": {"a": 1}, "val": {"a": 1.0}, "test": {"a": 1}})
+    assert common == {} and differ == {"train": {"a": 1}, "val": {"a": 1.0}, "test": {"a": 1}}
+
+
+def make_v2_record(**kwargs) -> dict:
+    """The version-2 record of the same run as make_record(**kwargs), written out by hand."""
+    record = make_record(**kwargs)
+    method = record["variant"].split("(")[0]
+    provenance = record["data"]["provenance"]["train"]  # All three splits are equal here.
+    return {
+        **record,
+        "schema_version": 2,
+        "method": method,
+        "config": {**record["config"], "method": method, "loss": "weighted_sigmoid_bce"},
+        "data": {**record["data"], "provenance": provenance, "split_provenance": {}},
+    }
+
+
+def test_v2_records_are_read_unchanged_and_mix_with_v1(tmp_path):
+    v2 = make_v2_record(seed=1)
+    write_record(tmp_path, v2)
+    write_record(tmp_path, make_record(seed=0))
+    runs = report.read_runs(tmp_path)
+    assert [r.record["schema_version"] for r in runs] == [2, 2]
+    assert runs[1].record == v2
+    assert runs[0].method == runs[1].method == "none"
+
+
+def test_v2_record_gives_the_same_report_as_v1(tmp_path):
+    kinds = {"v1": make_record, "v2": make_v2_record}
+    texts = {}
+    for name, make in kinds.items():
+        root = tmp_path / name
+        for seed in range(2):
+            for variant in ("none", "proposed(beta=0.9)"):
+                write_record(root, make(variant=variant, seed=seed, mAP=0.4 + 0.1 * seed))
+        text, _, _ = report.build_report(
+            report.read_runs(root), records_dir=root, out=tmp_path / "R.md", plots_dir="p"
+        )
+        texts[name] = text.replace(f"`{name}`", "`ROOT`")
+    assert texts["v1"] == texts["v2"]
+    assert "| `files.train-images.sha256` | " + SHA[:12] + "… |" in texts["v2"]
+
+
+def test_v2_record_without_method_is_malformed(tmp_path):
+    record = make_v2_record()
+    del record["method"]
+    write_record(tmp_path, record)
+    with pytest.raises(report.ReportError, match=r"malformed: missing key\(s\) method"):
+        report.read_runs(tmp_path)
+
+
+def test_variant_order_is_read_from_one_place(monkeypatch):
+    from experiments.report import tables
+
+    variants = ["focal", "none", "inverse"]
+    assert sorted(variants, key=report.variant_sort_key) == ["none", "inverse", "focal"]
+    monkeypatch.setattr(tables, "VARIANT_ORDER", ("focal", "inverse", "none"))
+    assert sorted(variants, key=report.variant_sort_key) == ["focal", "inverse", "none"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the report writes
+
+
+def test_stale_plots_removed_only_when_this_report_wrote_them(tmp_path):
+    root, plots, out = tmp_path / "runs", tmp_path / "plots", tmp_path / "R.md"
+    write_record(root, make_record())
+    gpu = write_record(root / "gpu", make_record(tier="gpu"))
+    report.write_report(root, out, plots)
+    # Files the report did not write, one of them named like a report plot.
+    (plots / "smoke_catalog_map_vs_cutoff.png").write_bytes(b"someone else's")
+    (plots / "diagram.png").write_bytes(b"mine")
+    # A second report into the same folder, from the cpu records only.
+    other_root = tmp_path / "other"
+    write_record(other_root, make_record())
+    report.write_report(other_root, tmp_path / "other.md", plots)
+    assert (plots / "gpu_catalog_map_vs_cutoff.png").is_file()  # Not the other report's plot.
+    gpu.unlink()
+    summary = report.write_report(root, out, plots)
+    assert sorted(p.name for p in plots.iterdir()) == [
+        "cpu_catalog_ap_vs_frequency.png",
+        "cpu_catalog_map_vs_cutoff.png",
+        "diagram.png",
+        report.MANIFEST_NAME,
+        "smoke_catalog_map_vs_cutoff.png",
+    ]
+    assert summary[-1] == (
+        "Removed 2 plots this report wrote before and no longer makes: "
+        "gpu_catalog_ap_vs_frequency.png, gpu_catalog_map_vs_cutoff.png."
+    )
+    cpu = ["cpu_catalog_ap_vs_frequency.png", "cpu_catalog_map_vs_cutoff.png"]
+    assert report.read_manifest(plots) == {"../R.md": cpu, "../other.md": cpu}
+
+
+@pytest.mark.parametrize(
+    "manifest", ["{not json", '{"reports": {"../R.md": ["../../RESULTS.md"]}}', "[]"]
+)
+def test_bad_manifest_is_refused_before_anything_is_written(tmp_path, manifest):
+    root, plots, out = tmp_path / "runs", tmp_path / "plots", tmp_path / "R.md"
+    write_record(root, make_record())
+    plots.mkdir()
+    (plots / report.MANIFEST_NAME).write_text(manifest, encoding="utf-8")
+    with pytest.raises(report.ReportError, match=r"plots manifest .* Delete it and rerun"):
+        report.write_report(root, out, plots)
+    assert not out.exists()
+    assert [p.name for p in plots.iterdir()] == [report.MANIFEST_NAME]
+
+
+@pytest.fixture
+def checkout(tmp_path, monkeypatch):
+    """A folder laid out like the repository: committed report, plots and records, and the
+    user's own records in runs/; the current folder during the test."""
+    write_record(tmp_path / "results" / "runs", make_record(mAP=0.7))
+    write_record(tmp_path / "runs", make_record(tier="gpu", mAP=0.2))
+    committed = {
+        tmp_path / "RESULTS.md": b"committed report\n",
+        tmp_path / "results" / "plots" / "cpu_catalog_map_vs_cutoff.png": b"committed plot",
+        tmp_path / "results" / "plots" / "cpu_catalog_ap_vs_frequency.png": b"committed plot",
+    }
+    for path, data in committed.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    monkeypatch.chdir(tmp_path)
+    return committed
+
+
+def unchanged(files: dict[Path, bytes]) -> bool:
+    return all(path.read_bytes() == data for path, data in files.items()) and sorted(
+        p.name for p in (Path("results") / "plots").iterdir()
+    ) == ["cpu_catalog_ap_vs_frequency.png", "cpu_catalog_map_vs_cutoff.png"]
+
+
+def test_readme_example_writes_only_beside_its_out(checkout, capsys):
+    assert report.main(["--records", "runs", "--out", "my_results.md"]) == 0
+    assert unchanged(checkout)
+    plots = Path("my_results_plots")
+    assert sorted(p.name for p in plots.iterdir()) == [
+        "gpu_catalog_ap_vs_frequency.png",
+        "gpu_catalog_map_vs_cutoff.png",
+        report.MANIFEST_NAME,
+    ]
+    md = Path("my_results.md").read_text(encoding="utf-8")
+    assert "](my_results_plots/gpu_catalog_map_vs_cutoff.png)" in md
+    assert "## Notes" not in md
+    assert "Wrote my_results.md and 2 plots in my_results_plots." in capsys.readouterr().out
+
+
+def test_other_records_without_out_is_a_one_line_usage_error(checkout, capsys):
+    assert report.main(["--records", "runs"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out is required with --records runs" in err
+    assert unchanged(checkout)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--out", "RESULTS.md"],
+        ["--out", "./RESULTS.md"],
+        ["--out", "x.md", "--plots-dir", "results/plots/"],
+    ],
+)
+def test_other_records_never_overwrite_committed_files_unasked(checkout, capsys, args):
+    assert report.main(["--records", "runs", *args]) == 2
+    assert "would overwrite the committed" in capsys.readouterr().err
+    assert unchanged(checkout)
+    assert sorted(p.name for p in Path().iterdir()) == ["RESULTS.md", "results", "runs"]
+
+
+def test_overwrite_committed_flag_writes_committed_files(checkout):
+    assert report.main(["--records", "runs", "--out", "RESULTS.md", "--overwrite-committed"]) == 0
+    assert "gpu tier" in Path("RESULTS.md").read_text(encoding="utf-8")
+    plots = sorted(p.name for p in (Path("results") / "plots").iterdir())
+    # The committed cpu plots were not written by this report (no manifest listed them): kept.
+    assert plots == [
+        "cpu_catalog_ap_vs_frequency.png",
+        "cpu_catalog_map_vs_cutoff.png",
+        "gpu_catalog_ap_vs_frequency.png",
+        "gpu_catalog_map_vs_cutoff.png",
+        report.MANIFEST_NAME,
+    ]
+
+
+def test_default_command_regenerates_committed_report(checkout):
+    Path("results/NOTES.md").write_text("Analysis.\n", encoding="utf-8")
+    assert report.main([]) == 0
+    md = Path("RESULTS.md").read_text(encoding="utf-8")
+    assert "from 1 run records in `results/runs`" in md and "## Notes\n\nAnalysis.\n" in md
+    assert "](results/plots/cpu_catalog_map_vs_cutoff.png)" in md
+    assert Path("results/plots/cpu_catalog_map_vs_cutoff.png").read_bytes() != b"committed plot"
+    assert report.read_manifest("results/plots") == {
+        "../../RESULTS.md": ["cpu_catalog_ap_vs_frequency.png", "cpu_catalog_map_vs_cutoff.png"]
+    }
+    assert report.resolve_outputs("results/runs") == report.cli.Outputs(
+        Path("RESULTS.md"), Path("results/plots"), Path("results/NOTES.md")
+    )
+
+
+def test_sweep_reports_other_records_beside_them(monkeypatch):
+    from experiments import sweep
+
+    calls = []
+    monkeypatch.setattr(sweep.run, "main", lambda argv: 0)
+    monkeypatch.setattr(sweep.report, "main", lambda argv: calls.append(argv) or 0)
+    assert sweep.main(["--tasks", "catalog"]) == 0
+    assert sweep.main(["--tasks", "catalog", "--records", "mine"]) == 0
+    assert calls == [
+        ["--records", "results/runs"],
+        ["--records", "mine", "--out", "mine/REPORT.md"],
+    ]

@@ -2,7 +2,8 @@
 
 A hand edit of RESULTS.md, a record changed without regenerating, or a report change that alters
 the output without regenerating all fail here. PNG bytes are not compared (they depend on the
-installed matplotlib and fonts); that every linked plot is committed is.
+installed matplotlib and fonts); that every linked plot is committed, and listed in the plots
+manifest as this report's, is.
 """
 
 from pathlib import Path
@@ -23,15 +24,17 @@ def in_repo_root(monkeypatch):
 
 @pytest.mark.slow
 def test_results_md_is_regenerated_from_committed_records(in_repo_root):
-    notes_path = Path(report.DEFAULT_NOTES)
-    runs = report.read_runs("results/runs")
+    # Where `python -m experiments.report` (no arguments) writes.
+    outputs = report.resolve_outputs(report.COMMITTED_RECORDS)
+    assert outputs.out == Path("RESULTS.md") and outputs.plots_dir == Path("results/plots")
+    runs = report.read_runs(report.COMMITTED_RECORDS)
     text, plots, _ = report.build_report(
         runs,
-        records_dir="results/runs",
-        out="RESULTS.md",
-        plots_dir="results/plots",
-        notes=notes_path.read_text(encoding="utf-8") if notes_path.is_file() else None,
-        notes_name=str(notes_path) if notes_path.is_file() else None,
+        records_dir=report.COMMITTED_RECORDS,
+        out=outputs.out,
+        plots_dir=outputs.plots_dir,
+        notes=outputs.notes.read_text(encoding="utf-8") if outputs.notes else None,
+        notes_name=str(outputs.notes) if outputs.notes else None,
     )
     committed = Path("RESULTS.md").read_text(encoding="utf-8")
     assert text == committed, (
@@ -40,3 +43,6 @@ def test_results_md_is_regenerated_from_committed_records(in_repo_root):
     for plot in plots:
         assert Path(plot).is_file(), f"{plot} is linked from RESULTS.md but not committed"
         assert f"({Path(plot).as_posix()})" in text
+    assert report.read_manifest(outputs.plots_dir) == {
+        "../../RESULTS.md": sorted(Path(p).name for p in plots)
+    }, "results/plots/report_manifest.json is stale: run python -m experiments.report"

@@ -1,24 +1,15 @@
-"""Tests of experiments.stats against printed t tables, closed forms and hand-computed intervals."""
+"""Tests of experiments.stats against printed t tables, closed forms and hand-computed intervals.
+
+The quantile comes from SciPy; the references here are independent of it: values copied from
+printed t tables and the closed forms of the t distribution with 1 and 2 degrees of freedom."""
 
 import math
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
-try:
-    import scipy.stats as scipy_stats
-except ImportError:  # SciPy is only a test-time cross-check, not a dependency.
-    scipy_stats = None
-
-from experiments.stats import (
-    MeanCI,
-    mean_ci,
-    paired_difference,
-    regularized_incomplete_beta,
-    student_t_cdf,
-    student_t_ppf,
-)
+from experiments.stats import MeanCI, mean_ci, paired_difference, student_t_ppf
 
 # Two-sided 95% (p = 0.975) and other quantiles as printed in standard t tables (3 decimals).
 T_TABLE = [
@@ -67,24 +58,19 @@ def test_t_quantile_tends_to_normal():
     assert student_t_ppf(0.975, 1e7) == pytest.approx(1.959963984540054, abs=1e-5)
 
 
-@given(st.floats(0.01, 0.99), st.integers(1, 200))
-def test_cdf_inverts_quantile(p, df):
-    assert student_t_cdf(student_t_ppf(p, df), df) == pytest.approx(p, abs=1e-10)
+# Two-sided 95% quantiles to 6 decimals (e.g. NIST/SEMATECH e-Handbook, table 1.3.6.7.2).
+T_TABLE_6 = [(3, 3.182446), (4, 2.776445), (5, 2.570582), (9, 2.262157), (30, 2.042272)]
 
 
-@pytest.mark.skipif(scipy_stats is None, reason="SciPy (an independent reference) not installed")
-@given(st.floats(0.001, 0.999), st.floats(0.3, 300.0))
-def test_t_quantile_agrees_with_scipy(p, df):
-    # Within a few ulps of 1/2, SciPy itself departs from the Cauchy closed form (tested above).
-    assume(abs(p - 0.5) > 1e-12)
-    assert student_t_ppf(p, df) == pytest.approx(scipy_stats.t.ppf(p, df), rel=1e-8, abs=1e-12)
+@pytest.mark.parametrize(("df", "expected"), T_TABLE_6)
+def test_t_quantile_matches_six_decimal_table(df, expected):
+    assert student_t_ppf(0.975, df) == pytest.approx(expected, abs=1e-6)
 
 
-def test_incomplete_beta_identities():
-    # I_x(1, 1) = x; I_x(a, 1) = x^a; I_x(1, b) = 1 - (1 - x)^b.
-    assert regularized_incomplete_beta(1, 1, 0.3) == pytest.approx(0.3, rel=1e-12)
-    assert regularized_incomplete_beta(2.5, 1, 0.4) == pytest.approx(0.4**2.5, rel=1e-12)
-    assert regularized_incomplete_beta(1, 3, 0.2) == pytest.approx(1 - 0.8**3, rel=1e-12)
+def test_t_quantile_is_antisymmetric():
+    for df in (1, 2.5, 7):
+        assert student_t_ppf(0.1, df) == pytest.approx(-student_t_ppf(0.9, df), rel=1e-12)
+    assert student_t_ppf(0.5, 4) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -92,7 +78,7 @@ def test_incomplete_beta_identities():
     [
         (lambda: student_t_ppf(1.0, 3), "0 < p < 1"),
         (lambda: student_t_ppf(0.5, 0), "df > 0"),
-        (lambda: regularized_incomplete_beta(0, 1, 0.5), "a, b > 0"),
+        (lambda: student_t_ppf(0.5, float("nan")), "df > 0"),
         (lambda: mean_ci([1.0, 2.0], confidence=1.5), "confidence"),
     ],
 )

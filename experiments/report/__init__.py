@@ -1,0 +1,105 @@
+"""`python -m experiments.report`: run records -> a markdown report (RESULTS.md) and its plots.
+
+    python -m experiments.report            # RESULTS.md + results/plots/ from results/runs
+    python -m experiments.report --records runs --out my_results.md  # + my_results_plots/
+
+The report reads the run records only (see `experiments.records` for their schema; versions 1
+and 2 are read) and is a pure function of them: the same records give byte-identical markdown
+and plots, so RESULTS.md is never edited by hand. Analysis prose belongs in a notes file
+(`--notes`), included verbatim.
+
+What it writes, for every (tier, task) found in the records:
+  * tables of variant x cut-off for test mAP (all labels, head, medium, tail buckets) and
+    macro-F1: mean +/- half-width of the 95% Student-t interval over seeds, with n;
+  * the per-seed paired difference of every `proposed(...)` variant against `none` and against
+    `inverse` (same task, tier, cut-off and seed), marked where its 95% interval excludes 0;
+  * plots: per-label test AP against training positives, and mAP / tail mAP against cut-off;
+  * the data behind it (provenance, checksums, sizes), seeds, runs, failed runs and compute.
+Failed runs are listed and left out of every mean.
+
+Modules: `loading` (read, normalise to schema v2, validate), `tables` (grouping, statistics,
+tables), `prose` (headline sentences), `plots` (figures and the plots manifest), `markdown`
+(assembly) and `cli` (where to write, `main`).
+"""
+
+from experiments.report.cli import (
+    COMMITTED_PLOTS,
+    COMMITTED_RECORDS,
+    COMMITTED_REPORT,
+    DEFAULT_NOTES,
+    UsageError,
+    default_plots_dir,
+    main,
+    resolve_outputs,
+    write_report,
+)
+from experiments.report.loading import (
+    READABLE_VERSIONS,
+    ReportError,
+    Run,
+    normalise_record,
+    read_runs,
+    split_common,
+)
+from experiments.report.markdown import build_report
+from experiments.report.plots import (
+    MANIFEST_NAME,
+    plot_ap_vs_frequency,
+    plot_map_vs_cutoff,
+    read_manifest,
+)
+from experiments.report.prose import compare, headline, short_summary
+from experiments.report.tables import (
+    BASELINES,
+    METRICS,
+    VARIANT_ORDER,
+    Group,
+    format_ci,
+    group_runs,
+    is_proposed,
+    provenance_fields,
+    run_metrics,
+    separated,
+    split_variant,
+    variant_sort_key,
+)
+from experiments.stats import paired_difference
+
+__all__ = [
+    "BASELINES",
+    "COMMITTED_PLOTS",
+    "COMMITTED_RECORDS",
+    "COMMITTED_REPORT",
+    "DEFAULT_NOTES",
+    "MANIFEST_NAME",
+    "METRICS",
+    "READABLE_VERSIONS",
+    "VARIANT_ORDER",
+    "Group",
+    "ReportError",
+    "Run",
+    "UsageError",
+    "build_report",
+    "compare",
+    "default_plots_dir",
+    "format_ci",
+    "group_runs",
+    "headline",
+    "is_proposed",
+    "main",
+    "normalise_record",
+    "paired_difference",
+    "plot_ap_vs_frequency",
+    "plot_map_vs_cutoff",
+    "provenance_fields",
+    "read_manifest",
+    "read_runs",
+    "resolve_outputs",
+    "run_metrics",
+    "separated",
+    "short_summary",
+    "split_common",
+    "split_variant",
+    "variant_sort_key",
+    "write_report",
+]

@@ -1,0 +1,147 @@
+"""Prose of the report: the headline's sentences, each a template filled from the numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from experiments.report.tables import (
+    BASELINES,
+    MAP_METRICS,
+    METRICS,
+    Group,
+    cell_name,
+    format_ci,
+    interval_words,
+    is_proposed,
+    separated,
+)
+from experiments.stats import MeanCI
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Paired differences of every proposed variant x cut-off against one baseline, one metric."""
+
+    testable: list[tuple[str, int, MeanCI]]  # comparisons with >= 2 paired seeds
+    higher: list[tuple[str, int, MeanCI]]  # interval entirely above 0
+    lower: list[tuple[str, int, MeanCI]]  # interval entirely below 0
+
+    @property
+    def unseparated(self) -> int:
+        return len(self.testable) - len(self.higher) - len(self.lower)
+
+
+def compare(group: Group, baseline: str, metric: str) -> Comparison:
+    proposed = [v for v in group.variants if is_proposed(v)]
+    results = [
+        (v, c, group.paired(v, baseline, c, metric)) for v in proposed for c in group.cutoffs
+    ]
+    testable = [(v, c, ci) for v, c, ci in results if ci.half_width is not None]
+    return Comparison(
+        testable,
+        [(v, c, ci) for v, c, ci in testable if separated(ci) and ci.mean > 0],
+        [(v, c, ci) for v, c, ci in testable if separated(ci) and ci.mean < 0],
+    )
+
+
+def _comparison_sentence(group: Group, baseline: str, metric: str, title: str) -> str:
+    result = compare(group, baseline, metric)
+    subject = f"`proposed` vs `{baseline}`, {title}"
+    if not result.testable:
+        return f"{subject}: no comparison has 2 or more paired seeds with a defined value."
+    sentence = (
+        f"{subject}: higher in {len(result.higher)} of {len(result.testable)} (variant, cut-off) "
+        f"comparisons, lower in {len(result.lower)}, not separated from 0 in {result.unseparated}"
+    )
+    if result.higher:
+        v, c, ci = max(result.higher, key=lambda t: (t[2].mean, t[1]))
+        sentence += f"; largest gain {interval_words(ci)} for {cell_name(v, c)}"
+    if result.lower:
+        v, c, ci = min(result.lower, key=lambda t: (t[2].mean, t[1]))
+        sentence += f"; largest loss {interval_words(ci)} for {cell_name(v, c)}"
+    return sentence + "."
+
+
+def _multiplicity_sentence(group: Group) -> str | None:
+    """How many of the intervals above would exclude 0 by chance alone."""
+    total = sum(
+        len(compare(group, b, m).testable)
+        for b in BASELINES
+        if b in group.variants
+        for m in MAP_METRICS
+    )
+    if total == 0:
+        return None
+    return (
+        f"These are {total} separate 95% intervals, not corrected for multiple comparisons: "
+        f"with no real difference anywhere, about {total / 20:.1f} of them would exclude 0 by "
+        "chance, so an isolated excluded interval is weak evidence."
+    )
+
+
+def short_summary(group: Group) -> str:
+    """One line for stdout: higher/lower/not separated counts per baseline and bucket."""
+    parts = [f"{group.title}: {len(group.finished)} finished, {len(group.failed)} failed"]
+    if any(is_proposed(v) for v in group.variants):
+        for baseline in BASELINES:
+            if baseline not in group.variants:
+                continue
+            counts = []
+            for metric in MAP_METRICS:
+                r = compare(group, baseline, metric)
+                counts.append(f"{metric} {len(r.higher)}/{len(r.lower)}/{r.unseparated}")
+            parts.append(
+                f"proposed vs {baseline} (higher/lower/not separated): {', '.join(counts)}"
+            )
+    return "; ".join(parts)
+
+
+def _best_sentence(group: Group, variants: Sequence[str], metric: str, lead: str) -> str | None:
+    parts = []
+    for cutoff in group.cutoffs:
+        cells = [(v, group.cell(v, cutoff, metric)) for v in variants]
+        cells = [(v, ci) for v, ci in cells if ci.mean is not None]
+        if cells:
+            # Ties go to the earlier row, so the sentence is stable.
+            v, ci = max(reversed(cells), key=lambda t: t[1].mean)
+            parts.append(f"cut-off {cutoff}: {v} {format_ci(ci)}")
+    return f"{lead}: " + "; ".join(parts) + "." if parts else None
+
+
+def headline(group: Group) -> list[str]:
+    """Plain-language, templated findings for one (tier, task)."""
+    lines = [
+        f"{len(group.variants)} variants, cut-offs {', '.join(map(str, group.cutoffs))}, "
+        f"{len(group.seeds)} seeds with finished runs; {len(group.finished)} finished runs"
+        + (f", {len(group.failed)} failed (left out)" if group.failed else "")
+        + "."
+    ]
+    proposed = [v for v in group.variants if is_proposed(v)]
+    if not proposed:
+        lines.append("No `proposed` runs: nothing to compare against the baselines.")
+    for baseline in BASELINES:
+        if not proposed:
+            break
+        if baseline not in group.variants:
+            lines.append(f"No `{baseline}` runs: `proposed` is not compared with `{baseline}`.")
+            continue
+        for metric, title in METRICS:
+            if metric in MAP_METRICS:
+                lines.append(_comparison_sentence(group, baseline, metric, title))
+    if proposed and (caveat := _multiplicity_sentence(group)):
+        lines.append(caveat)
+    if len(proposed) > 1:
+        best = _best_sentence(
+            group,
+            proposed,
+            "mAP",
+            "Best `proposed` setting by mean test mAP (betas not tested against each other)",
+        )
+        if best:
+            lines.append(best)
+    for metric, lead in (("mAP", "Highest mean test mAP"), ("tail", "Highest mean tail mAP")):
+        best = _best_sentence(group, group.variants, metric, f"{lead} over all variants")
+        if best:
+            lines.append(best)
+    return lines

@@ -1,0 +1,449 @@
+"""Numbers and tables of the report: runs grouped by (tier, task), statistics per cell, and the
+markdown tables of metrics, paired differences, data provenance and compute."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from experiments.records import flatten
+from experiments.report.loading import Run
+from experiments.stats import MeanCI, defined, mean_ci, paired_difference
+
+# (key, column title); the first four are the mAP columns of the paired-difference tables.
+METRICS: tuple[tuple[str, str], ...] = (
+    ("mAP", "mAP (all labels)"),
+    ("head", "head mAP"),
+    ("medium", "medium mAP"),
+    ("tail", "tail mAP"),
+    ("macro_f1", "macro-F1"),
+)
+MAP_METRICS = ("mAP", "head", "medium", "tail")
+BASELINES = ("none", "inverse")
+PROPOSED = "proposed"
+DASH = "–"
+CONFIDENCE = 0.95
+# Differences are printed with 3 decimals; smaller ones are not called separated from 0.
+MIN_DIFFERENCE = 0.0005
+
+# Row order of the tables, by method (a variant's name before any "(...)"): weighting schemes,
+# then losses; methods not listed follow alphabetically. The one place that orders methods.
+VARIANT_ORDER = (
+    "none",
+    "inverse",
+    "inverse_sqrt",
+    "class_balanced",
+    "proposed",
+    "focal",
+    "asymmetric",
+    "distribution_balanced",
+    "logit_adjusted",
+)
+TIER_ORDER = ("smoke", "cpu", "gpu")
+_SHA_RE = re.compile(r"^[0-9a-fA-F]{40,128}$")
+
+
+# --------------------------------------------------------------------------------------------
+# Numbers
+
+
+def run_metrics(record: dict[str, Any]) -> dict[str, float | None]:
+    """Test metrics of one finished run by METRICS key; None where undefined (empty bucket)."""
+    test = record["test"]
+    buckets = test.get("buckets") or {}
+    values: dict[str, float | None] = {"mAP": test.get("mAP"), "macro_f1": test.get("macro_f1")}
+    for bucket in ("head", "medium", "tail"):
+        entry = buckets.get(bucket) or {}
+        empty = entry.get("num_labels") == 0
+        values[bucket] = None if empty else entry.get("mAP")
+    return {k: (float(v) if defined(v) else None) for k, v in values.items()}
+
+
+def split_variant(variant: str) -> tuple[str, dict[str, str]]:
+    """'proposed(beta=0.999)' -> ('proposed', {'beta': '0.999'})."""
+    match = re.fullmatch(r"\s*([^()]+?)\s*\((.*)\)\s*", variant)
+    if not match:
+        return variant.strip(), {}
+    params = {}
+    for part in match.group(2).split(","):
+        if "=" in part:
+            key, value = part.split("=", 1)
+            params[key.strip()] = value.strip()
+    return match.group(1), params
+
+
+def _param_sort_value(value: str) -> tuple:
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def variant_sort_key(variant: str) -> tuple:
+    """Schemes first in a fixed order, then losses, then others; swept values numerically."""
+    base, params = split_variant(variant)
+    rank = VARIANT_ORDER.index(base) if base in VARIANT_ORDER else len(VARIANT_ORDER)
+    return (
+        rank,
+        base,
+        tuple((k, _param_sort_value(v)) for k, v in sorted(params.items())),
+        variant,
+    )
+
+
+def _tier_sort_key(tier: str) -> tuple:
+    return (TIER_ORDER.index(tier) if tier in TIER_ORDER else len(TIER_ORDER), tier)
+
+
+def is_proposed(variant: str) -> bool:
+    return split_variant(variant)[0] == PROPOSED
+
+
+@dataclass(frozen=True)
+class Group:
+    """All runs of one (tier, task): one section of the report."""
+
+    tier: str
+    task: str
+    runs: tuple[Run, ...]
+
+    @property
+    def finished(self) -> list[Run]:
+        return [r for r in self.runs if r.finished]
+
+    @property
+    def failed(self) -> list[Run]:
+        return [r for r in self.runs if not r.finished]
+
+    @property
+    def variants(self) -> list[str]:
+        return sorted({r.variant for r in self.runs}, key=variant_sort_key)
+
+    @property
+    def cutoffs(self) -> list[int]:
+        return sorted({r.cutoff for r in self.runs})
+
+    @property
+    def seeds(self) -> list[int]:
+        """Seeds with at least one finished run (failed runs are listed separately)."""
+        return sorted({r.seed for r in self.finished})
+
+    @property
+    def title(self) -> str:
+        return f"{self.task} ({self.tier} tier)"
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{self.tier}_{self.task}")
+
+    def values(self, variant: str, cutoff: int, metric: str) -> dict[int, float | None]:
+        """Seed -> metric of the finished runs of one cell."""
+        return {
+            r.seed: run_metrics(r.record)[metric]
+            for r in self.finished
+            if r.variant == variant and r.cutoff == cutoff
+        }
+
+    def cell(self, variant: str, cutoff: int, metric: str) -> MeanCI:
+        return mean_ci(self.values(variant, cutoff, metric).values(), CONFIDENCE)
+
+    def paired(self, variant: str, baseline: str, cutoff: int, metric: str) -> MeanCI:
+        return paired_difference(
+            self.values(variant, cutoff, metric),
+            self.values(baseline, cutoff, metric),
+            CONFIDENCE,
+        )
+
+
+def group_runs(runs: Iterable[Run]) -> list[Group]:
+    by_key: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        by_key[(run.tier, run.task)].append(run)
+    keys = sorted(by_key, key=lambda k: (_tier_sort_key(k[0]), k[1]))
+    return [
+        Group(tier, task, tuple(sorted(by_key[(tier, task)], key=lambda r: r.path)))
+        for tier, task in keys
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting
+
+
+def number(value: float, digits: int = 3, signed: bool = False) -> str:
+    if round(value, digits) == 0:
+        value = 0.0  # Never print "-0.000": it looks like a sign claim.
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def separated(ci: MeanCI) -> bool:
+    """The 95% interval excludes 0 and the mean difference shows at the printed precision.
+
+    Two nearly identical schemes give per-seed differences like 1e-9 with almost no spread, whose
+    interval excludes 0; calling that "higher" would claim a difference nobody can see.
+    """
+    return ci.excludes_zero and abs(ci.mean) >= MIN_DIFFERENCE
+
+
+def format_ci(ci: MeanCI, *, signed: bool = False, mark: bool = False) -> str:
+    """'0.512 ± 0.034 (n=3)'; '–' when no value; bold when `mark` and the CI excludes 0."""
+    if ci.mean is None:
+        return DASH
+    if ci.half_width is None:
+        body = number(ci.mean, signed=signed)
+    else:
+        body = f"{number(ci.mean, signed=signed)} ± {number(ci.half_width)}"
+    if mark and separated(ci):
+        body = f"**{body}**"
+    return f"{body} (n={ci.n})"
+
+
+def interval_words(ci: MeanCI) -> str:
+    return (
+        f"{number(ci.mean, signed=True)} (95% CI {number(ci.low, signed=True)} to "
+        f"{number(ci.high, signed=True)}, n={ci.n})"
+    )
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def short(value: Any) -> str:
+    """A provenance value for a table: checksums abbreviated, long lists counted."""
+    if isinstance(value, str):
+        return f"{value[:12]}…" if _SHA_RE.match(value) else value
+    if isinstance(value, list):
+        if len(value) <= 6 and all(not isinstance(v, dict | list) for v in value):
+            return "[" + ", ".join(short(v) for v in value) + "]"
+        return f"[{len(value)} items]"
+    return json.dumps(value, sort_keys=True)
+
+
+def leaves(tree: Any) -> dict[str, Any]:
+    """{dotted path: value} of a nested dict; empty dicts carry no field and are left out."""
+    if not isinstance(tree, dict):
+        return {}
+    return {k: v for k, v in flatten(tree).items() if not isinstance(v, dict)}
+
+
+def _machine_specific(leaf: str, value: Any) -> bool:
+    """Paths differ between machines and would make the report depend on where it ran."""
+    if leaf in ("path", "hostname") or leaf.endswith(("_dir", "_path")):
+        return True
+    return isinstance(value, str) and re.match(r"^(/|~|[A-Za-z]:[\\/]|file:)", value) is not None
+
+
+def provenance_fields(
+    provenance: dict[str, Any], split_provenance: dict[str, dict] | None = None
+) -> dict[str, str]:
+    """Dotted provenance fields for the report, from a (v2) record's data.provenance and
+    data.split_provenance: each split's differing fields merged with the common ones, machine
+    paths and lists longer than 6 left out, checksums abbreviated."""
+    fields: dict[str, set[str]] = defaultdict(set)
+    sources = [provenance or {}, *(split_provenance or {}).values()]
+    for key, value in (item for source in sources for item in leaves(source).items()):
+        if _machine_specific(key.split(".")[-1], value):
+            continue
+        if isinstance(value, list) and len(value) > 6:
+            continue
+        fields[key].add(short(value))
+    return {k: distinct(v) for k, v in fields.items()}
+
+
+def distinct(values: Iterable[str], limit: int = 6) -> str:
+    unique = sorted(set(values), key=_param_sort_value)  # 6 before 25
+    if len(unique) > limit:
+        return f"{len(unique)} distinct values"
+    return " / ".join(unique)
+
+
+def duration(seconds: float) -> str:
+    minutes = seconds / 60.0
+    if minutes < 120:
+        return f"{seconds:.0f} s ({minutes:.1f} min)"
+    return f"{seconds:.0f} s ({minutes / 60.0:.2f} h)"
+
+
+def wall_time(run: Run) -> float:
+    value = run.record["wall_time_s"]
+    return float(value) if defined(value) else 0.0
+
+
+def cell_name(variant: str, cutoff: int) -> str:
+    return f"{variant} at cut-off {cutoff}"
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown tables
+
+
+def metric_tables(group: Group) -> list[str]:
+    lines = []
+    header = ["variant"] + [f"cut-off {c}" for c in group.cutoffs]
+    for metric, title in METRICS:
+        lines += [f"#### {title}", ""]
+        rows = [
+            [f"`{v}`"] + [format_ci(group.cell(v, c, metric)) for c in group.cutoffs]
+            for v in group.variants
+        ]
+        lines += [*markdown_table(header, rows), ""]
+    return lines
+
+
+def paired_tables(group: Group) -> list[str]:
+    proposed = [v for v in group.variants if is_proposed(v)]
+    if not proposed:
+        return ["No `proposed` runs in this task: no paired differences.", ""]
+    lines = [
+        "Mean over seeds of the per-seed difference proposed − baseline (same cut-off and seed) "
+        f"± 95% CI half-width, n = paired seeds. **Bold**: the interval excludes 0 and the "
+        f"difference is at least {MIN_DIFFERENCE} (visible at 3 decimals).",
+        "",
+    ]
+    header = ["variant", "cut-off"] + [f"Δ {t}" for k, t in METRICS if k in MAP_METRICS]
+    for baseline in BASELINES:
+        lines += [f"#### `proposed` − `{baseline}`", ""]
+        if baseline not in group.variants:
+            lines += [f"No `{baseline}` runs in this task.", ""]
+            continue
+        rows = [
+            [f"`{v}`", str(c)]
+            + [
+                format_ci(group.paired(v, baseline, c, m), signed=True, mark=True)
+                for m in MAP_METRICS
+            ]
+            for v in proposed
+            for c in group.cutoffs
+        ]
+        lines += [*markdown_table(header, rows), ""]
+    return lines
+
+
+def _image_size(group: Group) -> str:
+    found = set()
+    for run in group.runs:
+        sources = (
+            leaves((run.record["data"] or {}).get("provenance")),
+            *map(leaves, ((run.record["data"] or {}).get("split_provenance") or {}).values()),
+            leaves((run.record.get("config") or {}).get("data")),
+        )
+        for flat in sources:
+            for key, value in flat.items():
+                leaf = key.rsplit(".", 1)[-1].lower()
+                if leaf in ("image_size", "image_shape", "size", "resolution"):
+                    found.add(short(value))
+        if found:
+            break
+    return distinct(found) if found else "not recorded in the run records"
+
+
+def data_section(group: Group) -> list[str]:
+    provenance: dict[str, set[str]] = defaultdict(set)
+    sizes: dict[str, set[str]] = defaultdict(set)
+    for run in group.runs:
+        data = run.record["data"]
+        if data is None:  # A run that failed before its data was built.
+            continue
+        for key, value in provenance_fields(
+            data.get("provenance"), data.get("split_provenance")
+        ).items():
+            provenance[key].add(value)
+        sizes["labels"].add(str(len(data.get("label_names") or [])))
+        for split in ("train", "val", "test"):
+            sizes[split].add(str(data.get(f"num_{split}")))
+    wall = math.fsum(wall_time(r) for r in group.runs)
+    several = any(len(sizes[k]) > 1 for k in ("train", "val", "test"))
+    lines = [
+        f"- Task `{group.task}`, tier `{group.tier}`; image size: {_image_size(group)}.",
+        f"- Labels: {distinct(sizes['labels'])}; examples train / val / test: "
+        f"{distinct(sizes['train'])} / {distinct(sizes['val'])} / {distinct(sizes['test'])}"
+        + (" (several values: they differ between runs, e.g. by cut-off)." if several else "."),
+        f"- Seeds with finished runs: {', '.join(map(str, group.seeds)) or 'none'} "
+        f"({len(group.seeds)}); cut-offs: "
+        f"{', '.join(map(str, group.cutoffs))}; variants: {len(group.variants)}.",
+        f"- Runs: {len(group.runs)} ({len(group.finished)} finished, {len(group.failed)} failed); "
+        f"compute {duration(wall)} (sum of wall_time_s).",
+    ]
+    if provenance:
+        lines += [
+            "- Data provenance (checksums abbreviated; file paths and long lists are left out "
+            "here and kept in the records):",
+            "",
+        ]
+        rows = [[f"`{k}`", distinct(v).replace("|", "\\|")] for k, v in sorted(provenance.items())]
+        lines += ["  " + line for line in markdown_table(["field", "value"], rows)]
+    else:
+        lines.append("- Data provenance: not recorded.")
+    return [*lines, ""]
+
+
+def compute_section(runs: Sequence[Run], groups: Sequence[Group]) -> list[str]:
+    wall = math.fsum(wall_time(r) for r in runs)
+    failed = [r for r in runs if not r.finished]
+    lines = [
+        f"- Runs: {len(runs)} ({len(runs) - len(failed)} finished, {len(failed)} failed).",
+        f"- Total compute: {duration(wall)}, the sum of wall_time_s over all runs, failed ones "
+        "included.",
+    ]
+    for group in groups:
+        group_wall = math.fsum(wall_time(r) for r in group.runs)
+        lines.append(f"  - {group.title}: {duration(group_wall)} over {len(group.runs)} runs.")
+    devices: dict[str, int] = defaultdict(int)
+    packages: dict[str, set[str]] = defaultdict(set)
+    commits: dict[str, int] = defaultdict(int)
+    pythons: set[str] = set()
+    dirty = 0
+    for run in runs:
+        env = run.record["environment"]
+        devices[
+            f"{env.get('num_devices', '?')} × {env.get('platform', '?')} "
+            f"({distinct(env.get('devices') or [], limit=2)})"
+        ] += 1
+        for name, version in sorted((env.get("packages") or {}).items()):
+            packages[name].add(str(version))
+        commit = env.get("git_commit")
+        commits[commit[:12] if isinstance(commit, str) else "unknown"] += 1
+        dirty += bool(env.get("git_dirty"))
+        if env.get("python"):
+            pythons.add(str(env["python"]))
+    lines.append(
+        "- Devices: " + "; ".join(f"{d}: {n} runs" for d, n in sorted(devices.items())) + "."
+    )
+    if pythons:
+        lines.append(f"- Python: {distinct(pythons)}.")
+    if packages:
+        lines.append(
+            "- Packages: "
+            + ", ".join(f"{n} {distinct(v)}" for n, v in sorted(packages.items()))
+            + "."
+        )
+    lines.append(
+        "- Git commits: "
+        + ", ".join(f"`{c}` ({n} runs)" for c, n in sorted(commits.items()))
+        + (f"; {dirty} runs from a checkout with uncommitted changes." if dirty else ".")
+    )
+    lines.append("")
+    lines += ["### Failed runs", ""]
+    if not failed:
+        lines += ["None.", ""]
+    else:
+        rows = [
+            [
+                f"`{r.path}`",
+                f"`{r.variant}`",
+                str(r.cutoff),
+                str(r.seed),
+                str(r.record.get("failure") or "no reason recorded").replace("|", "\\|"),
+            ]
+            for r in sorted(failed, key=lambda r: r.path)
+        ]
+        lines += [*markdown_table(["record", "variant", "cut-off", "seed", "failure"], rows), ""]
+    return lines
