@@ -194,27 +194,26 @@ def _load_trainer():
     """(train_and_evaluate, Interrupted); imported late so --list and --dry-run need no trainer."""
     from experiments.train import Interrupted, train_and_evaluate
 
-    return _with_trainer_loss_names(train_and_evaluate), Interrupted
+    return train_and_evaluate, Interrupted
 
 
-def _with_trainer_loss_names(train_and_evaluate):
-    """The trainer, called with `config.loss` as the trainer's LOSSES key.
+def trainer_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` with `loss` as the loaded trainer's LOSSES key.
 
     Configs name the loss function (`experiments.methods.LOSSES`); a trainer whose own LOSSES
     table still uses the version-1 keys (bce, focal, ...) gets that key. A no-op once the
-    trainer's table is keyed by function name.
+    trainer's table is keyed by function name, or when no trainer module is loaded (a stub).
     """
-    from experiments import train
-
-    def call(config, **kwargs):
-        if config.loss not in train.LOSSES:
-            by_function = {fn.__name__: key for key, fn in train.LOSSES.items()}
-            if config.loss in by_function:
-                config = copy.deepcopy(config)
-                config.loss = by_function[config.loss]
-        return train_and_evaluate(config, **kwargs)
-
-    return call
+    train = sys.modules.get("experiments.train")
+    table = getattr(train, "LOSSES", None)
+    if not table or config.loss in table:
+        return config
+    by_function = {fn.__name__: key for key, fn in table.items()}
+    if config.loss not in by_function:
+        return config
+    config = copy.deepcopy(config)
+    config.loss = by_function[config.loss]
+    return config
 
 
 def _argparse_type(parse):
@@ -496,7 +495,7 @@ def _run_locked(run: Run, args, argv, trainer, environment, prefix: str):
     start = time.perf_counter()
     try:
         result = train_and_evaluate(
-            run.config,
+            trainer_config(run.config),
             seed=run.seed,
             cutoff=run.cutoff,
             workdir=run.workdir,

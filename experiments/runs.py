@@ -138,13 +138,20 @@ def recorded_config(record: dict[str, Any]) -> dict[str, Any]:
     return records.upgrade_config_v1(config) if record.get("schema_version") == 1 else config
 
 
+def _has_state(workdir: Path) -> bool:
+    """Whether `workdir` holds anything of a run (its lock file aside)."""
+    from experiments.lock import LOCK_FILENAME
+
+    return workdir.is_dir() and any(p.name != LOCK_FILENAME for p in workdir.iterdir())
+
+
 def plan_action(run: Run, *, force: bool) -> tuple[str, str]:
     """("run" | "skip" | "conflict", reason) for one run, from its existing record."""
     record = read_record(run.record_path)
     if record is None or record.get("status") != "finished":
         if record is not None:
             return "run", f"rerun: previous record has status {record.get('status')!r}"
-        return "run", "new" if not run.workdir.exists() else "resume from checkpoint"
+        return "run", "resume from checkpoint" if _has_state(run.workdir) else "new"
     if force:
         return "run", "forced: finished record and checkpoints deleted first"
     differences = config_differences(recorded_config(record), json_safe_config(run.config))
