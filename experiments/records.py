@@ -69,8 +69,8 @@ LEGACY_LOSS_NAMES = {
     "distribution_balanced": "distribution_balanced",
     "logit_adjusted": "logit_adjusted_bce",
 }
-# Every key of a record, in the order of the schema above.
-RECORD_KEYS = (
+# Every key of a record written now (version 2), in the order of the schema above.
+SCHEMA_KEYS = (
     "schema_version",
     "status",
     "failure",
@@ -93,6 +93,16 @@ RECORD_KEYS = (
     "images_per_s",
     "steps",
 )
+# Keys that every readable record has, whatever its version (version 1 lacks "method"); what
+# a reader of both versions may rely on. `record_keys(version)` gives one version's keys.
+RECORD_KEYS = tuple(k for k in SCHEMA_KEYS if k != "method")
+
+
+def record_keys(version: int) -> tuple[str, ...]:
+    """The top-level keys of a record of schema `version` (1 or 2)."""
+    return SCHEMA_KEYS if version == 2 else RECORD_KEYS
+
+
 RECORD_FILENAME = "record.json"
 _PACKAGES = (
     "ltweights",
