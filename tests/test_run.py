@@ -9,7 +9,7 @@ import re
 import ml_collections
 import pytest
 
-from experiments import configs, records
+from experiments import configs, methods, records
 from experiments import run as run_mod
 from experiments.configs import overrides
 
@@ -406,3 +406,20 @@ def test_compilation_cache_is_scoped_to_the_invocation(tmp_path):
     assert jax.config.jax_persistent_cache_min_compile_time_secs == before
     with run_mod.compilation_cache(None):  # disabled: nothing changes
         assert jax.config.jax_compilation_cache_dir is None
+
+
+@pytest.mark.parametrize("method", list(methods.METHODS))
+def test_the_trainer_builds_every_methods_loss_from_its_config(method):
+    import jax.numpy as jnp
+    import numpy as np
+
+    from experiments import train
+    from ltweights import weights
+
+    config = configs.get_config(f"catalog_{method}")
+    for_trainer = run_mod.trainer_config(config)
+    assert train.LOSSES[for_trainer.loss] is methods.LOSSES[config.loss]
+    counts = weights.label_counts(np.array([[1, 0], [0, 1], [1, 1], [0, 0]]))
+    value = train.make_loss_fn(for_trainer, counts)(jnp.zeros((4, 2)), jnp.ones((4, 2)))
+    assert np.isfinite(float(value))
+    assert config.loss == methods.METHODS[method].loss  # the config itself is left alone
