@@ -1,16 +1,19 @@
 """Run records: the JSON file each run leaves, written atomically, and read back by the report.
 
 A record is the only thing the report reads, so it carries everything a table or plot needs.
-Schema (version 1); every key is present, values JSON-native:
+Schema (version 2); every key is present, values JSON-native:
 
-  schema_version: 1
+  schema_version: 2
   status: "finished" | "failed"
-  failure: null | str                    why a failed run stopped (e.g. non-finite loss)
+  failure: null | str                    why a failed run stopped (e.g. non-finite loss) and,
+                                         when its folder may be unusable, how to recover
   config_name: str                       e.g. "catalog_proposed"
   task: str                              e.g. "catalog"
+  method: str                            `experiments.methods.METHODS` key (none, ..., focal, ...)
   scheme: str                            weighting scheme name (none, inverse, ...)
-  loss: str                              loss name (bce, focal, asymmetric, distribution_balanced,
-                                         logit_adjusted)
+  loss: str                              `ltweights.losses` function name (weighted_sigmoid_bce,
+                                         sigmoid_focal, asymmetric, distribution_balanced,
+                                         logit_adjusted_bce)
   variant: str                           what the report's rows are keyed by: the scheme or loss
                                          plus any swept hyperparameter, e.g. "proposed(beta=0.999)"
   tier: str                              smoke | cpu | gpu
@@ -18,8 +21,11 @@ Schema (version 1); every key is present, values JSON-native:
   cutoff: int                            label-frequency cut-off (training positives of the rarest
                                          label)
   config: dict                           the full resolved config
-  data: {provenance: dict, label_names: [str], train_positives: [int], num_train: int,
-         num_val: int, num_test: int}
+  data: {provenance: dict, split_provenance: {split: dict}, label_names: [str],
+         train_positives: [int], num_train: int, num_val: int, num_test: int}
+                                         provenance: the fields common to all splits, once;
+                                         split_provenance: per split, the fields that differ
+                                         ({} when none do)
   environment: {packages: {name: version}, git_commit: str | null, git_dirty: bool,
                 devices: [str], num_devices: int, platform: str, python: str, hostname: str}
   curves: [{epoch, step, train_loss, val_mAP, val_macro_f1, images_per_s}]
@@ -30,6 +36,11 @@ Schema (version 1); every key is present, values JSON-native:
   wall_time_s: float                     training + evaluation wall time of this run
   images_per_s: float                    training throughput
   steps: int
+
+Version 1 (the committed sweep) differs in: no `method` (nor `config.method`), `loss` and
+`config.loss` hold the old loss keys (bce, focal, logit_adjusted, ...; `LEGACY_LOSS_NAMES`),
+`config.keep_best` is a bool, and `data.provenance` is {split: dict} with no
+`split_provenance`. `load_record` reads both; `upgrade_config_v1` maps a v1 config onto v2.
 """
 
 from __future__ import annotations
@@ -47,14 +58,25 @@ from typing import Any
 
 from experiments.atomic import atomic_open, atomic_write_json, atomic_write_text  # noqa: F401
 
-SCHEMA_VERSION = 1
-# Every key of a record, in the order of the schema above.
-RECORD_KEYS = (
+SCHEMA_VERSION = 2
+# Versions `load_record` reads (the report reads them too).
+READABLE_SCHEMA_VERSIONS = (1, 2)
+# Version-1 loss keys -> the ltweights.losses function names that version 2 stores.
+LEGACY_LOSS_NAMES = {
+    "bce": "weighted_sigmoid_bce",
+    "focal": "sigmoid_focal",
+    "asymmetric": "asymmetric",
+    "distribution_balanced": "distribution_balanced",
+    "logit_adjusted": "logit_adjusted_bce",
+}
+# Every key of a record written now (version 2), in the order of the schema above.
+SCHEMA_KEYS = (
     "schema_version",
     "status",
     "failure",
     "config_name",
     "task",
+    "method",
     "scheme",
     "loss",
     "variant",
@@ -71,6 +93,16 @@ RECORD_KEYS = (
     "images_per_s",
     "steps",
 )
+# Keys that every readable record has, whatever its version (version 1 lacks "method"); what
+# a reader of both versions may rely on. `record_keys(version)` gives one version's keys.
+RECORD_KEYS = tuple(k for k in SCHEMA_KEYS if k != "method")
+
+
+def record_keys(version: int) -> tuple[str, ...]:
+    """The top-level keys of a record of schema `version` (1 or 2)."""
+    return SCHEMA_KEYS if version == 2 else RECORD_KEYS
+
+
 RECORD_FILENAME = "record.json"
 _PACKAGES = (
     "ltweights",
@@ -138,14 +170,15 @@ def iter_record_paths(root: str | os.PathLike) -> Iterator[Path]:
 
 
 def load_record(
-    path: str | os.PathLike, *, versions: Collection[int] = (SCHEMA_VERSION,)
+    path: str | os.PathLike, *, versions: Collection[int] = READABLE_SCHEMA_VERSIONS
 ) -> dict[str, Any]:
-    """The record at `path`; ValueError naming the file when it is not JSON, not an object or of
-    a schema version outside `versions` (a reader of older records passes the ones it reads)."""
+    """The record at `path` as stored; ValueError naming the file when it is not JSON, not an
+    object or of a schema version outside `versions`. The one record reader: the runner and the
+    report both use it."""
     path = Path(path)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"Run record {path} is not valid JSON ({e}); delete it and rerun.") from e
     if not isinstance(record, dict):
         raise ValueError(f"Run record {path} is not a JSON object; delete it and rerun.")
@@ -157,6 +190,35 @@ def load_record(
             f"{readable}. Rerun the experiment with --force to rewrite it."
         )
     return record
+
+
+def upgrade_config_v1(config: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 record's config as version 2 would store it: `method` added (from the
+    config name), `loss` as the function name, `keep_best` as an int."""
+    config = dict(config)
+    name, task = config.get("name", ""), config.get("task", "")
+    config.setdefault("method", name[len(task) + 1 :] if name.startswith(task + "_") else name)
+    config["loss"] = LEGACY_LOSS_NAMES.get(config.get("loss"), config.get("loss"))
+    if isinstance(config.get("keep_best"), bool):
+        config["keep_best"] = int(config["keep_best"])
+    return config
+
+
+def split_provenance(per_split: dict[str, dict[str, Any]]) -> tuple[dict, dict]:
+    """{split: provenance} -> (fields equal in every split, {split: the fields that differ}).
+
+    A field absent from some split counts as differing. Inverse: `{**common, **differ[s]}`
+    is split s's provenance.
+    """
+    splits = list(per_split)
+    keys = set().union(*(per_split[s] for s in splits)) if splits else set()
+    common = {
+        k: per_split[splits[0]][k]
+        for k in sorted(keys)
+        if all(k in per_split[s] and per_split[s][k] == per_split[splits[0]][k] for s in splits)
+    }
+    differ = {s: {k: v for k, v in per_split[s].items() if k not in common} for s in splits}
+    return common, {s: d for s, d in differ.items() if d}
 
 
 def load_records(root: str | os.PathLike) -> list[dict[str, Any]]:

@@ -6,28 +6,38 @@ run trains with `experiments.train.train_and_evaluate` and leaves an atomically 
 
   <output_dir>/<config name>/<variant slug>/cutoff<k>/seed<s>/record.json
 
-with its checkpoints beside it. Usage:
+with its checkpoints beside it (experiments/runs.py). Usage:
 
   python -m experiments.run --list                        # every config, runs and time
   python -m experiments.run --config catalog_proposed     # 4 betas x 4 cut-offs x 3 seeds
   python -m experiments.run --config catalog_proposed --seeds 0 --cutoffs 6,12
   python -m experiments.run --config catalog_focal --set loss_params.gamma=1.0 --set num_epochs=5
   python -m experiments.run --config catalog_none --tier smoke     # or: --config catalog_none_smoke
-  python -m experiments.run --config catalog_none --dry-run        # what would run, how long
+  python -m experiments.run --config catalog_none --dry-run        # validate; what would run
+  python -m experiments.run --config catalog_none --dry-run --show-config  # who set each field
 
-`--set key=value` (repeatable) sets any field by dotted path; values are Python literals
-(`5`, `0.5`, `[1,1]`, `'text'`), anything else is taken as a string. New keys may be added only
-under `data`, `scheme_params` and `loss_params` (the loader or loss then rejects a misspelt
-one); `--set sweep.<path>=[...]` sweeps a field, and setting a swept field fixes it.
+`--set key=value` (repeatable) sets any field by dotted path (experiments/configs/overrides.py);
+values are Python literals (`5`, `0.5`, `[1,1]`, `'text'`), anything else is a string. New keys
+may be added only under `data`, `scheme_params` and `loss_params`; `--set sweep.<path>=[...]`
+sweeps a field, and setting a swept field fixes it. The whole resolved config of every run is
+validated before anything runs, `--dry-run` included (experiments/configs/validate.py): types,
+ranges, unknown keys at any depth, the scheme's, loss's and loader's parameters. A config error
+writes nothing and exits with code 2.
 
-A run with a finished record is skipped (with a note) unless `--force`, which starts every
-selected run from scratch (its record and checkpoints are deleted first). A finished record
-written by a different config (e.g. another tier) is never silently reused: the run is reported
-as a conflict. A failed run is recorded as failed and the next run starts; the exit code is 1
-if any run failed. Ctrl-C (or SIGTERM) saves a checkpoint and exits with code 130; rerunning
-the same command resumes the interrupted run and skips the finished ones. Exit codes: 0 all
-runs finished or skipped, 1 a run failed or conflicted, 2 a usage error or missing data (found
-before any training), 130 interrupted.
+Each run holds an exclusive lock on its folder (experiments/lock.py) from before it reads the
+record until it has written it; a second process on the same folder prints one line naming the
+holder, touches nothing, and goes on to its other runs (exit code 1 at the end). The output
+folder is checked to be writable before any data is loaded.
+
+A run with a finished record (schema version 1 or 2) is skipped (with a note) unless `--force`,
+which starts every selected run from scratch (its record and checkpoints are deleted first). A
+finished record written by a different config (e.g. another tier) is never silently reused: the
+run is reported as a conflict. A failed run is recorded as failed, with the command that restarts
+just that run from scratch in its failure text, and the next run starts. Ctrl-C (or SIGTERM)
+saves a checkpoint and exits with code 130; rerunning the same command resumes the interrupted
+run and skips the finished ones. Exit codes: 0 all runs finished or skipped, 1 a run failed,
+conflicted or was locked, 2 a usage, config or output-folder error or missing data (found before
+any training), 130 interrupted.
 
 Compiled train and eval steps are kept in JAX's persistent compilation cache under
 <cache>/jax-compilation (see experiments.data.cache: $LTWEIGHTS_CACHE or ~/.cache/ltweights),
@@ -38,17 +48,12 @@ turns it off.
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import copy
-import dataclasses
-import difflib
-import itertools
-import json
-import re
 import shlex
 import shutil
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Sequence
@@ -57,38 +62,23 @@ from typing import Any
 
 import ml_collections
 
-from experiments import configs, records
-from experiments.configs import schemes, tasks, tiers
+from experiments import configs, methods, records
+from experiments.configs import overrides, tasks, tiers, validate
+from experiments.lock import LockHeld, RunLock
+from experiments.runs import (  # noqa: F401  (the runner's API, re-exported for callers)
+    Run,
+    build_record,
+    config_differences,
+    expand_runs,
+    failed_result,
+    json_safe_config,
+    plan_action,
+    read_record,
+    run_dir,
+    variant_slug,
+)
 
-# Blocks whose keys are keyword arguments of a loader, scheme or loss: `--set` may add keys.
-OPEN_BLOCKS = ("data", "scheme_params", "loss_params")
-# Fields that may differ between a finished record and the current config without making the
-# record stale: where files live, and which seeds and cut-offs the invocation selected.
-_NOT_COMPARED = ("output_dir", "data.data_dir", "data.cache_dir", "seeds", "cutoffs")
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-    """One (config, sweep value, cut-off, seed): the unit that leaves one record."""
-
-    config: ml_collections.ConfigDict  # resolved for this run: sweep values applied
-    variant: str
-    seed: int
-    cutoff: int
-    workdir: Path
-
-    @property
-    def record_path(self) -> Path:
-        return self.workdir / records.RECORD_FILENAME
-
-    @property
-    def label(self) -> str:
-        return f"{self.config.name} {self.variant} cutoff={self.cutoff} seed={self.seed}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure helpers: parsing, overrides, sweep expansion, paths.
 
 
 def parse_int_list(text: str) -> list[int]:
@@ -104,302 +94,6 @@ def parse_int_list(text: str) -> list[int]:
     return values
 
 
-def parse_value(raw: str) -> Any:
-    """A Python literal (5, 0.5, [1, 2], None, True, 'x') or, failing that, the string."""
-    try:
-        return ast.literal_eval(raw.strip())
-    except (ValueError, SyntaxError):
-        return raw
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """ "model.num_filters=32" -> ("model.num_filters", 32)."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ValueError(
-            f"--set expects key=value with a dotted key, e.g. --set model.num_filters=32; "
-            f"got {text!r}."
-        )
-    return key, parse_value(raw)
-
-
-def field_paths(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
-    """Every dotted path of `config`, blocks and leaves, e.g. ["data", "data.seed", ...]."""
-    paths = []
-    for key, value in config.items():
-        path = prefix + key
-        paths.append(path)
-        if isinstance(value, ml_collections.ConfigDict):
-            paths.extend(field_paths(value, path + "."))
-    return paths
-
-
-def _unknown_field(path: str, config: ml_collections.ConfigDict, what: str) -> ValueError:
-    close = difflib.get_close_matches(path, field_paths(config), n=3, cutoff=0.6)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    return ValueError(
-        f"{what}: {config.name} has no field {path!r}.{hint} "
-        "`python -m experiments.run --config NAME --dry-run --show-config` prints every field."
-    )
-
-
-def has_path(config: ml_collections.ConfigDict, path: str) -> bool:
-    node: Any = config
-    for key in path.split("."):
-        if not isinstance(node, ml_collections.ConfigDict) or key not in node:
-            return False
-        node = node[key]
-    return True
-
-
-def get_path(config: ml_collections.ConfigDict, path: str) -> Any:
-    node: Any = config
-    for key in path.split("."):
-        node = node[key]
-    return node
-
-
-def set_path(config: ml_collections.ConfigDict, path: str, value: Any, *, create: bool) -> None:
-    """Sets config.<path> = value, making missing blocks when `create` (for sweep entries)."""
-    *parents, leaf = path.split(".")
-    node = config
-    for key in parents:
-        if key not in node:
-            if not create:
-                raise KeyError(path)
-            node[key] = ml_collections.ConfigDict()
-        node = node[key]
-    if leaf not in node and not create:
-        raise KeyError(path)
-    node[leaf] = value
-
-
-def sweep_axes(config: ml_collections.ConfigDict) -> list[tuple[str, list[Any]]]:
-    """The swept fields of `config.sweep` as (dotted path, values), in a stable order."""
-    axes = []
-
-    def walk(node: ml_collections.ConfigDict, prefix: str) -> None:
-        for key in sorted(node.keys()):
-            value, path = node[key], prefix + key
-            if isinstance(value, ml_collections.ConfigDict):
-                walk(value, path + ".")
-                continue
-            if not isinstance(value, list | tuple) or not value:
-                raise ValueError(
-                    f"sweep.{path} must be a non-empty list of values, e.g. "
-                    f"--set sweep.{path}=[0.9,0.99]; got {value!r}."
-                )
-            if not has_path(config, path):
-                raise _unknown_field(path, config, f"sweep.{path}")
-            axes.append((path, list(value)))
-
-    walk(config.sweep, "")
-    return axes
-
-
-def apply_overrides(
-    config: ml_collections.ConfigDict, overrides: Sequence[tuple[str, Any]]
-) -> ml_collections.ConfigDict:
-    """A copy of `config` with each (dotted path, value) set, checked against its fields.
-
-    Setting a swept field fixes it to that one value (its sweep entry is dropped);
-    "sweep.<path>" adds or replaces a sweep over an existing field.
-    """
-    config = copy.deepcopy(config)
-    for path, value in overrides:
-        if path.startswith("sweep."):
-            target = path[len("sweep.") :]
-            if not has_path(config, target):
-                raise _unknown_field(target, config, f"--set {path}")
-            set_path(config, path, value, create=True)
-            continue
-        open_block = path.split(".")[0] in OPEN_BLOCKS and path.count(".") == 1
-        if not has_path(config, path) and not open_block:
-            raise _unknown_field(path, config, f"--set {path}")
-        try:
-            set_path(config, path, value, create=open_block)
-        except TypeError as e:
-            raise ValueError(f"--set {path}={value!r}: {e}") from None
-        if has_path(config.sweep, path):
-            _drop_sweep(config.sweep, path)
-    return config
-
-
-def _drop_sweep(sweep: ml_collections.ConfigDict, path: str) -> None:
-    *parents, leaf = path.split(".")
-    node = sweep
-    for key in parents:
-        node = node[key]
-    del node[leaf]
-
-
-def sweep_points(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
-    """One {path: value} per point of the Cartesian product of the sweep ([{}] if none)."""
-    axes = sweep_axes(config)
-    paths = [path for path, _ in axes]
-    return [
-        dict(zip(paths, combo, strict=True)) for combo in itertools.product(*[v for _, v in axes])
-    ]
-
-
-def format_variant(config: ml_collections.ConfigDict) -> str:
-    """The record's variant: `config.variant` formatted with the config's fields."""
-    try:
-        return config.variant.format(**config)
-    except (KeyError, AttributeError, IndexError, ValueError) as e:
-        raise ValueError(
-            f"variant template {config.variant!r} of {config.name} does not format ({e!r}); "
-            "it may use only the config's fields, e.g. '{scheme}(beta={scheme_params.beta:g})'."
-        ) from None
-
-
-def variant_slug(variant: str) -> str:
-    """A folder name for a variant: "proposed(beta=0.999)" -> "proposed-beta-0.999"."""
-    slug = re.sub(r"[^A-Za-z0-9._]+", "-", variant).strip("-.")
-    if not slug:
-        raise ValueError(f"Variant {variant!r} gives an empty folder name; use letters or digits.")
-    return slug
-
-
-def run_dir(output_dir: str | Path, config_name: str, variant: str, cutoff: int, seed: int) -> Path:
-    return (
-        Path(output_dir) / config_name / variant_slug(variant) / f"cutoff{cutoff}" / f"seed{seed}"
-    )
-
-
-def expand_runs(
-    config: ml_collections.ConfigDict,
-    *,
-    seeds: Sequence[int] | None = None,
-    cutoffs: Sequence[int] | None = None,
-) -> list[Run]:
-    """Every run of `config`: sweep point x cut-off x seed, in that nesting order.
-
-    `seeds` and `cutoffs` replace the config's lists (to narrow a sweep or run it in parts).
-    """
-    seeds = list(config.seeds if seeds is None else seeds)
-    cutoffs = list(config.cutoffs if cutoffs is None else cutoffs)
-    for name, values in (("seeds", seeds), ("cutoffs", cutoffs)):
-        if not values or len(set(values)) != len(values):
-            raise ValueError(f"{name} must be a non-empty list without repeats; got {values}.")
-    if any(c < 1 for c in cutoffs):
-        raise ValueError(
-            f"Cut-offs are training positives of the rarest label, >= 1; got {cutoffs}."
-        )
-    runs, slugs = [], {}
-    for point in sweep_points(config):
-        run_config = copy.deepcopy(config)
-        for path, value in point.items():
-            set_path(run_config, path, value, create=False)
-        variant = format_variant(run_config)
-        slug = variant_slug(variant)
-        if slug in slugs:  # two sweep points would write (and skip) the same records
-            raise ValueError(
-                f"Sweep points {slugs[slug]} and {point} give variants that share the folder "
-                f"{slug!r}; make the variant template tell the sweep values apart, e.g. "
-                "'{scheme}(beta={scheme_params.beta:g})'."
-            )
-        slugs[slug] = point
-        for cutoff in cutoffs:
-            for seed in seeds:
-                workdir = run_dir(config.output_dir, config.name, variant, cutoff, seed)
-                runs.append(Run(run_config, variant, seed, cutoff, workdir))
-    return runs
-
-
-def json_safe_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """config.to_dict() through a JSON round trip (tuples -> lists), as stored in records."""
-    return json.loads(json.dumps(config.to_dict()))
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        flat = {}
-        for key, value in tree.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: tree}
-
-
-def config_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Dotted paths where two record configs differ, ignoring where files live and the
-    seed / cut-off selection."""
-    a, b = _flatten(recorded), _flatten(current)
-    return sorted(
-        path
-        for path in set(a) | set(b)
-        if a.get(path, "<absent>") != b.get(path, "<absent>")
-        and not any(path == n or path.startswith(n + ".") for n in _NOT_COMPARED)
-    )
-
-
-def read_record(path: Path) -> dict[str, Any] | None:
-    """The record at `path`, or None when absent, unreadable or of another schema version
-    (either way the run is redone)."""
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    if not isinstance(record, dict) or record.get("schema_version") != records.SCHEMA_VERSION:
-        return None
-    return record
-
-
-def plan_action(run: Run, *, force: bool) -> tuple[str, str]:
-    """("run" | "skip" | "conflict", reason) for one run, from its existing record."""
-    record = read_record(run.record_path)
-    if record is None or record.get("status") != "finished":
-        if record is not None:
-            return "run", f"rerun: previous record has status {record.get('status')!r}"
-        return "run", "new" if not run.workdir.exists() else "resume from checkpoint"
-    if force:
-        return "run", "forced: finished record and checkpoints deleted first"
-    differences = config_differences(record.get("config", {}), json_safe_config(run.config))
-    if differences:
-        shown = ", ".join(differences[:5]) + (" ..." if len(differences) > 5 else "")
-        return "conflict", (
-            f"finished record {run.record_path} was written by a different config (differs in "
-            f"{shown}); rerun with --force to replace it, or choose another --output-dir"
-        )
-    return "skip", f"finished record at {run.record_path} (--force reruns it)"
-
-
-def failed_result(failure: str, wall_time_s: float) -> dict[str, Any]:
-    """The trainer's part of a record for a run that raised instead of returning."""
-    return {
-        "status": "failed",
-        "failure": failure,
-        "data": None,
-        "curves": [],
-        "val": None,
-        "test": None,
-        "wall_time_s": wall_time_s,
-        "images_per_s": None,
-        "steps": 0,
-    }
-
-
-def build_record(run: Run, result: dict[str, Any], environment: dict[str, Any]) -> dict[str, Any]:
-    """The record of `run`: the trainer's fields plus what identifies the run."""
-    record = dict(result)
-    record.update(
-        schema_version=records.SCHEMA_VERSION,
-        config_name=run.config.name,
-        task=run.config.task,
-        scheme=run.config.scheme,
-        loss=run.config.loss,
-        variant=run.variant,
-        tier=run.config.tier,
-        seed=run.seed,
-        cutoff=run.cutoff,
-        config=json_safe_config(run.config),
-        environment=environment,
-    )
-    record.setdefault("failure", None)
-    return record
-
-
 def check_data(config: ml_collections.ConfigDict, cutoff: int) -> None:
     """Loads the task's data once before training (built and cached by the data layer), so
     missing data fails at once rather than in every run."""
@@ -412,14 +106,14 @@ def check_data(config: ml_collections.ConfigDict, cutoff: int) -> None:
 
 def data_error_message(config: ml_collections.ConfigDict, error: Exception) -> str:
     message = f"{config.task} data is not available: {type(error).__name__}: {error}"
-    if config.task in tasks.FASHIONPEDIA_TASKS:
-        _, scheme, _ = configs.parse_config_name(config.name)
+    if tasks.TASKS[config.task].needs_download:
+        method = config.method
         message += (
             f"\nOnce downloaded: python -m experiments.run --config {config.name} "
             "--set data.data_dir=<folder>"
-            f"\nThe embedded config {tasks.EMBEDDED_TASK}_{scheme} runs the same comparison on "
+            f"\nThe embedded config {tasks.EMBEDDED_TASK}_{method} runs the same comparison on "
             f"Fashion-MNIST catalog images with no download:\n  python -m experiments.run "
-            f"--config {tasks.EMBEDDED_TASK}_{scheme}"
+            f"--config {tasks.EMBEDDED_TASK}_{method}"
         )
     return message
 
@@ -497,10 +191,29 @@ def compilation_cache_dir(config: ml_collections.ConfigDict) -> Path:
 
 
 def _load_trainer():
-    """(train_and_evaluate, Interrupted); imported late so --list and --dry-run need no JAX."""
+    """(train_and_evaluate, Interrupted); imported late so --list and --dry-run need no trainer."""
     from experiments.train import Interrupted, train_and_evaluate
 
     return train_and_evaluate, Interrupted
+
+
+def trainer_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` with `loss` as the loaded trainer's LOSSES key.
+
+    Configs name the loss function (`experiments.methods.LOSSES`); a trainer whose own LOSSES
+    table still uses the version-1 keys (bce, focal, ...) gets that key. A no-op once the
+    trainer's table is keyed by function name, or when no trainer module is loaded (a stub).
+    """
+    train = sys.modules.get("experiments.train")
+    table = getattr(train, "LOSSES", None)
+    if not table or config.loss in table:
+        return config
+    by_function = {fn.__name__: key for key, fn in table.items()}
+    if config.loss not in by_function:
+        return config
+    config = copy.deepcopy(config)
+    config.loss = by_function[config.loss]
+    return config
 
 
 def _argparse_type(parse):
@@ -519,11 +232,15 @@ def _argparse_type(parse):
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.run",
-        description="Run every (sweep value, cut-off, seed) of a config; write one record each.",
+        description="Run every (sweep value, cut-off, seed) of a config; write one record each. "
+        "Each run holds an exclusive lock on its folder; a run whose folder another process "
+        "holds is reported as locked and skipped, the other runs go on, and the exit code is 1.",
         epilog="Examples: --config catalog_proposed | --config catalog_none --seeds 0 --cutoffs 6"
-        " | --config catalog_focal --set loss_params.gamma=1.0 | --list",
+        " | --config catalog_focal --set loss_params.gamma=1.0 | --list. Exit codes: 0 done, "
+        "1 a run failed, conflicted or was locked, 2 a usage or config error (nothing written), "
+        "130 interrupted.",
     )
-    parser.add_argument("--config", help="config name <task>_<scheme>[_<tier>]; see --list")
+    parser.add_argument("--config", help="config name <task>_<method>[_<tier>]; see --list")
     parser.add_argument("--list", action="store_true", help="list the configs and exit")
     parser.add_argument("--tier", choices=list(tiers.TIERS), help="cpu (default), gpu or smoke")
     parser.add_argument(
@@ -537,14 +254,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         dest="overrides",
         action="append",
         default=[],
-        type=_argparse_type(parse_override),
+        type=_argparse_type(overrides.parse_override),
         metavar="KEY=VALUE",
         help="override a field by dotted path (repeatable), e.g. --set num_epochs=5",
     )
     parser.add_argument("--output-dir", help="folder of run records (default: the config's)")
     parser.add_argument("--force", action="store_true", help="rerun runs from scratch")
-    parser.add_argument("--dry-run", action="store_true", help="print the runs; train nothing")
-    parser.add_argument("--show-config", action="store_true", help="print the resolved config")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="validate, print the runs; train nothing"
+    )
+    parser.add_argument(
+        "--show-config",
+        action="store_true",
+        help="print the resolved config and who set each field",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
         "--no-compilation-cache",
@@ -559,11 +282,9 @@ def print_list() -> None:
     for name in configs.list_configs():
         config = configs.get_config(name)
         num_runs = len(expand_runs(config))
-        _, scheme, _ = configs.parse_config_name(name)
-        doc = " ".join((schemes.SCHEMES[scheme].__doc__ or "").split())
-        doc = re.split(r" \(|:", doc)[0]  # the name, before its reference or formula
+        doc = methods.METHODS[config.method].doc.split(" (")[0].split(":")[0].rstrip(".")
         rows.append([name, str(num_runs), _estimate(num_runs, config.tier), doc])
-    print(format_table(("config", "runs", "cpu time", "scheme / loss"), rows))
+    print(format_table(("config", "runs", "cpu time", "method"), rows))
     print(
         f"\nTiers: {', '.join(tiers.TIERS)} (--tier NAME or a _<tier> suffix); times are for "
         "the cpu tier on 2 CPU cores."
@@ -584,6 +305,78 @@ def _resume_command(argv: Sequence[str]) -> str:
     return shlex.join(["python", "-m", "experiments.run", *kept])
 
 
+def recovery_command(argv: Sequence[str], run: Run) -> str:
+    """The command that restarts just `run` from scratch: the same invocation narrowed to its
+    seed, cut-off and sweep values, with --force."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--seeds", "--cutoffs"):
+            skip = True
+        elif arg != "--force" and not arg.startswith(("--seeds=", "--cutoffs=")):
+            kept.append(arg)
+    kept += ["--seeds", str(run.seed), "--cutoffs", str(run.cutoff)]
+    for path, value in run.point:
+        kept += ["--set", f"{path}={value!r}"]
+    return shlex.join(["python", "-m", "experiments.run", *kept, "--force"])
+
+
+def recovery_hint(argv: Sequence[str], run: Run) -> str:
+    return (
+        f"recovery: rerun the same command to retry; if it fails the same way, its folder "
+        f"{run.workdir} may hold an unusable checkpoint: start this run afresh with\n  "
+        f"{recovery_command(argv, run)}\n(or delete {run.workdir} and rerun)"
+    )
+
+
+def check_writable(directory: Path) -> None:
+    """Raises OSError (one-line message) unless `directory` can hold files: a probe file is
+    created and removed in it, or, while it does not exist yet, in its nearest existing
+    ancestor (so nothing is left behind). Permission bits alone mislead (root ignores them)."""
+    existing = directory.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(0, f"{existing} is not a folder")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-probe-"):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise OSError(
+            f"output directory {directory} is not writable ({reason}); choose another with "
+            "--output-dir DIR"
+        ) from None
+
+
+def show_config(config: ml_collections.ConfigDict, origin: dict[str, str]) -> str:
+    """The resolved config, one `path = value  # layer` line per field."""
+    flat = configs.flat_values(config)
+    width = max(len(f"{p} = {v!r}") for p, v in flat.items())
+    lines = [f"{f'{p} = {v!r}':<{width}}  # {origin.get(p, '--set')}" for p, v in flat.items()]
+    return "\n".join(lines)
+
+
+def resolve_config(args: argparse.Namespace):
+    """(config, origin, runs) for the command line, validated; ValueError on any problem."""
+    config, origin = configs.resolve(args.config, tier=args.tier)
+    before = configs.flat_values(config)
+    config = overrides.apply_overrides(config, args.overrides)
+    if args.output_dir:
+        config.output_dir = args.output_dir
+    for path, value in configs.flat_values(config).items():
+        if path not in before or before[path] != value:
+            origin[path] = "--output-dir" if path == "output_dir" and args.output_dir else "--set"
+    runs = expand_runs(config, seeds=args.seeds, cutoffs=args.cutoffs)
+    checked = set()
+    for run in runs:
+        if run.variant not in checked:
+            checked.add(run.variant)
+            validate.check(run.config)
+    return config, origin, runs
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -594,27 +387,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --config NAME is required (see --list).", file=sys.stderr)
         return EXIT_USAGE
     try:
-        config = configs.get_config(args.config, tier=args.tier)
-        config = apply_overrides(config, args.overrides)
-        if args.output_dir:
-            config.output_dir = args.output_dir
-        runs = expand_runs(config, seeds=args.seeds, cutoffs=args.cutoffs)
+        config, origin, runs = resolve_config(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
 
     plan = [(run, *plan_action(run, force=args.force)) for run in runs]
     if args.show_config:
-        print(config)
+        print(show_config(config, origin))
     if args.dry_run:
-        print(configs.describe(config.name, config.tier) + "\n")
+        num_variants = len({run.variant for run in runs})
+        print(configs.describe(config, num_variants=num_variants, num_runs=len(runs)) + "\n")
         print(format_table(("action", "run", "why"), [[a, r.label, why] for r, a, why in plan]))
         todo = sum(a == "run" for _, a, _ in plan)
         print(f"\n{todo} of {len(plan)} runs would train ({_estimate(todo, config.tier)}).")
         return 0
+    return _prepare_and_run(config, plan, args, argv)
 
+
+def _prepare_and_run(config, plan, args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Checks the output folder and the data, then runs the plan; returns the exit code."""
     todo = [run for run, action, _ in plan if action == "run"]
     if todo:
+        try:
+            check_writable(Path(config.output_dir))
+        except OSError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USAGE
         try:
             check_data(todo[0].config, todo[0].cutoff)
         except KeyboardInterrupt:
@@ -624,17 +423,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {data_error_message(config, e)}", file=sys.stderr)
             return EXIT_USAGE
     trainer = _load_trainer() if todo else None
-
     cache = None if args.no_compilation_cache or not todo else compilation_cache_dir(config)
     with compilation_cache(cache):
         return _run_all(plan, args, argv, trainer)
 
 
+def _clear_run_dir(workdir: Path) -> None:
+    """Deletes everything in `workdir` but its lock file (held by this process)."""
+    from experiments.lock import LOCK_FILENAME
+
+    for child in workdir.iterdir():
+        if child.name == LOCK_FILENAME:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 def _run_all(plan, args: argparse.Namespace, argv: Sequence[str], trainer) -> int:
     """Runs the planned runs in order; returns the exit code. `trainer` is (train, Interrupted)."""
-    if trainer is not None:
-        train_and_evaluate, Interrupted = trainer
-        environment = records.environment()
+    environment = records.environment() if trainer is not None else None
     rows, failed = [], 0
     for i, (run, action, why) in enumerate(plan, start=1):
         prefix = f"[{i}/{len(plan)}] {run.label}"
@@ -643,19 +452,15 @@ def _run_all(plan, args: argparse.Namespace, argv: Sequence[str], trainer) -> in
             failed += action == "conflict"
             rows.append(summary_row(run, action, read_record(run.record_path)))
             continue
-        if args.force and run.workdir.exists():
-            shutil.rmtree(run.workdir)
-        print(f"{prefix}: {why}")
-        start = time.perf_counter()
         try:
-            result = train_and_evaluate(
-                run.config,
-                seed=run.seed,
-                cutoff=run.cutoff,
-                workdir=run.workdir,
-                progress=not args.no_progress,
-            )
-        except (Interrupted, KeyboardInterrupt):
+            with RunLock(run.workdir):
+                outcome = _run_locked(run, args, argv, trainer, environment, prefix)
+        except LockHeld as e:
+            print(f"{prefix}: locked: {e}", file=sys.stderr)
+            rows.append(summary_row(run, "locked", None))
+            failed += 1
+            continue
+        if outcome is None:  # interrupted
             rows.append(summary_row(run, "interrupted", None))
             print(format_table(SUMMARY_HEADER, rows))
             print(
@@ -664,20 +469,51 @@ def _run_all(plan, args: argparse.Namespace, argv: Sequence[str], trainer) -> in
                 file=sys.stderr,
             )
             return EXIT_INTERRUPTED
-        except Exception as e:  # recorded as failed; the remaining runs still run
-            traceback.print_exc()
-            result = failed_result(f"{type(e).__name__}: {e}", time.perf_counter() - start)
-        record = build_record(run, result, environment)
-        records.atomic_write_json(run.record_path, record)
-        failed += record["status"] != "finished"
+        action, record = outcome
+        failed += action == "conflict" or (record or {}).get("status") not in ("finished", None)
         rows.append(summary_row(run, action, record))
-        print(f"{prefix}: {' '.join(rows[-1][3:])} -> {run.record_path}")
-
     print(format_table(SUMMARY_HEADER, rows))
     if failed:
-        print(f"\n{failed} of {len(plan)} runs failed or conflicted; see above.", file=sys.stderr)
+        print(
+            f"\n{failed} of {len(plan)} runs failed, conflicted or were locked; see above.",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     return 0
+
+
+def _run_locked(run: Run, args, argv, trainer, environment, prefix: str):
+    """One run under its folder's lock: (action, record), or None when interrupted."""
+    action, why = plan_action(run, force=args.force)  # again: the folder may have changed
+    if action != "run":
+        print(f"{prefix}: {action}: {why}")
+        return action, read_record(run.record_path)
+    if args.force:
+        _clear_run_dir(run.workdir)
+    print(f"{prefix}: {why}")
+    train_and_evaluate, Interrupted = trainer
+    start = time.perf_counter()
+    try:
+        result = train_and_evaluate(
+            trainer_config(run.config),
+            seed=run.seed,
+            cutoff=run.cutoff,
+            workdir=run.workdir,
+            progress=not args.no_progress,
+        )
+    except (Interrupted, KeyboardInterrupt):
+        return None
+    except Exception as e:  # recorded as failed; the remaining runs still run
+        traceback.print_exc()
+        hint = recovery_hint(argv, run)
+        print(f"{prefix}: failed: {type(e).__name__}: {e}\n{hint}", file=sys.stderr)
+        failure = f"{type(e).__name__}: {e}\n{hint}"
+        result = failed_result(failure, time.perf_counter() - start)
+    record = build_record(run, result, environment)
+    records.atomic_write_json(run.record_path, record)
+    row = summary_row(run, action, record)
+    print(f"{prefix}: {' '.join(row[3:])} -> {run.record_path}")
+    return action, record
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
     python -m experiments.sweep --tier gpu              # the gpu tier, on an accelerator
     python -m experiments.sweep --dry-run               # what would run, and the expected time
 
-Every `<task>_<scheme>` config of the chosen tasks runs with its own sweep of seeds, cut-offs and
+Every `<task>_<method>` config of the chosen tasks runs with its own sweep of seeds, cut-offs and
 betas (see `experiments.configs`), writing records under `results/runs/<tier>/`; finished runs
 are skipped, so the sweep can run in parts and an interrupted sweep resumes where it stopped.
 When every run has finished, RESULTS.md is regenerated from all records under `results/runs/`.
@@ -18,16 +18,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from experiments import report, run
-from experiments.configs import schemes
+from experiments import methods, report, run
 
 DEFAULT_TASKS = ("catalog", "catalog_step")
 RECORDS_ROOT = "results/runs"
 
 
 def sweep_configs(tasks: Sequence[str]) -> list[str]:
-    """Config names of the sweep: every scheme and loss for every task, in a stable order."""
-    return [f"{task}_{scheme}" for task in tasks for scheme in schemes.SCHEMES]
+    """Config names of the sweep: every method for every task, in a stable order."""
+    return [f"{task}_{method}" for task in tasks for method in methods.METHODS]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,19 +1,23 @@
 """Configs: every name resolves to a config with the contract's fields, and those fields are
-accepted by the functions that consume them (task loaders, schemes, losses)."""
+accepted by the functions that consume them (task loaders, schemes, losses), and their resolved
+values are those of the committed sweep (tests/data/resolved_configs_v1.json, taken before the
+config redesign)."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import importlib.util
 import inspect
 import json
+from pathlib import Path
 
 import ml_collections
 import pytest
 
-from experiments import configs
-from experiments.configs import schemes, tasks, tiers
+from experiments import configs, methods, records
+from experiments.configs import tasks, tiers
 from experiments.data import TASKS as DATA_TASKS
 from ltweights import losses
 from ltweights import weights as ltw
@@ -32,18 +36,20 @@ SCHEME_NAMES = (
     "logit_adjusted",
 )
 LOSS_FUNCTIONS = {
-    "bce": losses.weighted_sigmoid_bce,
-    "focal": losses.sigmoid_focal,
+    "weighted_sigmoid_bce": losses.weighted_sigmoid_bce,
+    "sigmoid_focal": losses.sigmoid_focal,
     "asymmetric": losses.asymmetric,
     "distribution_balanced": losses.distribution_balanced,
-    "logit_adjusted": losses.logit_adjusted_bce,
+    "logit_adjusted_bce": losses.logit_adjusted_bce,
 }
+SNAPSHOT = Path(__file__).parent / "data" / "resolved_configs_v1.json"
 # field -> accepted Python types, from the config contract.
 CONTRACT = {
     "name": str,
     "task": str,
     "tier": str,
     "data": ml_collections.ConfigDict,
+    "method": str,
     "scheme": str,
     "scheme_params": ml_collections.ConfigDict,
     "loss": str,
@@ -60,7 +66,7 @@ CONTRACT = {
     "grad_clip": float,
     "checkpoint_every_steps": int,
     "keep_checkpoints": int,
-    "keep_best": bool | int,
+    "keep_best": int,
     "bucket_head": int,
     "bucket_tail": int,
     "seeds": list,
@@ -87,6 +93,8 @@ def test_every_config_has_the_contract_fields(name):
     assert config.task in DATA_TASKS
     assert config.scheme in ltw.SCHEMES
     assert config.loss in LOSS_FUNCTIONS
+    assert config.method in methods.METHODS and name.endswith("_" + config.method)
+    assert not isinstance(config.keep_best, bool)
     assert config.seeds == [0, 1, 2]
     assert config.cutoffs == [6, 12, 25, 50]
     assert {"seed", "data_dir", "cache_dir"} <= set(config.data)
@@ -121,16 +129,21 @@ def test_params_are_accepted_by_the_functions_that_use_them(name):
 
 def test_losses_train_without_label_weighting_and_name_their_hyperparameters():
     focal = configs.get_config("catalog_focal")
-    assert (focal.scheme, focal.loss, focal.loss_params.gamma) == ("none", "focal", 2.0)
+    assert (focal.scheme, focal.loss, focal.loss_params.gamma) == ("none", "sigmoid_focal", 2.0)
     asl = configs.get_config("catalog_asymmetric")
     assert (asl.loss_params.gamma_pos, asl.loss_params.gamma_neg, asl.loss_params.clip) == (
         0.0,
         4.0,
         0.05,
     )
-    for name in ("focal", "asymmetric", "distribution_balanced", "logit_adjusted"):
+    for name, fn in (
+        ("focal", losses.sigmoid_focal),
+        ("asymmetric", losses.asymmetric),
+        ("distribution_balanced", losses.distribution_balanced),
+        ("logit_adjusted", losses.logit_adjusted_bce),
+    ):
         config = configs.get_config(f"catalog_{name}")
-        assert config.scheme == "none" and config.loss == name
+        assert config.scheme == "none" and config.loss == fn.__name__ and config.method == name
     # The config's defaults are the library's: the record then states the values actually used.
     db = configs.get_config("catalog_distribution_balanced")
     defaults = inspect.signature(losses.distribution_balanced).parameters
@@ -141,7 +154,7 @@ def test_losses_train_without_label_weighting_and_name_their_hyperparameters():
 def test_weighting_schemes_train_with_bce():
     for name in ("none", "inverse", "inverse_sqrt", "class_balanced", "proposed"):
         config = configs.get_config(f"catalog_{name}")
-        assert (config.scheme, config.loss) == (name, "bce")
+        assert (config.scheme, config.loss) == (name, "weighted_sigmoid_bce")
 
 
 def test_proposed_sweeps_four_betas_and_others_sweep_nothing():
@@ -210,16 +223,74 @@ def test_parse_config_name_splits_tasks_with_underscores():
 
 
 def test_every_task_scheme_and_tier_is_documented():
-    for fn in [*tasks.TASKS.values(), *schemes.SCHEMES.values(), *tiers.TIERS.values()]:
+    for fn in tiers.TIERS.values():
         assert fn.__doc__ and len(fn.__doc__.split()) >= 5, fn.__name__
+    for entry in [*tasks.TASKS.values(), *methods.METHODS.values()]:
+        assert len(entry.doc.split()) >= 5, entry.name
     assert "python -m experiments.run" in configs.__doc__
 
 
 def test_describe_says_how_to_run_and_how_long():
-    text = configs.describe("catalog_proposed")
+    text = configs.describe(configs.get_config("catalog_proposed"), num_variants=4, num_runs=48)
     assert "48 runs" in text and "python -m experiments.run --config catalog_proposed" in text
     assert f"{48 * tiers.CPU_SECONDS_PER_RUN / 60:.0f} min" in text
-    assert "12 runs" in configs.describe("catalog_focal") and "gamma = 2" in configs.describe(
-        "catalog_focal"
-    )
-    assert "1 runs" in configs.describe("catalog_none_smoke")
+    focal = configs.describe(configs.get_config("catalog_focal"), num_variants=1, num_runs=12)
+    assert "12 runs" in focal and "gamma = 2" in focal
+
+
+def _as_v1(flat: dict) -> dict:
+    """A resolved config's fields as the version-1 configs stored them (the snapshot's form)."""
+    flat = dict(flat)
+    assert flat.pop("method") in methods.METHODS
+    legacy = {v: k for k, v in records.LEGACY_LOSS_NAMES.items()}
+    flat["loss"] = legacy[flat["loss"]]
+    assert isinstance(flat["keep_best"], int) and not isinstance(flat["keep_best"], bool)
+    flat["keep_best"] = bool(flat["keep_best"])
+    return flat
+
+
+def test_every_config_and_tier_resolves_to_the_values_before_the_redesign():
+    snapshot = json.loads(SNAPSHOT.read_text())
+    assert len(snapshot) == len(ALL_NAMES) * len(tiers.TIERS) == 135
+    for key, before in snapshot.items():
+        name, tier = key.split("@")
+        assert _as_v1(configs.flat_values(configs.get_config(name, tier))) == before, key
+
+
+def test_the_cpu_tier_changes_nothing_and_other_tiers_only_what_they_set():
+    for name in ALL_NAMES:
+        _, origin = configs.resolve(name, "cpu")
+        assert "tier" not in origin.values(), name
+    _, origin = configs.resolve("catalog_none", "smoke")
+    by_tier = {p for p, layer in origin.items() if layer == "tier"}
+    assert by_tier == {
+        "tier", "data.head_count", "model.stage_sizes", "model.num_filters", "batch_size",
+        "eval_batch_size", "num_epochs", "learning_rate", "warmup_epochs",
+        "checkpoint_every_steps", "output_dir", "seeds", "cutoffs",
+    }  # fmt: skip
+    assert origin["data.image_size"] == "task" and origin["model.block"] == "base"
+    # The method "none" is the base's defaults: it changes only the name.
+    assert {p for p, layer in origin.items() if layer == "method"} == {"name"}
+    _, origin = configs.resolve("catalog_focal", "gpu")
+    assert origin["loss"] == origin["loss_params.gamma"] == "method"
+    assert origin["model.num_filters"] == "tier" and origin["data.seed"] == "base"
+
+
+def test_config_tasks_are_the_data_sides_and_a_mismatch_is_refused():
+    assert set(tasks.TASKS) == set(DATA_TASKS)
+    with pytest.raises(RuntimeError, match="extra"):
+        tasks.check_against_data_tasks({**DATA_TASKS, "extra": "m:f"})
+
+
+def test_methods_registry_names_losses_by_their_functions():
+    assert list(methods.METHODS) == list(SCHEME_NAMES)  # the report's order
+    assert all(key == fn.__name__ for key, fn in methods.LOSSES.items())
+    assert methods.LOSSES == LOSS_FUNCTIONS
+    for m in methods.METHODS.values():
+        assert m.scheme in ltw.SCHEMES and m.loss in methods.LOSSES
+        loss_kw = inspect.signature(methods.LOSSES[m.loss]).parameters
+        assert set(m.loss_params) <= set(loss_kw) - set(methods.SUPPLIED_LOSS_ARGS), m.name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        methods.METHODS["none"].scheme = "inverse"
+    with pytest.raises(TypeError):
+        methods.METHODS["proposed"].scheme_params["beta"] = 0.5

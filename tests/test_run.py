@@ -9,17 +9,18 @@ import re
 import ml_collections
 import pytest
 
-from experiments import configs, records
+from experiments import configs, methods, records
 from experiments import run as run_mod
+from experiments.configs import overrides
 
-RECORD_KEYS = set(records.RECORD_KEYS)
+RECORD_KEYS = set(records.SCHEMA_KEYS)
 
 
 def test_record_keys_are_the_documented_schema():
     # The schema in the records module docstring lists one top-level key per line ("  key: ...").
     documented = re.findall(r"^  (\w+):", records.__doc__, flags=re.MULTILINE)
-    assert tuple(documented) == records.RECORD_KEYS
-    assert len(documented) == 20
+    assert tuple(documented) == records.SCHEMA_KEYS
+    assert len(documented) == 21
 
 
 def test_atomic_open_replaces_whole_or_not_at_all(tmp_path):
@@ -60,13 +61,13 @@ def test_parse_int_list():
     ],
 )
 def test_parse_override(text, expected):
-    assert run_mod.parse_override(text) == expected
+    assert overrides.parse_override(text) == expected
 
 
 @pytest.mark.parametrize("bad", ["num_epochs", "=5", ""])
 def test_parse_override_rejects_malformed(bad):
     with pytest.raises(ValueError, match="key=value"):
-        run_mod.parse_override(bad)
+        overrides.parse_override(bad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,7 +76,7 @@ def test_parse_override_rejects_malformed(bad):
 
 def test_apply_overrides_sets_nested_fields_and_leaves_the_input_alone():
     config = configs.get_config("catalog_focal")
-    new = run_mod.apply_overrides(
+    new = overrides.apply_overrides(
         config,
         [("model.num_filters", 32), ("loss_params.gamma", 1), ("data.data_dir", "/data")],
     )
@@ -87,22 +88,22 @@ def test_apply_overrides_sets_nested_fields_and_leaves_the_input_alone():
 def test_apply_overrides_unknown_key_names_the_closest_field():
     config = configs.get_config("catalog_none")
     with pytest.raises(ValueError, match=r"no field 'model\.num_filter'.*model\.num_filters"):
-        run_mod.apply_overrides(config, [("model.num_filter", 8)])
+        overrides.apply_overrides(config, [("model.num_filter", 8)])
     with pytest.raises(ValueError, match="no field 'epochs'"):
-        run_mod.apply_overrides(config, [("epochs", 3)])
+        overrides.apply_overrides(config, [("epochs", 3)])
     with pytest.raises(ValueError, match="no field"):  # deeper than one level in an open block
-        run_mod.apply_overrides(config, [("data.x.y", 1)])
+        overrides.apply_overrides(config, [("data.x.y", 1)])
 
 
 def test_apply_overrides_type_mismatch_is_an_error():
     config = configs.get_config("catalog_none")
     with pytest.raises(ValueError, match="num_epochs"):
-        run_mod.apply_overrides(config, [("num_epochs", "many")])
+        overrides.apply_overrides(config, [("num_epochs", "many")])
 
 
 def test_open_blocks_accept_new_keys():
     config = configs.get_config("catalog_focal")
-    new = run_mod.apply_overrides(
+    new = overrides.apply_overrides(
         config, [("loss_params.alpha", 0.25), ("data.test_positives", 50)]
     )
     assert new.loss_params.alpha == 0.25 and new.data.test_positives == 50
@@ -110,19 +111,19 @@ def test_open_blocks_accept_new_keys():
 
 def test_setting_a_swept_field_fixes_it():
     config = configs.get_config("catalog_proposed")
-    new = run_mod.apply_overrides(config, [("scheme_params.beta", 0.99)])
-    assert run_mod.sweep_axes(new) == []
+    new = overrides.apply_overrides(config, [("scheme_params.beta", 0.99)])
+    assert overrides.sweep_axes(new) == []
     runs = run_mod.expand_runs(new)
     assert {r.variant for r in runs} == {"proposed(beta=0.99)"} and len(runs) == 12
 
 
 def test_sweep_override_adds_a_sweep():
     config = configs.get_config("catalog_class_balanced")
-    new = run_mod.apply_overrides(config, [("sweep.scheme_params.beta", [0.99, 0.9999])])
-    assert run_mod.sweep_axes(new) == [("scheme_params.beta", [0.99, 0.9999])]
+    new = overrides.apply_overrides(config, [("sweep.scheme_params.beta", [0.99, 0.9999])])
+    assert overrides.sweep_axes(new) == [("scheme_params.beta", [0.99, 0.9999])]
     assert len(run_mod.expand_runs(new)) == 2 * 4 * 3
     with pytest.raises(ValueError, match=r"no field 'scheme_params\.bta'"):
-        run_mod.apply_overrides(config, [("sweep.scheme_params.bta", [0.9])])
+        overrides.apply_overrides(config, [("sweep.scheme_params.bta", [0.9])])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,7 +156,7 @@ def test_expand_runs_applies_each_beta_to_its_run():
 
 def test_two_swept_fields_give_their_product():
     config = configs.get_config("catalog_focal")
-    config = run_mod.apply_overrides(
+    config = overrides.apply_overrides(
         config,
         [
             ("sweep.loss_params.gamma", [0.0, 1.0, 2.0]),
@@ -170,7 +171,7 @@ def test_two_swept_fields_give_their_product():
 
 def test_variants_that_share_a_folder_are_rejected():
     config = configs.get_config("catalog_proposed")
-    config = run_mod.apply_overrides(config, [("variant", "proposed")])
+    config = overrides.apply_overrides(config, [("variant", "proposed")])
     with pytest.raises(ValueError, match="share the folder"):
         run_mod.expand_runs(config)
 
@@ -178,13 +179,13 @@ def test_variants_that_share_a_folder_are_rejected():
 def test_bad_sweeps_and_selections_are_errors():
     config = configs.get_config("catalog_none")
     with pytest.raises(ValueError, match="non-empty list"):
-        run_mod.expand_runs(run_mod.apply_overrides(config, [("sweep.learning_rate", [])]))
+        run_mod.expand_runs(overrides.apply_overrides(config, [("sweep.learning_rate", [])]))
     with pytest.raises(ValueError, match="without repeats"):
         run_mod.expand_runs(config, seeds=[0, 0])
     with pytest.raises(ValueError, match=">= 1"):
         run_mod.expand_runs(config, cutoffs=[0])
     with pytest.raises(ValueError, match="does not format"):
-        run_mod.expand_runs(run_mod.apply_overrides(config, [("variant", "{nope}")]))
+        run_mod.expand_runs(overrides.apply_overrides(config, [("variant", "{nope}")]))
 
 
 def test_variant_slug_and_run_dir():
@@ -269,7 +270,8 @@ def test_cli_runs_every_run_and_writes_complete_records(tmp_path, stub, capsys):
     for record in found:
         assert set(record) >= RECORD_KEYS
         assert record["config_name"] == "catalog_proposed" and record["task"] == "catalog"
-        assert (record["scheme"], record["loss"], record["tier"]) == ("proposed", "bce", "cpu")
+        assert (record["scheme"], record["loss"]) == ("proposed", "weighted_sigmoid_bce")
+        assert (record["method"], record["tier"]) == ("proposed", "cpu")
         assert record["config"]["scheme_params"]["beta"] == float(
             re.search(r"beta=([\d.]+)", record["variant"]).group(1)
         )
@@ -404,3 +406,20 @@ def test_compilation_cache_is_scoped_to_the_invocation(tmp_path):
     assert jax.config.jax_persistent_cache_min_compile_time_secs == before
     with run_mod.compilation_cache(None):  # disabled: nothing changes
         assert jax.config.jax_compilation_cache_dir is None
+
+
+@pytest.mark.parametrize("method", list(methods.METHODS))
+def test_the_trainer_builds_every_methods_loss_from_its_config(method):
+    import jax.numpy as jnp
+    import numpy as np
+
+    from experiments import train
+    from ltweights import weights
+
+    config = configs.get_config(f"catalog_{method}")
+    for_trainer = run_mod.trainer_config(config)
+    assert train.LOSSES[for_trainer.loss] is methods.LOSSES[config.loss]
+    counts = weights.label_counts(np.array([[1, 0], [0, 1], [1, 1], [0, 0]]))
+    value = train.make_loss_fn(for_trainer, counts)(jnp.zeros((4, 2)), jnp.ones((4, 2)))
+    assert np.isfinite(float(value))
+    assert config.loss == methods.METHODS[method].loss  # the config itself is left alone

@@ -1,16 +1,20 @@
-"""Experiment configs as code: `get_config("<task>_<scheme>")` returns an ml_collections
-ConfigDict, built as base -> task -> tier -> scheme.
+"""Experiment configs as code: `get_config("<task>_<method>")` returns an ml_collections
+ConfigDict, built in layers, each setting only what it is about:
 
-  tasks    catalog, catalog_step, sleevetype, archetype, csv                    (tasks.py)
-  schemes  none, inverse, inverse_sqrt, class_balanced, proposed                 (schemes.py)
-  losses   focal, asymmetric, distribution_balanced, logit_adjusted             (schemes.py)
-  tiers    cpu (default), gpu, smoke                                             (tiers.py)
+  base     every field, with the default (cpu) tier's values                    (base.py)
+  task     catalog, catalog_step, sleevetype, archetype, csv: the data fields   (tasks.py)
+  tier     cpu (default, changes nothing), gpu, smoke: sizes and schedule       (tiers.py)
+  method   none, inverse, inverse_sqrt, class_balanced, proposed (weighting schemes);
+           focal, asymmetric, distribution_balanced, logit_adjusted (losses)
+                                                          (experiments/methods.py)
+  --set    the command line's overrides (experiments.run)
 
 Every config enumerates seeds (default 0, 1, 2) and label-frequency cut-offs (default 6, 12,
 25, 50), and `proposed` also sweeps beta (0.9, 0.99, 0.999, 0.9999). Run one with
 
   python -m experiments.run --config catalog_proposed              # cpu tier, 48 runs
   python -m experiments.run --config catalog_proposed --tier gpu   # or: catalog_proposed_gpu
+  python -m experiments.run --config catalog_proposed --dry-run --show-config  # who set what
   python -m experiments.run --list                                 # every name
 
 A cpu-tier catalog run takes about `tiers.CPU_SECONDS_PER_RUN` seconds on 2 CPU cores, so a
@@ -21,29 +25,34 @@ seconds.
 from __future__ import annotations
 
 import difflib
+import json
+from typing import Any
 
 import ml_collections
 
-from experiments.configs import base, schemes, tasks, tiers
+from experiments import methods
+from experiments.configs import base, tasks, tiers
 
-__all__ = ["describe", "get_config", "list_configs", "parse_config_name"]
+__all__ = ["LAYERS", "describe", "get_config", "list_configs", "parse_config_name", "resolve"]
+
+LAYERS = ("base", "task", "tier", "method")
 
 
 def list_configs() -> list[str]:
-    """Every config name, `<task>_<scheme>`, in task then scheme order."""
-    return [f"{task}_{scheme}" for task in tasks.TASKS for scheme in schemes.SCHEMES]
+    """Every config name, `<task>_<method>`, in task then method order."""
+    return [f"{task}_{method}" for task in tasks.TASKS for method in methods.METHODS]
 
 
 def _split(name: str) -> tuple[str, str] | None:
     for task in sorted(tasks.TASKS, key=len, reverse=True):  # catalog_step before catalog
         prefix = task + "_"
-        if name.startswith(prefix) and name[len(prefix) :] in schemes.SCHEMES:
+        if name.startswith(prefix) and name[len(prefix) :] in methods.METHODS:
             return task, name[len(prefix) :]
     return None
 
 
 def parse_config_name(name: str) -> tuple[str, str, str | None]:
-    """ "<task>_<scheme>[_<tier>]" -> (task, scheme, tier or None).
+    """ "<task>_<method>[_<tier>]" -> (task, method, tier or None).
 
     Raises ValueError naming the closest valid names when `name` is not one.
     """
@@ -55,26 +64,43 @@ def parse_config_name(name: str) -> tuple[str, str, str | None]:
             parts = _split(name[: -len(tier) - 1])
             if parts is not None:
                 return (*parts, tier)
-    names = list_configs()
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(name, list_configs(), n=3, cutoff=0.5)
     hint = f" Closest: {', '.join(close)}." if close else ""
     raise ValueError(
-        f"Unknown config {name!r}.{hint} Names are <task>_<scheme> with task in "
-        f"{', '.join(tasks.TASKS)} and scheme in {', '.join(schemes.SCHEMES)}, optionally "
+        f"Unknown config {name!r}.{hint} Names are <task>_<method> with task in "
+        f"{', '.join(tasks.TASKS)} and method in {', '.join(methods.METHODS)}, optionally "
         f"followed by _<tier> ({', '.join(tiers.TIERS)}); `python -m experiments.run --list` "
         "lists them."
     )
 
 
-def get_config(name: str, tier: str | None = None) -> ml_collections.ConfigDict:
-    """The config called `name` ("catalog_proposed", "catalog_proposed_gpu", ...).
+def apply_method(config: ml_collections.ConfigDict, method: methods.Method) -> None:
+    """The method layer: scheme, loss, their parameters, the default sweep and the variant."""
+    config.method = method.name
+    config.scheme = method.scheme
+    config.loss = method.loss
+    config.scheme_params.update(dict(method.scheme_params))
+    config.loss_params.update(dict(method.loss_params))
+    for path, values in method.sweep.items():
+        *parents, leaf = path.split(".")
+        node = config.sweep
+        for key in parents:
+            if key not in node:
+                node[key] = ml_collections.ConfigDict()
+            node = node[key]
+        node[leaf] = list(values)
+    config.variant = method.variant
 
-    Args:
-      name: "<task>_<scheme>", optionally with a "_<tier>" suffix.
-      tier: "cpu" | "gpu" | "smoke"; None takes the name's suffix, else the default "cpu".
-        Giving both a suffix and a different `tier` is an error.
-    """
-    task, scheme, suffix_tier = parse_config_name(name)
+
+def flat_values(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """{dotted path: JSON value} of every leaf (an empty block is a leaf)."""
+    from experiments.records import flatten
+
+    return flatten(json.loads(json.dumps(config.to_dict())))
+
+
+def _tier_name(name: str, tier: str | None) -> tuple[str, str, str]:
+    task, method, suffix_tier = parse_config_name(name)
     if tier is not None and tier not in tiers.TIERS:
         raise ValueError(f"Unknown tier {tier!r}; valid tiers: {', '.join(tiers.TIERS)}.")
     if tier is not None and suffix_tier is not None and tier != suffix_tier:
@@ -82,51 +108,59 @@ def get_config(name: str, tier: str | None = None) -> ml_collections.ConfigDict:
             f"Config {name!r} names tier {suffix_tier!r} but tier {tier!r} was asked for; "
             f"drop the suffix or the --tier flag."
         )
-    tier = tier or suffix_tier or tiers.DEFAULT_TIER
+    return task, method, tier or suffix_tier or tiers.DEFAULT_TIER
+
+
+def resolve(name: str, tier: str | None = None) -> tuple[ml_collections.ConfigDict, dict[str, str]]:
+    """(config, origin): the config called `name` and, for each dotted field, the layer
+    (base, task, tier, method) that gave it its value."""
+    task, method, tier = _tier_name(name, tier)
     config = base.get_config()
-    tasks.TASKS[task](config)
-    tiers.TIERS[tier](config)
-    schemes.SCHEMES[scheme](config)
-    config.name = f"{task}_{scheme}"
-    return config
+    origin = dict.fromkeys(flat_values(config), "base")
+    steps = (
+        ("task", tasks.TASKS[task].apply),
+        ("tier", tiers.TIERS[tier]),
+        ("method", lambda c: apply_method(c, methods.METHODS[method])),
+    )
+    for layer, apply in steps:
+        before = flat_values(config)
+        apply(config)
+        if layer == "method":
+            config.name = f"{task}_{method}"
+        for path, value in flat_values(config).items():
+            if path not in before or before[path] != value:
+                origin[path] = layer
+    return config, origin
 
 
-def _doc(fn) -> str:
-    return " ".join((fn.__doc__ or "").split())
+def get_config(name: str, tier: str | None = None) -> ml_collections.ConfigDict:
+    """The config called `name` ("catalog_proposed", "catalog_proposed_gpu", ...).
+
+    Args:
+      name: "<task>_<method>", optionally with a "_<tier>" suffix.
+      tier: "cpu" | "gpu" | "smoke"; None takes the name's suffix, else the default "cpu".
+        Giving both a suffix and a different `tier` is an error.
+    """
+    return resolve(name, tier)[0]
 
 
-def describe(name: str, tier: str | None = None) -> str:
-    """The docstring of config `name`: its task, scheme and tier, how to run it and how long the
-    runs take, composed from the docstrings of the parts."""
-    task, scheme, _ = parse_config_name(name)
-    config = get_config(name, tier)
-    num_variants = 1
-    for values in _sweep_values(config.sweep):
-        num_variants *= len(values)
-    num_runs = num_variants * len(config.seeds) * len(config.cutoffs)
+def describe(config: ml_collections.ConfigDict, *, num_variants: int, num_runs: int) -> str:
+    """What config `config` is: its task, method and tier, how to run it and how long its
+    `num_runs` runs (as counted by `experiments.run.expand_runs`) take."""
     seconds = tiers.EXPECTED_SECONDS_PER_RUN.get(config.tier)
     duration = (
         f"about {num_runs * seconds / 60:.0f} min ({seconds:.0f} s per run, 2 CPU cores)"
         if seconds is not None
         else "not measured for this tier"
     )
+    tier_doc = " ".join((tiers.TIERS[config.tier].__doc__ or "").split())
     return "\n".join(
         [
             f"{config.name} at the {config.tier} tier: {num_runs} runs ({num_variants} variant(s) "
             f"x cut-offs {list(config.cutoffs)} x seeds {list(config.seeds)}), {duration}.",
             f"  run:    python -m experiments.run --config {config.name} --tier {config.tier}",
-            f"  task:   {_doc(tasks.TASKS[task])}",
-            f"  scheme: {_doc(schemes.SCHEMES[scheme])}",
-            f"  tier:   {_doc(tiers.TIERS[config.tier])}",
+            f"  task:   {tasks.TASKS[config.task].doc}",
+            f"  method: {methods.METHODS[config.method].doc}",
+            f"  tier:   {tier_doc}",
         ]
     )
-
-
-def _sweep_values(sweep: ml_collections.ConfigDict) -> list[list]:
-    values = []
-    for value in sweep.values():
-        if isinstance(value, ml_collections.ConfigDict):
-            values.extend(_sweep_values(value))
-        else:
-            values.append(list(value))
-    return values

@@ -1,25 +1,31 @@
 """The base config: every field the trainer and the runner read, with neutral defaults.
 
-A full config is built as base -> task -> tier -> scheme (see `experiments.configs.get_config`);
-each step only sets the fields it is about, so this file is the one place that lists them all.
+A full config is built as base -> task -> tier -> method -> `--set` (see
+`experiments.configs.get_config`; `python -m experiments.run --config NAME --show-config` prints
+which layer set each field). The base values are the default (cpu) tier's, so the cpu tier
+changes nothing; a task adds its own `data` fields, another tier sets only what it changes, and a
+method (`experiments.methods.METHODS`) sets the scheme, loss and their parameters. This file is
+the one place that lists every field.
 
 Fields (the contract between configs, `experiments.train` and `experiments.run`):
 
-  name            config name, "<task>_<scheme>", e.g. "catalog_proposed"
+  name            config name, "<task>_<method>", e.g. "catalog_proposed"
   task            key of `experiments.data.TASKS`
   tier            "smoke" | "cpu" | "gpu": the size of data, model and schedule
   data            keyword arguments of `load_task(task, cutoff=..., seed=data.seed, **rest)`;
                   `data.seed` builds the dataset and stays fixed across run seeds, so seeds vary
                   only initialisation and batch order
+  method          `experiments.methods.METHODS` key: what the config compares
   scheme          `ltweights.weights` scheme name; `scheme_params` its keyword arguments (beta)
-  loss            "bce" | "focal" | "asymmetric" | "distribution_balanced" | "logit_adjusted";
-                  `loss_params` its keyword arguments (gamma, alpha, gamma_pos, tau, ...)
+  loss            `ltweights.losses` function name (`experiments.methods.LOSSES` key), e.g.
+                  "weighted_sigmoid_bce"; `loss_params` its keyword arguments (gamma, tau, ...)
   model           Flax ResNet: name, stage_sizes, num_filters, block ("basic" | "bottleneck"),
                   small_input (3x3 stem without max-pool, for 28-64 px images), dtype
   optimisation    batch_size, eval_batch_size, num_epochs, learning_rate (peak, after linear
                   warm-up over warmup_epochs, then cosine decay to 0), weight_decay, optimizer
                   ("adamw" | "sgd"), momentum (sgd only), grad_clip (global norm; 0 disables)
-  checkpoints     checkpoint_every_steps, keep_checkpoints (the last few), keep_best (by val mAP)
+  checkpoints     checkpoint_every_steps, keep_checkpoints (how many of the last to keep),
+                  keep_best (how many of the best by val mAP to keep, >= 1)
   buckets         bucket_head, bucket_tail: head >= bucket_head, tail < bucket_tail training
                   positives (`ltweights.metrics.frequency_buckets`)
   sweep axes      seeds, cutoffs (label-frequency cut-off: training positives of the rarest label)
@@ -40,7 +46,7 @@ DEFAULT_CUTOFFS = (6, 12, 25, 50)
 
 
 def get_config() -> ml_collections.ConfigDict:
-    """Base config: catalog task, unweighted BCE, cpu-tier model; tiers and tasks refine it."""
+    """Base config: catalog task, unweighted BCE, the cpu tier's model and schedule."""
     config = ml_collections.ConfigDict()
     config.name = "base"
     config.task = "catalog"
@@ -52,9 +58,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.data_dir = ml_collections.FieldReference(None, field_type=str)
     config.data.cache_dir = ml_collections.FieldReference(None, field_type=str)
 
+    config.method = "none"
     config.scheme = "none"
     config.scheme_params = ml_collections.ConfigDict()
-    config.loss = "bce"
+    config.loss = "weighted_sigmoid_bce"
     config.loss_params = ml_collections.ConfigDict()
 
     config.model = ml_collections.ConfigDict()
@@ -67,7 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.batch_size = 128
     config.eval_batch_size = 512
-    config.num_epochs = 10
+    config.num_epochs = 12
     config.learning_rate = 3e-3
     config.warmup_epochs = 1.0
     config.weight_decay = 1e-4
@@ -77,7 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.checkpoint_every_steps = 200
     config.keep_checkpoints = 2
-    config.keep_best = True
+    config.keep_best = 1
 
     config.bucket_head = 100
     config.bucket_tail = 20

@@ -1,0 +1,143 @@
+"""`--set key=value` overrides and sweeps of a config, on ml_collections' own path helpers.
+
+Values are parsed as ml_collections' config flags parse a literal (`5`, `0.5`, `[1,1]`, `'x'`,
+`true`/`false`; anything else is a string) and set with `config_flags.config_path`, so the
+ConfigDict's type checks apply (an int is accepted for a float field, a string is not).
+New keys may be added only directly under `data`, `scheme_params` and `loss_params`, whose keys
+are checked against the loader's, scheme's and loss's parameters by `validate`.
+`sweep.<path>=[...]` sweeps an existing field; setting a swept field fixes it.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import difflib
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import ml_collections
+from ml_collections.config_flags import config_path
+
+from experiments.configs.validate import OPEN_BLOCKS
+
+
+def parse_value(raw: str) -> Any:
+    """A Python literal (5, 0.5, [1, 2], None, True, 'x') or, failing that, the string; `true`
+    and `false` as absl writes them are booleans (as in ml_collections' config flags)."""
+    raw = raw.strip()
+    if raw in ("true", "false"):
+        raw = raw.capitalize()
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """ "model.num_filters=32" -> ("model.num_filters", 32)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError(
+            f"--set expects key=value with a dotted key, e.g. --set model.num_filters=32; "
+            f"got {text!r}."
+        )
+    return key, parse_value(raw)
+
+
+def has_path(config: ml_collections.ConfigDict, path: str) -> bool:
+    try:
+        config_path.get_value(path, config)
+    except (KeyError, AttributeError, IndexError, ValueError):
+        return False
+    return True
+
+
+def _unknown_field(path: str, config: ml_collections.ConfigDict, what: str) -> ValueError:
+    from experiments.configs import flat_values
+
+    paths = list(flat_values(config))
+    close = difflib.get_close_matches(path, paths, n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return ValueError(
+        f"{what}: {config.name} has no field {path!r}.{hint} "
+        "`python -m experiments.run --config NAME --dry-run --show-config` prints every field."
+    )
+
+
+def _set_sweep(config: ml_collections.ConfigDict, target: str, values: Any) -> None:
+    *parents, leaf = target.split(".")
+    node = config.sweep
+    for key in parents:
+        if key not in node:
+            node[key] = ml_collections.ConfigDict()
+        node = node[key]
+    node[leaf] = values
+
+
+def _drop_sweep(config: ml_collections.ConfigDict, path: str) -> None:
+    if has_path(config.sweep, path):
+        *parents, leaf = path.split(".")
+        holder = config_path.get_value(".".join(parents), config.sweep) if parents else None
+        del (holder if holder is not None else config.sweep)[leaf]
+
+
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: Sequence[tuple[str, Any]]
+) -> ml_collections.ConfigDict:
+    """A copy of `config` with each (dotted path, value) set, checked against its fields."""
+    config = copy.deepcopy(config)
+    for path, value in overrides:
+        if path.startswith("sweep."):
+            target = path[len("sweep.") :]
+            if not has_path(config, target):
+                raise _unknown_field(target, config, f"--set {path}")
+            _set_sweep(config, target, value)
+            continue
+        open_block = path.split(".")[0] in OPEN_BLOCKS and path.count(".") == 1
+        if not has_path(config, path) and not open_block:
+            raise _unknown_field(path, config, f"--set {path}")
+        try:
+            config_path.set_value(path, config, value, accept_new_attributes=open_block)
+        except TypeError as e:
+            raise ValueError(f"--set {path}={value!r}: {e}") from None
+        _drop_sweep(config, path)
+    return config
+
+
+def sweep_axes(config: ml_collections.ConfigDict) -> list[tuple[str, list[Any]]]:
+    """The swept fields of `config.sweep` as (dotted path, values), in a stable order."""
+    from experiments.records import flatten
+
+    axes = []
+    for path, value in sorted(flatten(config.sweep.to_dict()).items()):
+        if isinstance(value, dict):  # an empty sweep block
+            continue
+        if not isinstance(value, list | tuple) or not value:
+            raise ValueError(
+                f"sweep.{path} must be a non-empty list of values, e.g. "
+                f"--set sweep.{path}=[0.9,0.99]; got {value!r}."
+            )
+        if not has_path(config, path):
+            raise _unknown_field(path, config, f"sweep.{path}")
+        axes.append((path, list(value)))
+    return axes
+
+
+def sweep_points(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+    """One {path: value} per point of the Cartesian product of the sweep ([{}] if none)."""
+    axes = sweep_axes(config)
+    paths = [path for path, _ in axes]
+    return [
+        dict(zip(paths, combo, strict=True)) for combo in itertools.product(*[v for _, v in axes])
+    ]
+
+
+def at_point(config: ml_collections.ConfigDict, point: dict[str, Any]) -> ml_collections.ConfigDict:
+    """A copy of `config` with the sweep point's values set."""
+    config = copy.deepcopy(config)
+    for path, value in point.items():
+        config_path.set_value(path, config, value)
+    return config

@@ -1,0 +1,235 @@
+"""What the runner refuses before any run starts (config errors, an unwritable output folder),
+what a failed run tells the user, the record schema v2, and finished v1 records still count."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from experiments import configs, records
+from experiments import run as run_mod
+from experiments.configs import validate
+
+# ---------------------------------------------------------------------------------------------
+# Config validation: each example of the issue is refused by --dry-run, exit 2, nothing written
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--set", "num_epochs=0"], "num_epochs must be an integer >= 1; got 0"),
+        (["--set", "scheme_params.beta=1.5"], "beta must be in [0, 1], got 1.5"),
+        (["--seeds", "-1"], "Seeds are integers >= 0; got [-1]"),
+        (["--set", "loss_params.gama=1.0"], "did you mean loss_params.gamma?"),
+        (["--set", "data.head_cont=5"], "did you mean data.head_count?"),
+    ],
+)
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_config_errors_are_refused_before_any_run(tmp_path, capsys, monkeypatch, args, expected,
+                                                  dry_run):  # fmt: skip
+    calls = []
+    monkeypatch.setattr(run_mod, "_load_trainer", lambda: calls.append(1))
+    monkeypatch.setattr(run_mod, "check_data", lambda *a: calls.append(2))
+    name = "catalog_focal" if "gama" in args[-1] else "catalog_class_balanced"
+    argv = ["--config", name, "--output-dir", str(tmp_path / "out"), *args]
+    code = run_mod.main([*argv, "--dry-run"] if dry_run else argv)
+    assert code == run_mod.EXIT_USAGE
+    assert expected in capsys.readouterr().err
+    assert calls == [] and not (tmp_path / "out").exists()
+
+
+def test_validation_accepts_every_config_at_every_tier():
+    for name in configs.list_configs():
+        for tier in ("cpu", "gpu", "smoke"):
+            assert validate.problems(configs.get_config(name, tier)) == [], (name, tier)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("learning_rate", float("nan"), "learning_rate must be a finite number > 0"),
+        ("model.block", "wide", "model.block must be 'basic' or 'bottleneck'"),
+        ("keep_best", 0, "keep_best must be an integer >= 1"),
+        ("optimizer", "adam", "optimizer must be 'adamw' or 'sgd'"),
+        ("data.val_fraction", 1.5, "data.val_fraction must be a fraction in [0, 1)"),
+        ("data.image_size", 0, "data.image_size must be an integer >= 1"),
+        ("loss_params.gamma_neg", 4.0, "gamma_neg is not a parameter of sigmoid_focal"),
+        ("scheme_params.bta", 0.9, "scheme_params.bta is not a parameter of none"),
+    ],
+)
+def test_validation_names_the_field_and_its_range(path, value, expected):
+    from experiments.configs import overrides
+
+    config = overrides.apply_overrides(configs.get_config("catalog_focal"), [(path, value)])
+    problems = validate.problems(config)
+    assert any(expected in p for p in problems), problems
+
+
+def test_an_unknown_field_deep_in_a_fixed_block_is_refused():
+    config = configs.get_config("catalog_none")
+    config.model.widht = 3  # bypassing --set, which refuses it already
+    assert validate.problems(config) == ["model.widht is not a config field"]
+
+
+def test_sweep_values_are_validated_too(tmp_path, capsys):
+    argv = ["--config", "catalog_proposed", "--dry-run", "--output-dir", str(tmp_path)]
+    code = run_mod.main([*argv, "--set", "sweep.scheme_params.beta=[0.9,2.0]"])
+    assert code == run_mod.EXIT_USAGE and "got 2.0" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Output folder
+
+
+@pytest.mark.parametrize("where", ["is_a_file", "under_a_file"])
+def test_unwritable_output_dir_is_one_line_before_data_loads(tmp_path, capsys, monkeypatch, where):
+    loaded = []
+    monkeypatch.setattr(run_mod, "check_data", lambda *a: loaded.append(1))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    output_dir = blocker if where == "is_a_file" else blocker / "runs"
+    code = run_mod.main(["--config", "catalog_none_smoke", "--output-dir", str(output_dir)])
+    err = capsys.readouterr().err.strip()
+    assert code == run_mod.EXIT_USAGE and loaded == []
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert f"output directory {output_dir} is not writable" in err and "--output-dir" in err
+    assert blocker.read_text() == "x"
+
+
+def test_check_writable_leaves_nothing_behind(tmp_path):
+    run_mod.check_writable(tmp_path / "a" / "b")
+    assert list(tmp_path.iterdir()) == []  # the missing folder is not created, the probe gone
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures say how to recover
+
+
+def _stub(monkeypatch, trainer):
+    monkeypatch.setattr(run_mod, "_load_trainer", lambda: (trainer, KeyboardInterrupt))
+    monkeypatch.setattr(run_mod, "check_data", lambda config, cutoff: None)
+    monkeypatch.setattr(records, "environment", lambda: {})
+
+
+def _result(**data):
+    result = dict(status="finished", failure=None, data=data or None, curves=[], val=None)
+    return result | dict(test=None, wall_time_s=1.0, images_per_s=1.0, steps=1)
+
+
+def test_a_failed_run_names_the_command_that_restarts_just_it(tmp_path, monkeypatch, capsys):
+    def trainer(config, *, seed, cutoff, workdir, progress=True):
+        if config.scheme_params.beta == 0.99 and seed == 1:
+            raise FileNotFoundError("Checkpoint at checkpoints/28 not found")
+        (workdir / "checkpoints").mkdir(exist_ok=True)
+        return _result()
+
+    _stub(monkeypatch, trainer)
+    argv = ["--config", "catalog_proposed", "--cutoffs", "6", "--seeds", "0,1"]
+    argv += ["--output-dir", str(tmp_path), "--no-progress"]
+    assert run_mod.main(argv) == run_mod.EXIT_FAILED
+    err = capsys.readouterr().err
+    workdir = tmp_path / "catalog_proposed/proposed-beta-0.99/cutoff6/seed1"
+    record = records.load_record(workdir / "record.json")
+    assert record["status"] == "failed" and "Checkpoint at" in record["failure"]
+    command = next(line.strip() for line in record["failure"].splitlines() if "--force" in line)
+    assert command in err and str(workdir) in record["failure"]
+    # The command restarts exactly that run: rerun it with a trainer that now works.
+    calls = []
+    _stub(monkeypatch, lambda config, **kw: calls.append((config.scheme_params.beta, kw["seed"]))
+          or _result())  # fmt: skip
+    words = shlex.split(command)
+    assert words[:3] == ["python", "-m", "experiments.run"]
+    assert run_mod.main(words[3:]) == 0
+    assert calls == [(0.99, 1)]
+    assert records.load_record(workdir / "record.json")["status"] == "finished"
+
+
+# ---------------------------------------------------------------------------------------------
+# Record schema v2 and v1 records
+
+
+def test_v2_record_stores_method_loss_function_and_provenance_once(tmp_path, monkeypatch):
+    per_split = {
+        split: {"source": "fashion-mnist", "sha256": "abc", "split": split, "n": n}
+        for split, n in (("train", 10), ("val", 5), ("test", 5))
+    }
+    per_split["test"]["sha256"] = "def"
+    _stub(monkeypatch, lambda config, **kw: _result(provenance=per_split, num_train=10))
+    argv = ["--config", "catalog_focal_smoke", "--output-dir", str(tmp_path), "--no-progress"]
+    assert run_mod.main(argv) == 0
+    (record,) = records.load_records(tmp_path)
+    assert record["schema_version"] == 2 and tuple(record) == tuple(sorted(records.SCHEMA_KEYS))
+    assert (record["method"], record["scheme"], record["loss"]) == ("focal", "none",
+                                                                    "sigmoid_focal")  # fmt: skip
+    assert record["config"]["method"] == "focal" and record["config"]["loss"] == "sigmoid_focal"
+    data = record["data"]
+    assert data["provenance"] == {"source": "fashion-mnist"}
+    assert data["split_provenance"] == {
+        "train": {"sha256": "abc", "split": "train", "n": 10},
+        "val": {"sha256": "abc", "split": "val", "n": 5},
+        "test": {"sha256": "def", "split": "test", "n": 5},
+    }
+    for split, fields in per_split.items():  # nothing lost: common + differing = the original
+        assert {**data["provenance"], **data["split_provenance"][split]} == fields
+
+
+def test_split_provenance_is_empty_when_splits_agree():
+    same = {"a": 1, "b": [1, 2]}
+    assert records.split_provenance({"train": same, "val": dict(same)}) == (same, {})
+    common, differ = records.split_provenance({"train": {"a": 1}, "val": {"a": 1, "x": 2}})
+    assert (common, differ) == ({"a": 1}, {"val": {"x": 2}})
+
+
+def _v1_record(config: dict) -> dict:
+    """A finished version-1 record as the committed sweep stored it."""
+    v1 = dict(config)
+    del v1["method"]
+    v1["loss"] = {v: k for k, v in records.LEGACY_LOSS_NAMES.items()}[config["loss"]]
+    v1["keep_best"] = True
+    return {"schema_version": 1, "status": "finished", "config": v1, "test": {"mAP": 0.5},
+            "wall_time_s": 1.0, "variant": "focal(gamma=2)", "loss": v1["loss"]}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["catalog_focal", "catalog_logit_adjusted", "catalog_proposed"])
+def test_finished_v1_records_are_skipped_not_rerun(tmp_path, monkeypatch, capsys, name):
+    calls = []
+    _stub(monkeypatch, lambda config, **kw: calls.append(1) or _result())
+    argv = ["--config", name, "--seeds", "0", "--cutoffs", "6", "--output-dir", str(tmp_path)]
+    config = configs.get_config(name)
+    config.output_dir = str(tmp_path)
+    for run in run_mod.expand_runs(config, seeds=[0], cutoffs=[6]):
+        run.workdir.mkdir(parents=True)
+        records.atomic_write_json(run.record_path, _v1_record(run_mod.json_safe_config(run.config)))
+    assert run_mod.main([*argv, "--no-progress"]) == 0
+    assert calls == [] and "--force reruns it" in capsys.readouterr().out
+    # ...but a v1 record of another recipe is still a conflict.
+    assert run_mod.main([*argv, "--no-progress", "--set", "num_epochs=3"]) == run_mod.EXIT_FAILED
+
+
+def test_load_record_reads_v1_and_v2_and_refuses_others(tmp_path):
+    path = tmp_path / "record.json"
+    for version in (1, 2):
+        path.write_text(json.dumps({"schema_version": version}))
+        assert records.load_record(path)["schema_version"] == version
+    path.write_text(json.dumps({"schema_version": 3}))
+    with pytest.raises(ValueError, match="versions 1, 2"):
+        records.load_record(path)
+    path.write_text("[1]")
+    with pytest.raises(ValueError, match="schema_version None"):
+        records.load_record(path)
+
+
+def test_show_config_names_the_layer_of_each_field(tmp_path, capsys):
+    argv = ["--config", "catalog_focal_smoke", "--dry-run", "--show-config"]
+    argv += ["--output-dir", str(tmp_path), "--set", "learning_rate=0.02"]
+    assert run_mod.main(argv) == 0
+    lines = {line.split(" = ")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines["learning_rate"].endswith("# --set") and "0.02" in lines["learning_rate"]
+    assert lines["num_epochs"].endswith("# tier")
+    assert lines["loss_params.gamma"].endswith("# method")
+    assert lines["data.head_count"].endswith("# tier")
+    assert lines["data.image_size"].endswith("# task")
+    assert lines["weight_decay"].endswith("# base")
+    assert lines["output_dir"].endswith("# --output-dir")
