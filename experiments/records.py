@@ -192,33 +192,72 @@ def load_record(
     return record
 
 
+def method_of_v1(config_name: Any, task: Any) -> Any:
+    """A version-1 record's method: its config name minus the '<task>_' prefix."""
+    if isinstance(config_name, str) and isinstance(task, str):
+        if config_name.startswith(f"{task}_"):
+            return config_name[len(task) + 1 :]
+    return config_name
+
+
 def upgrade_config_v1(config: dict[str, Any]) -> dict[str, Any]:
     """A version-1 record's config as version 2 would store it: `method` added (from the
     config name), `loss` as the function name, `keep_best` as an int."""
     config = dict(config)
-    name, task = config.get("name", ""), config.get("task", "")
-    config.setdefault("method", name[len(task) + 1 :] if name.startswith(task + "_") else name)
+    config.setdefault("method", method_of_v1(config.get("name", ""), config.get("task", "")))
     config["loss"] = LEGACY_LOSS_NAMES.get(config.get("loss"), config.get("loss"))
     if isinstance(config.get("keep_best"), bool):
         config["keep_best"] = int(config["keep_best"])
     return config
 
 
+def _same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON values (1, 1.0 and True stay distinct)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
 def split_provenance(per_split: dict[str, dict[str, Any]]) -> tuple[dict, dict]:
     """{split: provenance} -> (fields equal in every split, {split: the fields that differ}).
 
-    A field absent from some split counts as differing. Inverse: `{**common, **differ[s]}`
-    is split s's provenance.
+    A field absent from some split counts as differing; values are compared as JSON. Splits
+    with nothing of their own are left out of the second result ({} when all agree). Inverse:
+    `{**common, **differ.get(s, {})}` is split s's provenance.
     """
     splits = list(per_split)
-    keys = set().union(*(per_split[s] for s in splits)) if splits else set()
+    keys = dict.fromkeys(k for s in splits for k in per_split[s])
+    first = per_split[splits[0]] if splits else {}
     common = {
-        k: per_split[splits[0]][k]
-        for k in sorted(keys)
-        if all(k in per_split[s] and per_split[s][k] == per_split[splits[0]][k] for s in splits)
+        k: first[k]
+        for k in keys
+        if all(k in per_split[s] and _same_json(per_split[s][k], first[k]) for s in splits)
     }
     differ = {s: {k: v for k, v in per_split[s].items() if k not in common} for s in splits}
     return common, {s: d for s, d in differ.items() if d}
+
+
+def upgrade_record(record: Any) -> Any:
+    """A record of any readable version in the current (version 2) shape, as a new dict; the
+    input is not changed. Version 2 differs from version 1 in exactly: schema_version 2; a
+    top-level `method` (the config name's axis) and `config.method`; `config.loss` as the loss
+    function's name; `config.keep_best` an int; `data.provenance` one dict of the fields common
+    to all splits plus `data.split_provenance` {split: fields that differ}, where version 1 held
+    a full copy per split. Anything else (another version, wrong types) is returned as it is,
+    for validation to name."""
+    if not isinstance(record, dict) or record.get("schema_version") != 1:
+        return record
+    method = method_of_v1(record.get("config_name"), record.get("task"))
+    out = {**record, "schema_version": 2, "method": method}
+    if isinstance(record.get("config"), dict):
+        out["config"] = upgrade_config_v1({**record["config"], "method": method})
+    data = record.get("data")
+    if isinstance(data, dict):
+        provenance = data.get("provenance") or {}
+        per_split = isinstance(provenance, dict) and all(
+            isinstance(value, dict) for value in provenance.values()
+        )
+        common, differ = split_provenance(provenance) if per_split else (provenance, {})
+        out["data"] = {**data, "provenance": common, "split_provenance": differ}
+    return out
 
 
 def load_records(root: str | os.PathLike) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import report
+from experiments import records, report
 from experiments.records import atomic_write_json
 
 SHA = "3f2a9c1be0d47f6a8b5c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a"
@@ -537,11 +537,11 @@ def test_normalise_v1_record_to_v2():
     assert v2["method"] == "proposed"  # config_name "catalog_proposed" minus "catalog_".
     assert v2["config"]["method"] == "proposed"
     assert v2["config"]["loss"] == "weighted_sigmoid_bce"
-    assert v2["data"]["provenance"] == {"source": "fm", "params": {"cutoff": 6}, "empty": {}}
+    assert v2["data"]["provenance"] == {"source": "fm", "empty": {}}
     assert v2["data"]["split_provenance"] == {
-        "train": {"params": {"seed": 0}, "n": 1000},
-        "val": {"params": {"seed": 0}, "n": 200},
-        "test": {"params": {"seed": 1}, "n": 200, "x": 1},
+        "train": {"params": {"cutoff": 6, "seed": 0}, "n": 1000},
+        "val": {"params": {"cutoff": 6, "seed": 0}, "n": 200},
+        "test": {"params": {"cutoff": 6, "seed": 1}, "n": 200, "x": 1},
     }
     # Everything else is kept.
     for key in set(v1) - {"schema_version", "config", "data"}:
@@ -557,7 +557,9 @@ def test_normalise_v1_identical_splits_and_task_prefix():
     assert v2["data"]["provenance"] == v1["data"]["provenance"]["train"]
     assert v2["data"]["split_provenance"] == {}
     # 1 and 1.0 (and True) are different JSON values: not merged into one common field.
-    common, differ = report.split_common({"train": {"a": 1}, "val": {"a": 1.0}, "test": {"a": 1}})
+    common, differ = records.split_provenance(
+        {"train": {"a": 1}, "val": {"a": 1.0}, "test": {"a": 1}}
+    )
     assert common == {} and differ == {"train": {"a": 1}, "val": {"a": 1.0}, "test": {"a": 1}}
 
 

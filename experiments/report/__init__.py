@@ -34,12 +34,10 @@ from experiments.report.cli import (
     write_report,
 )
 from experiments.report.loading import (
-    READABLE_VERSIONS,
     ReportError,
     Run,
     normalise_record,
     read_runs,
-    split_common,
 )
 from experiments.report.markdown import build_report
 from experiments.report.plots import (
@@ -73,7 +71,6 @@ __all__ = [
     "DEFAULT_NOTES",
     "MANIFEST_NAME",
     "METRICS",
-    "READABLE_VERSIONS",
     "VARIANT_ORDER",
     "Group",
     "ReportError",
@@ -98,7 +95,6 @@ __all__ = [
     "run_metrics",
     "separated",
     "short_summary",
-    "split_common",
     "split_variant",
     "variant_sort_key",
     "write_report",

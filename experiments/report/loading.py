@@ -7,7 +7,6 @@ shape only. A record the report cannot use is named with what is wrong and how t
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,28 +17,14 @@ from experiments import records as records_lib
 from experiments.stats import defined
 
 __all__ = [
-    "READABLE_VERSIONS",
-    "V1_LOSS_NAMES",
     "ReportError",
     "Run",
     "normalise_record",
     "read_runs",
-    "split_common",
 ]
 
-# Record schema versions the report reads; all are normalised to the last one.
-READABLE_VERSIONS = (1, 2)
-# v1 stored the trainer's short loss key in config.loss; v2 stores the function's name in
-# ltweights.losses.
-V1_LOSS_NAMES = {
-    "bce": "weighted_sigmoid_bce",
-    "focal": "sigmoid_focal",
-    "asymmetric": "asymmetric",
-    "distribution_balanced": "distribution_balanced",
-    "logit_adjusted": "logit_adjusted_bce",
-}
-# Every key of a version-2 record.
-RECORD_KEYS = tuple(dict.fromkeys((*records_lib.RECORD_KEYS, "method")))
+# Every key of a record once normalised to the current schema version.
+RECORD_KEYS = records_lib.SCHEMA_KEYS
 SPLITS = ("train", "val", "test")
 HOW_TO_PRODUCE = (
     "Produce records with `python -m experiments.run --config catalog_proposed` (list the "
@@ -88,85 +73,8 @@ class Run:
         return self.record["method"]
 
 
-# --------------------------------------------------------------------------------------------
-# Version 1 -> version 2
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal as JSON (so that 1, 1.0 and True stay distinct)."""
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-
-
-def split_common(by_split: dict[str, dict]) -> tuple[dict, dict[str, dict]]:
-    """{split: dict} -> (the fields equal in every split, {split: the fields that differ}).
-
-    Nested dicts are compared field by field; splits with no differing field are left out of the
-    second result, so it is {} when all splits agree.
-    """
-    splits = list(by_split)
-    common: dict[str, Any] = {}
-    differ: dict[str, dict] = {s: {} for s in splits}
-    missing = object()
-    for key in dict.fromkeys(k for d in by_split.values() for k in d):
-        values = [by_split[s].get(key, missing) for s in splits]
-        if all(v is not missing for v in values) and all(_same(v, values[0]) for v in values):
-            common[key] = values[0]
-        elif all(isinstance(v, dict) and v for v in values):
-            sub_common, sub_differ = split_common({s: by_split[s][key] for s in splits})
-            if sub_common:
-                common[key] = sub_common
-            for split, fields in sub_differ.items():
-                differ[split][key] = fields
-        else:
-            for split, value in zip(splits, values, strict=True):
-                if value is not missing:
-                    differ[split][key] = value
-    return common, {s: d for s, d in differ.items() if d}
-
-
-def _method_of(record: dict[str, Any]) -> Any:
-    """The config-name axis of a v1 record: config_name minus its '<task>_' prefix."""
-    name, task = record.get("config_name"), record.get("task")
-    if isinstance(name, str) and isinstance(task, str) and name.startswith(f"{task}_"):
-        return name[len(task) + 1 :]
-    return name
-
-
-def normalise_record(record: Any) -> Any:
-    """A record of any readable schema version in the version-2 shape (a new dict; the input is
-    not changed). Version 2 differs from version 1 in exactly these fields:
-
-      * schema_version 2, and a top-level `method` (one of none, inverse, ..., logit_adjusted:
-        the config name's axis), also as `config.method`;
-      * data.provenance is one dict of the fields common to all splits and
-        data.split_provenance is {split: fields that differ} ({} when none differ), where v1
-        held a full copy per split, data.provenance = {train: ..., val: ..., test: ...};
-      * config.loss is the loss function's name in ltweights.losses ("weighted_sigmoid_bce"),
-        where v1 held the trainer's short key ("bce").
-
-    Anything that is not a v1 record with the expected types is returned as it is, for
-    validation to name.
-    """
-    if not isinstance(record, dict) or record.get("schema_version") != 1:
-        return record
-    out = {**record, "schema_version": 2, "method": _method_of(record)}
-    if isinstance(record.get("config"), dict):
-        config = {**record["config"], "method": out["method"]}
-        if isinstance(config.get("loss"), str):
-            config["loss"] = V1_LOSS_NAMES.get(config["loss"], config["loss"])
-        out["config"] = config
-    data = record.get("data")
-    if isinstance(data, dict):
-        provenance = data.get("provenance") or {}
-        per_split = isinstance(provenance, dict) and all(
-            key in SPLITS and isinstance(value, dict) for key, value in provenance.items()
-        )
-        if per_split and provenance:
-            common, differ = split_common(provenance)
-        else:
-            common, differ = provenance, {}
-        out["data"] = {**data, "provenance": common, "split_provenance": differ}
-    return out
+# Version 1 -> version 2: one function, in experiments.records.
+normalise_record = records_lib.upgrade_record
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,7 +155,7 @@ def read_runs(root: str | os.PathLike) -> list[Run]:
     runs, errors = [], []
     for path in paths:
         try:
-            record = normalise_record(records_lib.load_record(path, versions=READABLE_VERSIONS))
+            record = normalise_record(records_lib.load_record(path))
         except ValueError as e:
             errors.append(str(e))
             continue
