@@ -16,7 +16,8 @@ from typing import Any
 
 import jax
 
-from experiments.records import atomic_write_json, environment
+from experiments.atomic import atomic_write_json
+from experiments.records import environment
 
 __all__ = [
     "block",

@@ -63,6 +63,7 @@ from typing import Any
 import ml_collections
 
 from experiments import configs, methods, records
+from experiments.atomic import atomic_write_json
 from experiments.configs import overrides, tasks, tiers, validate
 from experiments.lock import LockHeld, RunLock
 from experiments.runs import (  # noqa: F401  (the runner's API, re-exported for callers)
@@ -510,7 +511,7 @@ def _run_locked(run: Run, args, argv, trainer, environment, prefix: str):
         failure = f"{type(e).__name__}: {e}\n{hint}"
         result = failed_result(failure, time.perf_counter() - start)
     record = build_record(run, result, environment)
-    records.atomic_write_json(run.record_path, record)
+    atomic_write_json(run.record_path, record)
     row = summary_row(run, action, record)
     print(f"{prefix}: {' '.join(row[3:])} -> {run.record_path}")
     return action, record

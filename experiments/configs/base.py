@@ -10,7 +10,7 @@ the one place that lists every field.
 Fields (the contract between configs, `experiments.train` and `experiments.run`):
 
   name            config name, "<task>_<method>", e.g. "catalog_proposed"
-  task            key of `experiments.data.TASKS`
+  task            key of `experiments.data.TASK_LOADERS`
   tier            "smoke" | "cpu" | "gpu": the size of data, model and schedule
   data            keyword arguments of `load_task(task, cutoff=..., seed=data.seed, **rest)`;
                   `data.seed` builds the dataset and stays fixed across run seeds, so seeds vary

@@ -22,7 +22,8 @@ from typing import Any
 
 import ml_collections
 
-from experiments.data import TASKS as DATA_TASKS  # the data side's task -> loader table
+from experiments.data import TASK_LOADERS  # the data side's task -> loader table
+from experiments.data.catalog import DEFAULT_HEAD_COUNT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Task:
             config.data[key] = ml_collections.FieldReference(None, field_type=str)
 
 
-_CATALOG_DATA = types.MappingProxyType({"head_count": 1000, "image_size": 28})
+_CATALOG_DATA = types.MappingProxyType({"head_count": DEFAULT_HEAD_COUNT, "image_size": 28})
 _CROP_DATA = types.MappingProxyType({"image_size": 64})
 
 TASKS: dict[str, Task] = {
@@ -104,7 +105,7 @@ TASKS: dict[str, Task] = {
 EMBEDDED_TASK = "catalog"
 
 
-def check_against_data_tasks(data_tasks: Mapping[str, Any] = DATA_TASKS) -> None:
+def check_against_data_tasks(data_tasks: Mapping[str, Any] = TASK_LOADERS) -> None:
     """Raises if the config side's tasks are not exactly the data side's."""
     if set(TASKS) != set(data_tasks):
         raise RuntimeError(

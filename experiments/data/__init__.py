@@ -16,7 +16,7 @@ from typing import Any
 from experiments.data import catalog, csv_catalog, fashionpedia
 from experiments.data.dataset import Dataset, Splits
 
-__all__ = ["TASKS", "TASK_LOADERS", "Dataset", "Splits", "get_task_loader", "load_task"]
+__all__ = ["TASK_LOADERS", "Dataset", "Splits", "get_task_loader", "load_task"]
 
 TASK_LOADERS: dict[str, Callable[..., Splits]] = {
     "catalog": catalog.load_catalog,
@@ -25,20 +25,6 @@ TASK_LOADERS: dict[str, Callable[..., Splits]] = {
     "archetype": fashionpedia.load_archetype,
     "csv": csv_catalog.load_csv_catalog,
 }
-
-
-def _import_path(loader: Callable[..., Splits]) -> str:
-    """'module:attribute' under which `loader` is defined in one of the source modules."""
-    for module in (catalog, csv_catalog, fashionpedia):
-        for attribute, value in vars(module).items():
-            if value is loader:
-                return f"{module.__name__}:{attribute}"
-    raise LookupError(f"{loader!r} is not defined in a data source module.")
-
-
-# The registry's former "module:function" form, derived from TASK_LOADERS, for code that still
-# imports loaders by name. New code uses TASK_LOADERS.
-TASKS: dict[str, str] = {name: _import_path(loader) for name, loader in TASK_LOADERS.items()}
 
 
 def get_task_loader(name: str) -> Callable[..., Splits]:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from experiments.methods import METHODS
 from experiments.records import flatten
 from experiments.report.loading import Run
 from experiments.stats import MeanCI, defined, mean_ci, paired_difference
@@ -31,19 +32,9 @@ CONFIDENCE = 0.95
 # Differences are printed with 3 decimals; smaller ones are not called separated from 0.
 MIN_DIFFERENCE = 0.0005
 
-# Row order of the tables, by method (a variant's name before any "(...)"): weighting schemes,
-# then losses; methods not listed follow alphabetically. The one place that orders methods.
-VARIANT_ORDER = (
-    "none",
-    "inverse",
-    "inverse_sqrt",
-    "class_balanced",
-    "proposed",
-    "focal",
-    "asymmetric",
-    "distribution_balanced",
-    "logit_adjusted",
-)
+# Row order of the tables, by method (a variant's name before any "(...)"): the method
+# registry's order; methods not listed follow alphabetically.
+VARIANT_ORDER = tuple(METHODS)
 TIER_ORDER = ("smoke", "cpu", "gpu")
 _SHA_RE = re.compile(r"^[0-9a-fA-F]{40,128}$")
 
