@@ -74,7 +74,7 @@ def make_config(**overrides):
             "grad_clip": 1.0,
             "checkpoint_every_steps": 3,
             "keep_checkpoints": 2,
-            "keep_best": True,
+            "keep_best": 1,
             "bucket_head": 30,
             "bucket_tail": 15,
         }
