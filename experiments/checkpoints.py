@@ -156,8 +156,12 @@ class Checkpoints:
         options = ocp.CheckpointManagerOptions(create=True, cleanup_tmp_directories=True)
         try:
             self._manager = ocp.CheckpointManager(self.directory, options=options)
-        except Exception as e:
-            raise self._unusable(f"its checkpoint folder {self.directory} cannot be read", e) from e
+        except OSError as e:  # nothing in the folder is lost: say what to check
+            raise CheckpointError(
+                f"Cannot create or read the checkpoint folder {self.directory} "
+                f"({type(e).__name__}: {e}). Check that the output directory is writable, or "
+                "choose another --output-dir."
+            ) from e
         self.last_saved: int | None = self._manager.latest_step()
         self._pending_curves: list[dict[str, Any]] | None = None  # of the save in flight
 

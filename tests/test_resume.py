@@ -230,3 +230,10 @@ def test_progress_round_trips_through_json():
     progress.curves.append({"epoch": 1, "step": 8, "val_mAP": 0.5})
     back = ckpt.Progress.from_json(json.loads(json.dumps(progress.to_json())))
     assert back == progress and back.step(8) == 19
+
+
+def test_a_checkpoint_folder_that_cannot_be_created_says_what_to_check(tmp_path):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(trainer.CheckpointError, match="writable, or choose another --output-dir"):
+        ckpt.Checkpoints(not_a_folder, keep_last=1, keep_best=1)
