@@ -63,10 +63,9 @@ SCRIPT = textwrap.dedent(
                 state, metrics = step(state, x, y)
                 losses.append(float(metrics["loss"]))
         shards = len(x.addressable_shards)
-        replicated = state["params"]["head"]["kernel"].sharding.is_fully_replicated
-        leaves = jax.tree.leaves(
-            {"params": state["params"], "batch_stats": state["batch_stats"]}
-        )
+        assert isinstance(state, trainer.TrainState)
+        replicated = state.params["head"]["kernel"].sharding.is_fully_replicated
+        leaves = jax.tree.leaves(state.variables)
         return {
             "losses": losses,
             "leaves": [np.asarray(v).ravel().tolist() for v in leaves],

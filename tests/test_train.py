@@ -74,7 +74,7 @@ def make_config(**overrides):
             "grad_clip": 1.0,
             "checkpoint_every_steps": 3,
             "keep_checkpoints": 2,
-            "keep_best": True,
+            "keep_best": 1,
             "bucket_head": 30,
             "bucket_tail": 15,
         }
@@ -207,6 +207,33 @@ def test_distribution_balanced_refuses_a_scheme(splits):
     config = make_config(loss="distribution_balanced", scheme="proposed")
     with pytest.raises(ValueError, match="scheme='none'"):
         trainer.make_loss_fn(config, counts)
+
+
+@pytest.mark.parametrize(
+    "field", ["warmup_epochs", "weight_decay", "optimizer", "momentum", "grad_clip"]
+)
+def test_optimizer_reads_its_fields_from_the_config_without_fallbacks(field):
+    """The base config defines every field; one that is missing is an error naming it, never a
+    silent default that could disagree with base's."""
+    values = {k: v for k, v in make_config(optimizer="sgd").to_dict().items() if k != field}
+    with pytest.raises(AttributeError, match=field):
+        trainer.make_optimizer(ml_collections.ConfigDict(values), 10)
+
+
+def test_warmup_epochs_of_the_config_set_the_warmup():
+    params = {"w": jnp.ones((2, 2))}
+    grads = {"w": jnp.ones((2, 2))}
+
+    def first_updates(warmup_epochs):
+        config = make_config(warmup_epochs=warmup_epochs, weight_decay=0.0, grad_clip=0.0)
+        tx = trainer.make_optimizer(config, 10)
+        updates, _ = tx.update(grads, tx.init(params), params)
+        return np.asarray(updates["w"])
+
+    # Warm-up from 0: the first step has learning rate 0; without warm-up it has the peak 3e-3
+    # (adam's first step moves each weight by the learning rate).
+    np.testing.assert_array_equal(first_updates(1.0), 0.0)
+    np.testing.assert_allclose(first_updates(0.0), -3e-3, rtol=1e-4)
 
 
 def test_weight_decay_skips_batchnorm_and_biases():

@@ -1,0 +1,393 @@
+"""The step maths of the trainer: loss from a config, optimiser, train state, jitted steps.
+
+Everything here is a function of arrays and a config; the loop that calls these steps, the
+checkpoints and the record live in `experiments.train` and `experiments.checkpoints`.
+
+- Loss: `make_loss_fn(config, counts)` is the one place where the config's scheme and loss become
+  a function of (logits, labels). Reduction: the elementwise loss is summed over the C labels and
+  averaged over the batch, L = (1/B) sum_b sum_j loss[b, j], so a label's weight scales its
+  gradient directly and the loss does not shrink as C grows.
+- Optimiser: optax adamw (or sgd + momentum) with linear warm-up and cosine decay to 0, weight
+  decay on kernels only (not on BatchNorm scales/biases or dense biases), optional global-norm
+  gradient clipping.
+- Steps: `jax.jit` over a 1-D mesh ("data",) of all devices: the batch is sharded on the data
+  axis, the `TrainState` is replicated and donated. BatchNorm statistics are computed over the
+  global batch (the SPMD partitioner inserts the all-reduce; no `axis_name`). Every host builds
+  the same global batch and `jax.make_array_from_process_local_data` copies each local device
+  its rows; results are read from local replicas; so the same code runs on one CPU, on N GPUs
+  and on several hosts after `jax.distributed.initialize()` (the multi-host case is not tested
+  here). Images travel as uint8 and are scaled to [-1, 1] inside the step.
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from experiments.checkpoints import run_fingerprint
+from experiments.data import Dataset, pipeline
+from experiments.models import create_model
+from ltweights import losses, weights
+
+__all__ = [
+    "DATA_AXIS",
+    "LOSSES",
+    "TrainState",
+    "create_train_state",
+    "eval_scores",
+    "make_eval_step",
+    "make_init",
+    "make_loss_fn",
+    "make_mesh",
+    "make_optimizer",
+    "make_train_step",
+    "normalize_images",
+    "run_functions",
+    "shard_batch",
+    "to_host",
+    "train_step_fn",
+]
+
+DATA_AXIS = "data"
+
+
+@flax.struct.dataclass
+class TrainState:
+    """What a train step reads and writes, and what a checkpoint holds.
+
+    `rng` is not consumed by the (deterministic) ResNet; it is kept so that a stochastic layer or
+    augmentation can use `fold_in(rng, step)` and still resume exactly.
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array
+
+    def __getitem__(self, name: str) -> Any:
+        # Read access by name (`state["params"]`), as when the state was a dict: callers such
+        # as the training benchmark still index it that way.
+        return getattr(self, name)
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """The model's variables, as `model.apply` takes them."""
+        return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss from config and label counts
+# ---------------------------------------------------------------------------------------------
+
+# name -> elementwise loss; every one has the logits' shape [B, C].
+LOSSES: dict[str, Callable[..., jax.Array]] = {
+    "bce": losses.weighted_sigmoid_bce,
+    "focal": losses.sigmoid_focal,
+    "asymmetric": losses.asymmetric,
+    "distribution_balanced": losses.distribution_balanced,
+    "logit_adjusted": losses.logit_adjusted_bce,
+}
+# Arguments the trainer supplies from the label counts; not settable through loss_params.
+_SUPPLIED = ("logits", "labels", "pos_weight", "neg_weight", "positives", "num_examples", "prior")
+
+
+def _as_dict(x: Any) -> dict[str, Any]:
+    if x is None:
+        return {}
+    if hasattr(x, "to_dict"):
+        return x.to_dict()
+    return dict(x)
+
+
+def _keyword_params(fn: Callable) -> set[str]:
+    return {
+        name
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    }
+
+
+def make_loss_fn(config: Any, counts: weights.LabelCounts) -> Callable[[jax.Array, jax.Array], Any]:
+    """The training objective of a config: `loss_fn(logits [B, C], labels [B, C]) -> scalar`.
+
+    pos/neg weights come from `ltweights.weights.scheme_weights(config.scheme, counts,
+    **config.scheme_params)` with the TRAIN split's counts; the elementwise loss is
+    `LOSSES[config.loss]` with `config.loss_params`:
+
+      bce                    weighted_sigmoid_bce(logits, labels, pos_weight, neg_weight)
+      focal                  sigmoid_focal(..., gamma, alpha, pos_weight, neg_weight)
+      asymmetric             asymmetric(..., gamma_pos, gamma_neg, clip, pos_weight, neg_weight)
+      distribution_balanced  distribution_balanced(..., positives, num_examples, ...) (its own
+                             re-balancing; scheme weights are passed only if the loss takes them)
+      logit_adjusted         logit_adjusted_bce(..., prior = positives / num_examples, tau, ...)
+
+    Reduction: sum over labels, mean over the batch: L = (1/B) sum_b sum_j loss[b, j].
+    loss_params keys that the chosen loss does not take are ignored when another loss takes
+    them (one base config holds them all); a key no loss takes is an error.
+    """
+    name = config.loss
+    if name not in LOSSES:
+        raise ValueError(f"Unknown loss {name!r}; valid losses: {', '.join(LOSSES)}.")
+    fn = LOSSES[name]
+    accepted = _keyword_params(fn)
+    params = _as_dict(config.loss_params)
+    known_anywhere = set().union(*(_keyword_params(f) for f in LOSSES.values())) - set(_SUPPLIED)
+    unknown = sorted(set(params) - known_anywhere)
+    if unknown:
+        raise ValueError(
+            f"loss_params {unknown} are not parameters of any loss; the losses take "
+            f"{sorted(known_anywhere)}. Fix the config's loss_params."
+        )
+    kwargs = {k: v for k, v in params.items() if k in accepted and k not in _SUPPLIED}
+    for key, value in kwargs.items():  # per-label vectors arrive as lists from a config
+        if isinstance(value, list | tuple):
+            kwargs[key] = jnp.asarray(value, jnp.float32)
+
+    pos_weight, neg_weight = weights.scheme_weights(
+        config.scheme, counts, **_as_dict(config.scheme_params)
+    )
+    weighted = config.scheme != "none"
+    if "pos_weight" in accepted:
+        kwargs["pos_weight"], kwargs["neg_weight"] = pos_weight, neg_weight
+    elif weighted:
+        raise ValueError(
+            f"Loss {name!r} does its own label re-weighting and takes no scheme weights, but the "
+            f"config sets scheme={config.scheme!r}. Set scheme='none' for this loss."
+        )
+    positives = np.asarray(counts.positives, np.float32)
+    if "positives" in accepted:
+        kwargs["positives"] = jnp.asarray(positives)
+        kwargs["num_examples"] = int(counts.num_examples)
+    if "prior" in accepted:
+        # A label with no positives (or no negatives) would give log(0); clip to half a count.
+        half = 0.5 / counts.num_examples
+        kwargs["prior"] = jnp.asarray(
+            np.clip(positives / counts.num_examples, half, 1.0 - half), jnp.float32
+        )
+
+    def loss_fn(logits: jax.Array, labels: jax.Array) -> jax.Array:
+        elementwise = fn(logits, labels, **kwargs)
+        return jnp.mean(jnp.sum(elementwise, axis=-1))
+
+    return loss_fn
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimiser, state, steps
+# ---------------------------------------------------------------------------------------------
+
+
+def _decay_mask(params):
+    """Weight decay on kernels (ndim > 1) only: not on BatchNorm scale/bias or dense biases."""
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(config: Any, steps_per_epoch: int) -> optax.GradientTransformation:
+    """adamw or sgd+momentum; linear warm-up over warmup_epochs, cosine decay to 0 at the end."""
+    total_steps = int(config.num_epochs) * steps_per_epoch
+    warmup_steps = round(float(config.warmup_epochs) * steps_per_epoch)
+    warmup_steps = min(max(warmup_steps, 0), max(total_steps - 1, 0))
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=float(config.learning_rate),
+        warmup_steps=warmup_steps,
+        decay_steps=max(total_steps, warmup_steps + 1),
+        end_value=0.0,
+    )
+    weight_decay = float(config.weight_decay)
+    optimizer = config.optimizer
+    if optimizer == "adamw":
+        tx = optax.adamw(schedule, weight_decay=weight_decay, mask=_decay_mask)
+    elif optimizer == "sgd":
+        tx = optax.chain(
+            optax.add_decayed_weights(weight_decay, mask=_decay_mask),
+            optax.sgd(schedule, momentum=float(config.momentum), nesterov=True),
+        )
+    else:
+        raise ValueError(f"Unknown optimizer {optimizer!r}; use 'adamw' or 'sgd'.")
+    if config.grad_clip:  # 0 (or None) disables clipping
+        tx = optax.chain(optax.clip_by_global_norm(float(config.grad_clip)), tx)
+    return tx
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+    """A 1-D mesh ("data",) over all devices (of all hosts).
+
+    The axis is Explicit (sharding in types, JAX's default): the batch's sharding is part of the
+    arrays' types and reductions over it (BatchNorm statistics, the mean loss, the gradients)
+    become all-reduces over the global batch.
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    return jax.make_mesh(
+        (len(devices),),
+        (DATA_AXIS,),
+        axis_types=(jax.sharding.AxisType.Explicit,),
+        devices=devices,
+    )
+
+
+def normalize_images(images: jax.Array) -> jax.Array:
+    """uint8 [0, 255] -> float32 [-1, 1]; BatchNorm after the stem takes care of the rest."""
+    return images.astype(jnp.float32) * (2.0 / 255.0) - 1.0
+
+
+def make_init(model, tx, image_shape, mesh):
+    """jit(init)(rng) -> the initial `TrainState`, replicated on the mesh."""
+
+    def init(rng):
+        variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+        params = variables["params"]
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=variables["batch_stats"],
+            opt_state=tx.init(params),
+            rng=jax.random.fold_in(rng, 1),
+        )
+
+    return jax.jit(init, out_shardings=NamedSharding(mesh, P()))
+
+
+def create_train_state(model, tx, image_shape, *, seed: int, mesh) -> TrainState:
+    """The initial train state of `seed`, replicated on the mesh (see `make_init`)."""
+    return make_init(model, tx, tuple(image_shape), mesh)(jax.random.PRNGKey(seed))
+
+
+def train_step_fn(model, tx, loss_fn):
+    """The step maths, unjitted: (state, images uint8, labels) -> (state, metrics).
+
+    metrics: loss (scalar), grad_norm (global L2 norm of the gradients) and params_finite
+    (every new parameter finite: a finite loss can still come with an overflowing update, and
+    such parameters must never be checkpointed).
+    """
+
+    def train_step(state, images, labels):
+        x = normalize_images(images)
+        y = labels.astype(jnp.float32)
+
+        def objective(params):
+            logits, updates = model.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                x,
+                train=True,
+                mutable=["batch_stats"],
+            )
+            return loss_fn(logits, y), updates["batch_stats"]
+
+        (loss, batch_stats), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(
+            step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+        )
+        params_finite = jnp.all(
+            jnp.asarray([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)])
+        )
+        metrics = {
+            "loss": loss,
+            "grad_norm": optax.tree.norm(grads),
+            "params_finite": params_finite,
+        }
+        return new_state, metrics
+
+    return train_step
+
+
+def make_train_step(model, tx, loss_fn, mesh):
+    """jit(train_step)(state, images uint8 [B,H,W,ch], labels [B,C]) -> (state, metrics).
+
+    Batch sharded on the data axis, state replicated and donated, metrics replicated; see
+    `train_step_fn` for the maths and the metrics.
+    """
+    replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
+    return jax.jit(
+        train_step_fn(model, tx, loss_fn),
+        in_shardings=(replicated, batch, batch),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+
+
+def make_eval_step(model, mesh):
+    """jit(eval_step)({params, batch_stats}, images uint8) -> sigmoid scores float32 [B, C].
+
+    Scores are replicated so that every host can read them (they are small: B x C).
+    """
+
+    def eval_step(variables, images):
+        logits = model.apply(variables, normalize_images(images), train=False)
+        return jax.nn.sigmoid(logits)
+
+    replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
+    return jax.jit(eval_step, in_shardings=(replicated, batch), out_shardings=replicated)
+
+
+def shard_batch(mesh, global_batch: np.ndarray) -> jax.Array:
+    """A global host batch -> a jax.Array sharded on the data axis.
+
+    Every host holds the same global batch (the pipeline is deterministic per seed and epoch);
+    with `global_shape == local_data.shape`, `make_array_from_process_local_data` copies to
+    each local device exactly its rows, whatever the order of devices in the mesh.
+    """
+    return jax.make_array_from_process_local_data(
+        NamedSharding(mesh, P(DATA_AXIS)), global_batch, global_batch.shape
+    )
+
+
+def to_host(tree: Any) -> Any:
+    """Replicated arrays -> NumPy, read from a local replica (works when other hosts hold
+    devices of the mesh too, where `np.asarray` of the global array would fail)."""
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+
+def eval_scores(eval_step, variables, dataset: Dataset, batch_size: int, mesh) -> np.ndarray:
+    """Scores [N, C] for every example of `dataset`, padded rows of the last batch dropped."""
+    chunks = []
+    for images, _, num_valid in pipeline.eval_batches(dataset, batch_size):
+        scores = eval_step(variables, shard_batch(mesh, images))
+        chunks.append(to_host(scores)[:num_valid])
+    return np.concatenate(chunks, axis=0)
+
+
+# Compiled steps of recent runs. Runs that differ only in seed (a sweep's repeats, a resume in
+# the same process) have identical step functions: reusing the jitted callables skips their
+# compilation. Small, since each entry holds executables.
+_COMPILED: collections.OrderedDict[tuple, tuple] = collections.OrderedDict()
+_COMPILED_MAX_ENTRIES = 4
+
+
+def run_functions(config, counts, train: Dataset, steps_per_epoch: int, mesh, cutoff: int):
+    """(init, train_step, eval_step) of a run, from the cache when a run had the same."""
+    key = (
+        run_fingerprint(config, None, cutoff, [int(x) for x in counts.positives]),
+        int(counts.num_examples),
+        steps_per_epoch,
+        mesh,
+        train.images.shape[1:],
+    )
+    if key in _COMPILED:
+        _COMPILED.move_to_end(key)
+        return _COMPILED[key]
+    model = create_model(_as_dict(config.model), train.num_labels)
+    tx = make_optimizer(config, steps_per_epoch)
+    loss_fn = make_loss_fn(config, counts)
+    functions = (
+        make_init(model, tx, tuple(train.images.shape[1:]), mesh),
+        make_train_step(model, tx, loss_fn, mesh),
+        make_eval_step(model, mesh),
+    )
+    _COMPILED[key] = functions
+    while len(_COMPILED) > _COMPILED_MAX_ENTRIES:
+        _COMPILED.popitem(last=False)
+    return functions
