@@ -38,7 +38,6 @@ from benchmarks.common import block, environment, markdown_table, time_interleav
 from experiments import train as trainer
 from experiments.configs import get_config
 from experiments.models import create_model
-from experiments.run import trainer_config
 from ltweights import weights
 
 NUM_LABELS = 10  # the catalog task's Fashion-MNIST classes
@@ -66,7 +65,7 @@ def _first_call_seconds(fn, *args) -> tuple[float, Any]:
 
 def benchmark_tier(tier: str, *, steps: int, batch_size: int | None) -> dict[str, Any]:
     """Images/s of the data-parallel and reference steps of one tier's model."""
-    config = trainer_config(get_config("catalog_inverse", tier=tier))
+    config = get_config("catalog_inverse", tier=tier)
     batch_size = int(batch_size or config.batch_size)
     mesh = trainer.make_mesh()
     if batch_size % mesh.size:

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import shlex
 import shutil
 import sys
@@ -196,25 +195,6 @@ def _load_trainer():
     from experiments.train import Interrupted, train_and_evaluate
 
     return train_and_evaluate, Interrupted
-
-
-def trainer_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """`config` with `loss` as the loaded trainer's LOSSES key.
-
-    Configs name the loss function (`experiments.methods.LOSSES`); a trainer whose own LOSSES
-    table still uses the version-1 keys (bce, focal, ...) gets that key. A no-op once the
-    trainer's table is keyed by function name, or when no trainer module is loaded (a stub).
-    """
-    train = sys.modules.get("experiments.train")
-    table = getattr(train, "LOSSES", None)
-    if not table or config.loss in table:
-        return config
-    by_function = {fn.__name__: key for key, fn in table.items()}
-    if config.loss not in by_function:
-        return config
-    config = copy.deepcopy(config)
-    config.loss = by_function[config.loss]
-    return config
 
 
 def _argparse_type(parse):
@@ -496,7 +476,7 @@ def _run_locked(run: Run, args, argv, trainer, environment, prefix: str):
     start = time.perf_counter()
     try:
         result = train_and_evaluate(
-            trainer_config(run.config),
+            run.config,
             seed=run.seed,
             cutoff=run.cutoff,
             workdir=run.workdir,

@@ -34,10 +34,11 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from experiments import methods
 from experiments.checkpoints import run_fingerprint
 from experiments.data import Dataset, pipeline
 from experiments.models import create_model
-from ltweights import losses, weights
+from ltweights import weights
 
 __all__ = [
     "DATA_AXIS",
@@ -90,16 +91,9 @@ class TrainState:
 # Loss from config and label counts
 # ---------------------------------------------------------------------------------------------
 
-# name -> elementwise loss; every one has the logits' shape [B, C].
-LOSSES: dict[str, Callable[..., jax.Array]] = {
-    "bce": losses.weighted_sigmoid_bce,
-    "focal": losses.sigmoid_focal,
-    "asymmetric": losses.asymmetric,
-    "distribution_balanced": losses.distribution_balanced,
-    "logit_adjusted": losses.logit_adjusted_bce,
-}
-# Arguments the trainer supplies from the label counts; not settable through loss_params.
-_SUPPLIED = ("logits", "labels", "pos_weight", "neg_weight", "positives", "num_examples", "prior")
+# The losses by function name and the arguments the trainer supplies: the method registry's.
+LOSSES = methods.LOSSES
+_SUPPLIED = methods.SUPPLIED_LOSS_ARGS
 
 
 def _as_dict(x: Any) -> dict[str, Any]:
@@ -125,12 +119,12 @@ def make_loss_fn(config: Any, counts: weights.LabelCounts) -> Callable[[jax.Arra
     **config.scheme_params)` with the TRAIN split's counts; the elementwise loss is
     `LOSSES[config.loss]` with `config.loss_params`:
 
-      bce                    weighted_sigmoid_bce(logits, labels, pos_weight, neg_weight)
-      focal                  sigmoid_focal(..., gamma, alpha, pos_weight, neg_weight)
-      asymmetric             asymmetric(..., gamma_pos, gamma_neg, clip, pos_weight, neg_weight)
-      distribution_balanced  distribution_balanced(..., positives, num_examples, ...) (its own
-                             re-balancing; scheme weights are passed only if the loss takes them)
-      logit_adjusted         logit_adjusted_bce(..., prior = positives / num_examples, tau, ...)
+      weighted_sigmoid_bce   (logits, labels, pos_weight, neg_weight)
+      sigmoid_focal          (..., gamma, alpha, pos_weight, neg_weight)
+      asymmetric             (..., gamma_pos, gamma_neg, clip, pos_weight, neg_weight)
+      distribution_balanced  (..., positives, num_examples, ...) (its own re-balancing; scheme
+                             weights are passed only if the loss takes them)
+      logit_adjusted_bce     (..., prior = positives / num_examples, tau, ...)
 
     Reduction: sum over labels, mean over the batch: L = (1/B) sum_b sum_j loss[b, j].
     loss_params keys that the chosen loss does not take are ignored when another loss takes

@@ -174,9 +174,9 @@ def test_keep_best_as_a_count(value, count):
 
 def test_fingerprint_ignores_exactly_the_result_neutral_fields():
     positives = [1, 2, 3, 4, 5]
-    # The value the trainer computed before the fingerprint moved to experiments.checkpoints:
-    # checkpoints written then still resume.
-    assert ckpt.run_fingerprint(make_config(), 0, 6, positives) == "aa085ada1fae2315"
+    # The value the trainer computed before the fingerprint moved to experiments.checkpoints (for
+    # the config of that time, whose loss key was "bce"): the algorithm is unchanged.
+    assert ckpt.run_fingerprint(make_config(loss="bce"), 0, 6, positives) == "aa085ada1fae2315"
     base = ckpt.run_fingerprint(make_config(), 0, 6, positives)
     neutral = make_config(
         seeds=[0, 1], cutoffs=[6], sweep={"beta": [0.9]}, variant="x", output_dir="o"

@@ -53,7 +53,7 @@ def make_config(**overrides):
             "data": {"seed": 0},
             "scheme": "none",
             "scheme_params": {},
-            "loss": "bce",
+            "loss": "weighted_sigmoid_bce",
             "loss_params": {},
             "model": {
                 "name": "resnet",
@@ -157,9 +157,9 @@ def test_class_balanced_scheme_weights_both_terms(splits):
 @pytest.mark.parametrize(
     "loss, loss_params, scheme",
     [
-        ("focal", {"gamma": 1.5}, "inverse_sqrt"),
+        ("sigmoid_focal", {"gamma": 1.5}, "inverse_sqrt"),
         ("asymmetric", {"gamma_neg": 2.0, "clip": 0.1}, "none"),
-        ("logit_adjusted", {"tau": 0.5}, "inverse"),
+        ("logit_adjusted_bce", {"tau": 0.5}, "inverse"),
         ("distribution_balanced", {}, "none"),
     ],
 )
@@ -171,13 +171,13 @@ def test_each_loss_gets_its_params_and_the_scheme_weights(splits, loss, loss_par
     got = trainer.make_loss_fn(config, counts)(logits, labels)
 
     pos, neg = weights.scheme_weights(scheme, counts)
-    if loss == "focal":
+    if loss == "sigmoid_focal":
         elementwise = losses.sigmoid_focal(
             logits, labels, gamma=1.5, pos_weight=pos, neg_weight=neg
         )
     elif loss == "asymmetric":
         elementwise = losses.asymmetric(logits, labels, gamma_neg=2.0, clip=0.1)
-    elif loss == "logit_adjusted":
+    elif loss == "logit_adjusted_bce":
         prior = positives / 128.0
         elementwise = losses.logit_adjusted_bce(
             logits, labels, prior=prior, tau=0.5, pos_weight=pos, neg_weight=neg
