@@ -223,7 +223,9 @@ def weighted_sigmoid_bce(
     Both softplus terms are built from one ``log1p(exp(-|z|))``, as
     ``softplus(+-z) = max(+-z, 0) + log1p(exp(-|z|))``: one exp and one log1p per element
     instead of two of each, with every part non-negative, so tiny losses keep full relative
-    precision (the shorter ``softplus(z) - y * z`` would lose them to cancellation).
+    precision (the shorter ``softplus(z) - y * z`` would lose them to cancellation). The
+    gradient ``w+ * y * (p - 1) + w- * (1 - y) * p`` uses ``p - 1 = -sigmoid(-z)``, so tiny
+    gradients keep their precision too.
 
     Without weights it equals ``optax.sigmoid_binary_cross_entropy``. ``w+ = pos_weight`` with
     ``w- = 1`` is PyTorch's ``BCEWithLogitsLoss(pos_weight=...)``.
