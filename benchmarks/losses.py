@@ -3,6 +3,7 @@
     python -m benchmarks.losses                  # full: 3 shapes x {float32, bfloat16}
     python -m benchmarks.losses --quick          # small shapes, few repeats (seconds)
     python -m benchmarks.losses --dtypes float32 --repeats 50 --out /tmp/losses.json
+    python -m benchmarks.losses --goal-shape-only --dtypes float32   # just the goals' shape
 
 What is timed: `jax.jit(jax.value_and_grad(lambda logits: loss(logits, labels, ...).mean()))`,
 i.e. the loss and its gradient with respect to the logits, on arrays already on the device,
@@ -20,9 +21,25 @@ References, measured in the same run at the same shape and dtype:
     default (--torch-threads): with more, torch's OpenMP barriers stall for milliseconds whenever
     another process holds a core, which made its times meaningless on a small shared machine.
 
-Goals (issue 2): the weighted BCE is no slower than optax's unweighted BCE at (4096, 1000) (the
-weights should cost nothing; "no slower" is read as a ratio <= 1.05 to absorb timing noise), and
-every loss is within 2x of optax's BCE. The table reports pass/fail; nothing asserts on times.
+Goals, each a pass/fail column or line of the output (nothing asserts on times):
+  * the weighted BCE is no slower than optax's unweighted BCE at (4096, 1000) (the weights
+    should cost nothing; "no slower" is read as a ratio <= 1.05 to absorb timing noise);
+  * the weighted BCE costs <= 0.85x optax's BCE at (4096, 1000) float32 ("one transcendental":
+    both softplus terms come from one log1p(exp(-|z|)), and the gradient is a sigmoid rather
+    than the derivative of log1p(exp(.)));
+  * every loss is within 2x of optax's BCE.
+
+Measured on a shared 2-core CPU machine (no accelerator), (4096, 1000) float32, forward+backward,
+ratios to optax's BCE in the same run: the weighted BCE went from 0.93-1.08x (two softplus
+terms, the optax form; previous and current code interleaved in one run, and this benchmark
+before the change) to 0.50-0.64x with the shared softplus and its sigmoid derivative (about
+1.0x torch's BCEWithLogitsLoss(pos_weight) on one thread); the focal loss from 1.44-1.6x to
+0.92-1.09x. Forms of the BCE core tried on the way (each ratio from one interleaved run):
+autodiff through max(+-z, 0) + log1p(exp(-|z|)) 0.86x (its backward pass divides and selects);
+a custom derivative built from exp(-|z|) with a divide and selects 0.74-0.76x; one sigmoid
+for both derivatives 0.33x, rejected because 1 - sigmoid(z) loses the tiny gradients of
+confident correct labels; one sigmoid per derivative 0.31x, kept; ``softplus(z) - y * z``
+0.36-0.49x, rejected because it returns 0 for losses below float32 epsilon times |z|.
 
 Output: a markdown table on stdout and JSON at --out (default benchmarks/out/losses.json).
 """
@@ -58,6 +75,8 @@ FLOOR = "floor_multiply"
 TORCH = "torch_bce_pos_weight"
 GOAL_SHAPE = (4096, 1000)
 NO_SLOWER_TOLERANCE = 1.05  # "no slower" within timing noise
+ONE_TRANSCENDENTAL_LIMIT = 0.85  # weighted BCE at GOAL_SHAPE float32 vs optax's BCE
+ONE_TRANSCENDENTAL_DTYPE = "float32"
 WITHIN_FACTOR = 2.0
 
 # The weighting used for the losses that take scheme weights.
@@ -265,6 +284,7 @@ def goals(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append(
                 {
                     "goal": f"weighted BCE <= {NO_SLOWER_TOLERANCE}x optax BCE at {GOAL_SHAPE}",
+                    "kind": "no_slower",
                     "loss": r["loss"],
                     "shape": list(shape),
                     "dtype": r["dtype"],
@@ -274,11 +294,32 @@ def goals(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 }
             )
     for r in rows:
+        shape = (r["batch"], r["num_labels"])
+        if (
+            r["loss"] == "weighted_bce"
+            and shape == GOAL_SHAPE
+            and r["dtype"] == ONE_TRANSCENDENTAL_DTYPE
+        ):
+            out.append(
+                {
+                    "goal": f"weighted BCE <= {ONE_TRANSCENDENTAL_LIMIT}x optax BCE at "
+                    f"{GOAL_SHAPE} (one transcendental)",
+                    "kind": "one_transcendental",
+                    "loss": r["loss"],
+                    "shape": list(shape),
+                    "dtype": r["dtype"],
+                    "ratio": r["ratio_to_optax_bce"],
+                    "limit": ONE_TRANSCENDENTAL_LIMIT,
+                    "passed": r["ratio_to_optax_bce"] <= ONE_TRANSCENDENTAL_LIMIT,
+                }
+            )
+    for r in rows:
         if r["loss"] in (REFERENCE, FLOOR, TORCH):
             continue
         out.append(
             {
                 "goal": f"within {WITHIN_FACTOR}x of optax BCE",
+                "kind": "within",
                 "loss": r["loss"],
                 "shape": [r["batch"], r["num_labels"]],
                 "dtype": r["dtype"],
@@ -292,10 +333,9 @@ def goals(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def format_table(result: dict[str, Any]) -> str:
     """The markdown table printed by `main`: one row per (shape, dtype, loss)."""
+    verdict = {True: "pass", False: "FAIL"}
     passed = {
-        (g["loss"], tuple(g["shape"]), g["dtype"]): g["passed"]
-        for g in result["goals"]
-        if g["goal"].startswith("within")
+        (g["kind"], g["loss"], tuple(g["shape"]), g["dtype"]): g["passed"] for g in result["goals"]
     }
     rows = []
     for r in result["results"]:
@@ -309,7 +349,8 @@ def format_table(result: dict[str, Any]) -> str:
                 r["ratio_to_optax_bce"],
                 r["ratio_to_floor"],
                 r["ratio_to_torch"],
-                {True: "pass", False: "FAIL"}.get(passed.get(key), ""),
+                verdict.get(passed.get(("within", *key)), ""),
+                verdict.get(passed.get(("one_transcendental", *key)), ""),
             ]
         )
     table = markdown_table(
@@ -322,17 +363,20 @@ def format_table(result: dict[str, Any]) -> str:
             "x floor",
             "x torch BCE(pos_weight)",
             f"<= {WITHIN_FACTOR:g}x optax",
+            f"<= {ONE_TRANSCENDENTAL_LIMIT:g}x optax",
         ],
         rows,
     )
-    no_slower = [g for g in result["goals"] if not g["goal"].startswith("within")]
     lines = [table, ""]
-    for g in no_slower:
-        verdict = "pass" if g["passed"] else "FAIL"
-        lines.append(f"- {g['goal']}, {g['dtype']}: ratio {g['ratio']:.3f} -> {verdict}")
-    if not no_slower:
-        lines.append(f"- weighted BCE vs optax goal: shape {GOAL_SHAPE} not run")
-    within = [g for g in result["goals"] if g["goal"].startswith("within")]
+    for kind in ("no_slower", "one_transcendental"):
+        goals_of_kind = [g for g in result["goals"] if g["kind"] == kind]
+        for g in goals_of_kind:
+            lines.append(
+                f"- {g['goal']}, {g['dtype']}: ratio {g['ratio']:.3f} -> {verdict[g['passed']]}"
+            )
+        if not goals_of_kind:
+            lines.append(f"- weighted BCE goal ({kind}): {GOAL_SHAPE} float32 not run")
+    within = [g for g in result["goals"] if g["kind"] == "within"]
     failed = [g for g in within if not g["passed"]]
     lines.append(
         f"- every loss within {WITHIN_FACTOR:g}x of optax BCE: "
@@ -385,6 +429,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--shapes", type=_parse_shapes, default=None, help="comma list of BATCHxLABELS"
     )
+    parser.add_argument(
+        "--goal-shape-only",
+        action="store_true",
+        help=f"only the goals' shape {GOAL_SHAPE[0]}x{GOAL_SHAPE[1]} (same as --shapes)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument(
@@ -399,6 +448,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be >= 1")
+    if args.goal_shape_only and (args.shapes or args.quick):
+        parser.error("--goal-shape-only cannot be combined with --shapes or --quick")
+    if args.goal_shape_only:
+        args.shapes = (GOAL_SHAPE,)
     shapes = args.shapes or (QUICK_SHAPES if args.quick else SHAPES)
     repeats = args.repeats or (5 if args.quick else 20)
 

@@ -7,7 +7,10 @@ logits' shape and dtype; reduction is the caller's (see :func:`per_example_sum` 
 
 Numerics. Losses are written in log space with ``softplus`` / ``log_sigmoid`` (never
 ``log(sigmoid(x))``), so values and gradients stay finite for float32 logits of +/-1e4 and for
-bfloat16 logits. Low-precision inputs are computed in float32 and the result cast back.
+bfloat16 logits. Where a loss needs both ``softplus(-z)`` (= ``-log p``) and ``softplus(z)``
+(= ``-log(1 - p)``), both come from one ``log1p(exp(-|z|))`` plus ``max(+-z, 0)``: half the
+transcendentals, and no cancellation, so tiny losses keep their relative precision.
+Low-precision inputs are computed in float32 and the result cast back.
 
 Scheme weights. ``pos_weight`` and ``neg_weight`` (from :mod:`ltweights.weights`, shape ``[C]``,
 a scalar, or anything that broadcasts to the logits' shape without changing it) multiply the
@@ -18,17 +21,20 @@ positive term (``y * ...``) and the negative term (``(1 - y) * ...``). They are 
 count the imbalance twice.
 
 Checks. Shape and dtype problems raise at trace time with messages naming the shapes involved.
-Value problems (labels outside [0, 1], negative counts, NaN) cannot be seen under ``jit``; call
-:func:`validate_inputs` once on the host, outside ``jit``, before training.
+Hyperparameters, weights, priors and counts given as Python or NumPy values (as configs give
+them) are range-checked at trace time too: NaN, inf or a value outside the documented range
+raises a ValueError naming the parameter, its value and the valid range. ``jax.Array`` values
+(traced under ``jit``/``vmap``, e.g. to sweep a hyperparameter) pass through unchecked, as do
+labels and logits: those values cannot be seen under ``jit``; call :func:`validate_inputs` once
+on the host, outside ``jit``, before training.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from ltweights.weights import LabelCounts, validate_counts
 
@@ -42,8 +48,6 @@ __all__ = [
     "validate_inputs",
     "weighted_sigmoid_bce",
 ]
-
-ArrayLike = Any
 
 # Priors are clipped to [_PRIOR_EPS, 1 - _PRIOR_EPS] so that log-odds stay finite (|.| <= 16.1).
 _PRIOR_EPS = 1e-7
@@ -120,6 +124,84 @@ def _finish(loss, dtype):
     return loss.astype(dtype)
 
 
+@jax.custom_jvp
+def _softplus_pair(z):
+    """``(softplus(-z), softplus(z))``, i.e. ``(-log p, -log(1 - p))``, from one softplus.
+
+    ``softplus(+-z) = max(+-z, 0) + log1p(exp(-|z|))``: one exp and one log1p serve both terms
+    (computing each softplus costs two of each), and no part is ever subtracted, so tiny values
+    (``softplus(-z) ~ exp(-z)`` for large z) keep full relative precision, unlike the shorter
+    ``softplus(z) - z``. The derivatives are ``-sigmoid(-z)`` and ``sigmoid(z)`` (see the
+    custom JVP below): exact at the kink ``z = 0`` of ``|z|``, with full relative precision in
+    their tails, and cheaper on CPU than differentiating through log1p/exp.
+    """
+    shared = jnp.log1p(jnp.exp(-jnp.abs(z)))
+    return jnp.maximum(-z, 0.0) + shared, jnp.maximum(z, 0.0) + shared
+
+
+@_softplus_pair.defjvp
+def _softplus_pair_jvp(primals, tangents):
+    (z,), (dz,) = primals, tangents
+    return _softplus_pair(z), (-jax.nn.sigmoid(-z) * dz, jax.nn.sigmoid(z) * dz)
+
+
+def _hyperparameter(
+    name: str,
+    what: str,
+    value,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float | None:
+    """Range-checks a hyperparameter whose value is known at trace time.
+
+    Python and NumPy numbers (and NumPy arrays, lists or tuples of them) are checked here: they
+    must be finite and within ``low``/``high`` (closed ends unless ``*_open``). A scalar is
+    returned as a Python float, so callers can specialise on it; a NumPy array returns None.
+    ``jax.Array`` values (traced under ``jit``/``vmap``, or on a device) pass through unchecked
+    (None): their values cannot be read at trace time; :func:`validate_inputs` checks weights
+    and priors on the host.
+    """
+    if value is None or isinstance(value, jax.Array):
+        return None
+    array = np.asarray(value)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(
+            f"{name}: {what} must be a real number (or an array of them), got "
+            f"{type(value).__name__} {value!r}."
+        )
+    array = array.astype(np.float64)
+    finite = bool(np.isfinite(array).all())
+    in_range = finite
+    if finite and array.size:
+        lo, hi = array.min(), array.max()
+        if low is not None:
+            in_range &= bool(lo > low if low_open else lo >= low)
+        if high is not None:
+            in_range &= bool(hi < high if high_open else hi <= high)
+    if not in_range:
+        if low is not None and high is not None:
+            bound = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        elif low is not None:
+            bound = f"{'>' if low_open else '>='} {low:g}"
+        elif high is not None:
+            bound = f"{'<' if high_open else '<='} {high:g}"
+        else:
+            bound = "(any real value)"
+        if array.ndim == 0:
+            got = f"got {float(array)}"
+        elif not finite:
+            got = "got an array containing NaN or inf"
+        else:
+            got = f"got an array with values in [{array.min():g}, {array.max():g}]"
+        raise ValueError(
+            f"{name}: {what} must be a finite number {bound}, {got}; pass a value in range."
+        )
+    return float(array) if array.ndim == 0 else None
+
+
 # --------------------------------------------------------------------------------------------
 # Losses
 # --------------------------------------------------------------------------------------------
@@ -130,13 +212,20 @@ def weighted_sigmoid_bce(
     labels: ArrayLike,
     pos_weight: ArrayLike | None = None,
     neg_weight: ArrayLike | None = None,
-) -> jnp.ndarray:
+) -> jax.Array:
     """Weighted sigmoid binary cross-entropy, elementwise.
 
     With ``p = sigmoid(z)``::
 
         loss = -(w+ * y * log p + w- * (1 - y) * log(1 - p))
              = w+ * y * softplus(-z) + w- * (1 - y) * softplus(z)
+
+    Both softplus terms are built from one ``log1p(exp(-|z|))``, as
+    ``softplus(+-z) = max(+-z, 0) + log1p(exp(-|z|))``: one exp and one log1p per element
+    instead of two of each, with every part non-negative, so tiny losses keep full relative
+    precision (the shorter ``softplus(z) - y * z`` would lose them to cancellation). The
+    gradient ``w+ * y * (p - 1) + w- * (1 - y) * p`` uses ``p - 1 = -sigmoid(-z)``, so tiny
+    gradients keep their precision too.
 
     Without weights it equals ``optax.sigmoid_binary_cross_entropy``. ``w+ = pos_weight`` with
     ``w- = 1`` is PyTorch's ``BCEWithLogitsLoss(pos_weight=...)``.
@@ -151,12 +240,19 @@ def weighted_sigmoid_bce(
 
     Returns:
       [..., C] elementwise loss in the logits' dtype.
+
+    Raises:
+      ValueError: a NumPy/Python weight that is negative, NaN or inf.
     """
-    z, y, dtype = _prepare("weighted_sigmoid_bce", logits, labels)
-    w_pos = _per_label("weighted_sigmoid_bce", "pos_weight", pos_weight, z.shape, z.dtype)
-    w_neg = _per_label("weighted_sigmoid_bce", "neg_weight", neg_weight, z.shape, z.dtype)
-    pos_term = _scaled(y * jax.nn.softplus(-z), w_pos)
-    neg_term = _scaled((1.0 - y) * jax.nn.softplus(z), w_neg)
+    name = "weighted_sigmoid_bce"
+    z, y, dtype = _prepare(name, logits, labels)
+    _hyperparameter(name, "pos_weight", pos_weight, low=0.0)
+    _hyperparameter(name, "neg_weight", neg_weight, low=0.0)
+    w_pos = _per_label(name, "pos_weight", pos_weight, z.shape, z.dtype)
+    w_neg = _per_label(name, "neg_weight", neg_weight, z.shape, z.dtype)
+    softplus_neg, softplus_pos = _softplus_pair(z)
+    pos_term = _scaled(y * softplus_neg, w_pos)
+    neg_term = _scaled((1.0 - y) * softplus_pos, w_neg)
     return _finish(pos_term + neg_term, dtype)
 
 
@@ -168,7 +264,7 @@ def sigmoid_focal(
     alpha: ArrayLike | None = None,
     pos_weight: ArrayLike | None = None,
     neg_weight: ArrayLike | None = None,
-) -> jnp.ndarray:
+) -> jax.Array:
     """Sigmoid focal loss (Lin et al., ICCV 2017), elementwise, with optional scheme weights.
 
     With ``p = sigmoid(z)``::
@@ -176,8 +272,10 @@ def sigmoid_focal(
         loss = a+ * w+ * y * (1 - p)**gamma * (-log p)
              + a- * w- * (1 - y) * p**gamma * (-log(1 - p))
 
-    where ``a+ = alpha, a- = 1 - alpha`` (both 1 when ``alpha`` is None). The focusing factors are
-    computed as ``exp(gamma * log_sigmoid(-+z))``, finite for any logit. For 0/1 labels this
+    where ``a+ = alpha, a- = 1 - alpha`` (both 1 when ``alpha`` is None). ``-log p =
+    softplus(-z)`` and ``-log(1 - p) = softplus(z)`` come from one ``log1p(exp(-|z|))`` (see
+    :func:`weighted_sigmoid_bce`); the focusing factors are ``exp(-gamma * softplus(+-z))``,
+    finite for any logit, and dropped when ``gamma`` is a static 0. For 0/1 labels this
     equals ``optax.sigmoid_focal_loss``; for soft labels it is the label-linear mix of the two
     terms (optax mixes the probabilities instead). ``gamma = 0`` with ``alpha = None`` gives
     :func:`weighted_sigmoid_bce`.
@@ -187,24 +285,35 @@ def sigmoid_focal(
     Args:
       logits: [..., C] floating.
       labels: [..., C] in [0, 1].
-      gamma: focusing parameter >= 0.
+      gamma: focusing parameter, finite and >= 0.
       alpha: weight of the positive term in [0, 1], scalar or per-label [C]; the negative term
         gets ``1 - alpha``. None disables it.
       pos_weight, neg_weight: scheme weights, as in :func:`weighted_sigmoid_bce`.
 
     Returns:
       [..., C] elementwise loss in the logits' dtype.
+
+    Raises:
+      ValueError: a static ``gamma`` below 0, NaN or inf; a static ``alpha`` outside [0, 1]
+        (which would make a term's weight negative); a negative or non-finite static weight.
+        Traced (``jax.Array``) values are not checked.
     """
     name = "sigmoid_focal"
     z, y, dtype = _prepare(name, logits, labels)
+    static_gamma = _hyperparameter(name, "gamma", gamma, low=0.0)
+    _hyperparameter(name, "alpha", alpha, low=0.0, high=1.0)
+    _hyperparameter(name, "pos_weight", pos_weight, low=0.0)
+    _hyperparameter(name, "neg_weight", neg_weight, low=0.0)
     w_pos = _per_label(name, "pos_weight", pos_weight, z.shape, z.dtype)
     w_neg = _per_label(name, "neg_weight", neg_weight, z.shape, z.dtype)
     a = _per_label(name, "alpha", alpha, z.shape, z.dtype)
-    gamma = jnp.asarray(gamma, z.dtype)
-    log_p = jax.nn.log_sigmoid(z)
-    log_not_p = jax.nn.log_sigmoid(-z)
-    pos_term = y * jnp.exp(gamma * log_not_p) * (-log_p)
-    neg_term = (1.0 - y) * jnp.exp(gamma * log_p) * (-log_not_p)
+    neg_log_p, neg_log_not_p = _softplus_pair(z)  # -log p, -log(1 - p)
+    pos_term = y * neg_log_p
+    neg_term = (1.0 - y) * neg_log_not_p
+    if static_gamma != 0.0:
+        gamma = jnp.asarray(gamma, z.dtype)
+        pos_term = pos_term * jnp.exp(-gamma * neg_log_not_p)  # (1 - p)**gamma
+        neg_term = neg_term * jnp.exp(-gamma * neg_log_p)  # p**gamma
     if a is not None:
         pos_term, neg_term = pos_term * a, neg_term * (1.0 - a)
     return _finish(_scaled(pos_term, w_pos) + _scaled(neg_term, w_neg), dtype)
@@ -216,21 +325,6 @@ def _power(x, exponent):
     safe_x = jnp.where(positive, x, 1.0)
     zero_value = jnp.where(exponent == 0, 1.0, 0.0).astype(x.dtype)
     return jnp.where(positive, jnp.exp(exponent * jnp.log(safe_x)), zero_value)
-
-
-def _static_hyperparameter(name: str, what: str, value, low: float, high: float | None):
-    """``value`` as a Python float if it is a Python/NumPy scalar, else None (traced or array).
-
-    Static values are range-checked here, at trace time; array values are the caller's to check.
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        return None
-    value = float(value)
-    in_range = value >= low and (high is None or value < high)
-    if not in_range:  # also catches NaN
-        bound = f"[{low:g}, {high:g})" if high is not None else f">= {low:g}"
-        raise ValueError(f"{name}: {what} must be {bound}, got {value}; pass a value in range.")
-    return value
 
 
 def _focusing(x, static_exponent: float | None, exponent):
@@ -256,7 +350,7 @@ def asymmetric(
     clip: float = 0.05,
     pos_weight: ArrayLike | None = None,
     neg_weight: ArrayLike | None = None,
-) -> jnp.ndarray:
+) -> jax.Array:
     """Asymmetric loss, ASL (Ridnik et al., ICCV 2021), elementwise.
 
     With ``p = sigmoid(z)`` and the shifted probability ``p_m = max(p - m, 0)`` (``m = clip``,
@@ -277,14 +371,16 @@ def asymmetric(
     ``log(min(1, sigmoid(-z) + m))`` directly. Arrays (e.g. traced values, to sweep under
     ``vmap``) take the general log-space path: ``(1 - p)**g = exp(g * log_sigmoid(-z))``,
     ``p_m**g = exp(g * log p_m)`` and ``log(1 - p_m) = min(0, logaddexp(log_sigmoid(-z),
-    log m))``. Both paths agree to float rounding.
+    log m))``. Both paths agree to float rounding. ``-log p = softplus(-z)`` and
+    ``log_sigmoid(-z) = -softplus(z)`` come from one ``log1p(exp(-|z|))`` (see
+    :func:`weighted_sigmoid_bce`).
 
     Accepts scheme weights: yes (``pos_weight``, ``neg_weight``).
 
     Args:
       logits: [..., C] floating.
       labels: [..., C] in [0, 1].
-      gamma_pos, gamma_neg: focusing parameters >= 0 of the positive / negative term.
+      gamma_pos, gamma_neg: focusing parameters of the positive / negative term, finite, >= 0.
       clip: probability margin m in [0, 1).
       pos_weight, neg_weight: scheme weights, as in :func:`weighted_sigmoid_bce`.
 
@@ -292,15 +388,18 @@ def asymmetric(
       [..., C] elementwise loss in the logits' dtype.
 
     Raises:
-      ValueError: a static gamma below 0 or a static clip outside [0, 1).
+      ValueError: a static gamma below 0, NaN or inf, a static clip outside [0, 1), or a
+        negative or non-finite static weight. Traced (``jax.Array``) values are not checked.
     """
     name = "asymmetric"
     z, y, dtype = _prepare(name, logits, labels)
+    static_gamma_pos = _hyperparameter(name, "gamma_pos", gamma_pos, low=0.0)
+    static_gamma_neg = _hyperparameter(name, "gamma_neg", gamma_neg, low=0.0)
+    static_clip = _hyperparameter(name, "clip", clip, low=0.0, high=1.0, high_open=True)
+    _hyperparameter(name, "pos_weight", pos_weight, low=0.0)
+    _hyperparameter(name, "neg_weight", neg_weight, low=0.0)
     w_pos = _per_label(name, "pos_weight", pos_weight, z.shape, z.dtype)
     w_neg = _per_label(name, "neg_weight", neg_weight, z.shape, z.dtype)
-    static_gamma_pos = _static_hyperparameter(name, "gamma_pos", gamma_pos, 0.0, None)
-    static_gamma_neg = _static_hyperparameter(name, "gamma_neg", gamma_neg, 0.0, None)
-    static_clip = _static_hyperparameter(name, "clip", clip, 0.0, 1.0)
     gamma_pos = jnp.asarray(gamma_pos, z.dtype)
     gamma_neg = jnp.asarray(gamma_neg, z.dtype)
     margin = jnp.asarray(clip, z.dtype)
@@ -308,20 +407,21 @@ def asymmetric(
     # Positive term: (1 - p)**gamma_pos * -log p, with -log p = softplus(-z). The factor stays in
     # log space even for whole gammas: sigmoid(-z)**k would lose its gradient's small p * k
     # part once sigmoid(-z) rounds to 1 (z below about -17 in float32).
-    pos_term = jax.nn.softplus(-z)
+    softplus_neg, softplus_pos = _softplus_pair(z)  # -log p, -log(1 - p)
+    pos_term = softplus_neg
     if static_gamma_pos != 0.0:
-        pos_term = jnp.exp(gamma_pos * jax.nn.log_sigmoid(-z)) * pos_term
+        pos_term = jnp.exp(-gamma_pos * softplus_pos) * pos_term
 
     # Negative term: p_m**gamma_neg * -log(1 - p_m).
     p_m = jnp.maximum(jax.nn.sigmoid(z) - margin, 0.0)
     if static_clip == 0.0:
-        log_not_p_m = jax.nn.log_sigmoid(-z)
+        log_not_p_m = -softplus_pos
     elif static_clip is not None:
         # 1 - p_m = min(1, (1 - p) + m) >= m > 0, so a plain log is finite; forming 1 - p as
         # sigmoid(-z) (not 1 - sigmoid(z)) keeps its small values for large z.
         log_not_p_m = jnp.log(jnp.minimum(jax.nn.sigmoid(-z) + margin, 1.0))
     else:
-        log_not_p_m = jnp.minimum(0.0, jnp.logaddexp(jax.nn.log_sigmoid(-z), jnp.log(margin)))
+        log_not_p_m = jnp.minimum(0.0, jnp.logaddexp(-softplus_pos, jnp.log(margin)))
     focus_neg = _focusing(p_m, static_gamma_neg, gamma_neg)
     neg_term = -log_not_p_m if focus_neg is None else focus_neg * -log_not_p_m
 
@@ -341,7 +441,7 @@ def distribution_balanced(
     mu: float = 0.3,
     kappa: float = 0.05,
     lam: float = 2.0,
-) -> jnp.ndarray:
+) -> jax.Array:
     """Distribution-balanced loss (Wu et al., ECCV 2020), elementwise.
 
     Written from the paper's formulas. For example ``i`` with positive labels ``S_i`` and
@@ -374,22 +474,41 @@ def distribution_balanced(
     for its two datasets (0.2-0.3 is the range to check), so it is the one most worth tuning
     (it sets where the smoothing's sigmoid is centred).
 
+    The two softplus terms take different arguments (``-(z - nu)`` and ``lam * (z - nu)``), so
+    they share one ``log1p(exp(-|.|))`` only when ``lam`` is a static 1.
+
     Accepts scheme weights: no; the re-balancing weights above take their place.
 
     Args:
       logits: [..., C] floating.
       labels: [..., C] multi-hot (soft labels enter ``sum_{j in S_i}`` with their value).
-      positives: [C] training positive counts ``n_k``.
-      num_examples: N, the number of training examples (N >= 2).
-      alpha, beta, mu: smoothing of the re-balancing weight.
-      kappa: scale of the class-prior bias ``nu``.
-      lam: scale of the negative logits (lambda in the paper), > 0.
+      positives: [C] training positive counts ``n_k`` (finite, >= 0).
+      num_examples: N, the number of training examples (N >= 2, so that a prior strictly
+        between 0 and 1 exists).
+      alpha: lift of the smoothed weight, >= 0 (a negative lift could make weights negative).
+      beta: steepness of the smoothing sigmoid, >= 0.
+      mu: centre of the smoothing sigmoid, any finite value.
+      kappa: scale of the class-prior bias ``nu``, >= 0.
+      lam: scale of the negative logits (lambda in the paper), > 0 (the term is divided by it).
+
+    All of them must be finite.
 
     Returns:
       [..., C] elementwise loss in the logits' dtype.
+
+    Raises:
+      ValueError: a static (Python/NumPy) hyperparameter, count or ``num_examples`` out of the
+        ranges above. Traced (``jax.Array``) values are not checked.
     """
     name = "distribution_balanced"
     z, y, dtype = _prepare(name, logits, labels)
+    _hyperparameter(name, "positives", positives, low=0.0)
+    _hyperparameter(name, "num_examples", num_examples, low=2.0)
+    _hyperparameter(name, "alpha", alpha, low=0.0)
+    _hyperparameter(name, "beta", beta, low=0.0)
+    _hyperparameter(name, "mu", mu)
+    _hyperparameter(name, "kappa", kappa, low=0.0)
+    static_lam = _hyperparameter(name, "lam", lam, low=0.0, low_open=True)
     positives = jnp.asarray(positives)
     if positives.shape != (z.shape[-1],):
         raise ValueError(
@@ -408,8 +527,12 @@ def distribution_balanced(
     clipped = jnp.clip(n, 1.0, big_n - 1.0)
     b_hat = jnp.log(clipped) - jnp.log(big_n - clipped)  # = -log(1/p - 1), p = clipped / N
     shifted = z - kappa * b_hat
-    pos_term = y * jax.nn.softplus(-shifted)
-    neg_term = (1.0 - y) / lam * jax.nn.softplus(lam * shifted)
+    if static_lam == 1.0:
+        softplus_neg, softplus_pos = _softplus_pair(shifted)
+        pos_term, neg_term = y * softplus_neg, (1.0 - y) * softplus_pos
+    else:
+        pos_term = y * jax.nn.softplus(-shifted)
+        neg_term = (1.0 - y) / lam * jax.nn.softplus(lam * shifted)
     return _finish(r_hat * (pos_term + neg_term), dtype)
 
 
@@ -421,7 +544,7 @@ def logit_adjusted_bce(
     tau: float = 1.0,
     pos_weight: ArrayLike | None = None,
     neg_weight: ArrayLike | None = None,
-) -> jnp.ndarray:
+) -> jax.Array:
     """Logit-adjusted binary cross-entropy per label (Menon et al., ICLR 2021), elementwise.
 
     Menon et al.'s logit-adjusted softmax loss adds ``tau * log(pi_c)`` to the logit of every
@@ -443,15 +566,25 @@ def logit_adjusted_bce(
     Args:
       logits: [..., C] floating.
       labels: [..., C] in [0, 1].
-      prior: training prior ``pi = n+ / N``, scalar or [C] (e.g. ``positives / num_examples``).
-      tau: strength of the adjustment; 0 gives plain BCE.
+      prior: training prior ``pi = n+ / N`` in [0, 1], scalar or [C] (e.g.
+        ``positives / num_examples``).
+      tau: strength of the adjustment, finite and >= 0; 0 gives plain BCE (a negative tau
+        would push the logits towards the head labels, the opposite of the method).
       pos_weight, neg_weight: scheme weights, as in :func:`weighted_sigmoid_bce`.
 
     Returns:
-      [..., C] elementwise loss in the logits' dtype.
+      [..., C] elementwise loss in the logits' dtype (one ``log1p(exp(-|.|))`` per element,
+      through :func:`weighted_sigmoid_bce`).
+
+    Raises:
+      ValueError: a static ``tau`` below 0, NaN or inf, a static prior outside [0, 1] or NaN,
+        or a negative or non-finite static weight. Traced (``jax.Array``) values are not
+        checked.
     """
     name = "logit_adjusted_bce"
     z, y, dtype = _prepare(name, logits, labels)
+    _hyperparameter(name, "tau", tau, low=0.0)
+    _hyperparameter(name, "prior", prior, low=0.0, high=1.0)
     pi = _per_label(name, "prior", prior, z.shape, z.dtype)
     pi = jnp.clip(pi, _PRIOR_EPS, 1.0 - _PRIOR_EPS)
     adjusted = z + tau * (jnp.log(pi) - jnp.log1p(-pi))
@@ -463,18 +596,29 @@ def logit_adjusted_bce(
 # --------------------------------------------------------------------------------------------
 
 
-def per_example_sum(loss: ArrayLike) -> jnp.ndarray:
+def per_example_sum(loss: ArrayLike) -> jax.Array:
     """Sums an elementwise loss over labels: [..., C] -> [...] (the usual multi-label loss)."""
     return jnp.sum(jnp.asarray(loss), axis=-1)
 
 
-def mean_loss(loss: ArrayLike, valid: ArrayLike | None = None) -> jnp.ndarray:
+def mean_loss(loss: ArrayLike, valid: ArrayLike | None = None) -> jax.Array:
     """Mean of an elementwise loss over every example and label: [..., C] -> scalar.
 
     ``valid`` ([...], bool) masks padded examples out of the mean (e.g. the zero-padded last
-    batch of an evaluation). The mean of :func:`per_example_sum` is ``C * mean_loss``.
+    batch of an evaluation); a batch with no valid example has mean 0, so that it adds nothing
+    to a sum of batch means. The mean of :func:`per_example_sum` is ``C * mean_loss``.
+
+    Raises:
+      ValueError: ``loss`` has no elements (an empty batch or no labels). Its mean is undefined
+        and it is known at trace time, so it is refused rather than returned as NaN (or as a 0
+        that would hide an empty split or batch).
     """
     loss = jnp.asarray(loss)
+    if loss.size == 0:
+        raise ValueError(
+            f"mean_loss: the loss is empty (shape {loss.shape}), so it has no mean; check that "
+            "the batch has examples and the label set is not empty."
+        )
     if valid is None:
         return jnp.mean(loss)
     valid = jnp.asarray(valid)

@@ -48,17 +48,42 @@ def test_loss_benchmark_writes_complete_json(tmp_path, capsys, monkeypatch):
             assert r["ratio_to_optax_bce"] == pytest.approx(1.0)
 
     goals = written["goals"]
-    no_slower = [g for g in goals if not g["goal"].startswith("within")]
+    assert {g["kind"] for g in goals} == {"no_slower", "one_transcendental", "within"}
+    no_slower = [g for g in goals if g["kind"] == "no_slower"]
     assert {(g["dtype"], tuple(g["shape"])) for g in no_slower} == {
         ("float32", (8, 4)),
         ("bfloat16", (8, 4)),
     }
-    within = [g for g in goals if g["goal"].startswith("within")]
+    # The one-transcendental goal: weighted BCE <= 0.85x optax BCE, float32 at the goal shape.
+    (one,) = [g for g in goals if g["kind"] == "one_transcendental"]
+    weighted = next(r for r in rows if r["loss"] == "weighted_bce" and r["dtype"] == "float32")
+    assert (one["dtype"], tuple(one["shape"]), one["limit"]) == ("float32", (8, 4), 0.85)
+    assert one["ratio"] == weighted["ratio_to_optax_bce"]
+    assert one["passed"] == (weighted["ratio_to_optax_bce"] <= 0.85)
+    within = [g for g in goals if g["kind"] == "within"]
     assert len(within) == 6 * 2  # six ltweights cases x two dtypes
     assert all(isinstance(g["passed"], bool) for g in goals)
 
     printed = capsys.readouterr().out
     assert "| shape | dtype | loss |" in printed and "weighted_bce" in printed
+    assert "<= 0.85x optax |" in printed.splitlines()[0]
+    verdict = "pass" if one["passed"] else "FAIL"
+    assert f"(one transcendental), float32: ratio {one['ratio']:.3f} -> {verdict}" in printed
+    weighted_line = next(
+        line for line in printed.splitlines() if "| float32 | weighted_bce |" in line
+    )
+    assert weighted_line.rstrip(" |").endswith(verdict)
+
+
+def test_loss_benchmark_goal_shape_only(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "GOAL_SHAPE", (6, 3))
+    argv = ["--goal-shape-only", "--dtypes", "float32", "--repeats", "1", "--warmup", "0"]
+    result = bench.main([*argv, "--no-torch", "--no-progress", "--out", str(tmp_path / "o.json")])
+    assert result["settings"]["shapes"] == [[6, 3]]
+    assert {(r["batch"], r["num_labels"]) for r in result["results"]} == {(6, 3)}
+    with pytest.raises(SystemExit):
+        bench.main(["--goal-shape-only", "--shapes", "8x4"])
+    assert "--goal-shape-only cannot be combined" in capsys.readouterr().err
 
 
 def test_loss_benchmark_cases_compute_finite_values_and_gradients():

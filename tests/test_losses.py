@@ -5,6 +5,7 @@ straight from the papers (``*_ref`` below), hand-computed constants, and optax.
 """
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -245,6 +246,70 @@ def test_logit_adjusted_is_the_two_class_adjusted_softmax():
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
+# Logits whose losses are tiny: softplus(-z) ~ exp(-z) for y = 1 (and mirrored for y = 0), down
+# to ~1e-37, still a normal float32. A form with cancellation (softplus(z) - y * z) gives 0 here.
+TINY_Z = np.linspace(5.0, 85.0, 33).astype(np.float32)
+
+
+def _softplus64(x):
+    """log(1 + exp(x)) in float64, accurate for either sign."""
+    x = np.asarray(x, np.float64)
+    return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def _sigmoid64(x):
+    return np.exp(-_softplus64(-np.asarray(x, np.float64)))
+
+
+def test_bce_keeps_relative_precision_for_tiny_losses_and_gradients():
+    z = np.concatenate([TINY_Z, -TINY_Z])
+    y = np.concatenate([np.ones_like(TINY_Z), np.zeros_like(TINY_Z)])
+    w_pos, w_neg = np.float32(3.0), np.float32(0.5)
+    expected = np.where(y == 1, w_pos * _softplus64(-z), w_neg * _softplus64(z))
+    got = L.weighted_sigmoid_bce(z, y, w_pos, w_neg)
+    assert np.all(expected < 0.1) and np.all(expected > 1.2e-38)  # normal float32
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0)
+    # d/dz = w+ * y * (p - 1) + w- * (1 - y) * p, tiny here too.
+    grad = jax.grad(lambda z: jnp.sum(L.weighted_sigmoid_bce(z, y, w_pos, w_neg)))(jnp.asarray(z))
+    expected_grad = np.where(y == 1, -w_pos * _sigmoid64(-z), w_neg * _sigmoid64(z))
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=0)
+
+
+def test_focal_and_asymmetric_keep_relative_precision_for_tiny_losses():
+    z = np.concatenate([TINY_Z[:7], -TINY_Z[:7]])  # |z| <= 20: every value stays normal
+    y = np.concatenate([np.ones(7), np.zeros(7)]).astype(np.float32)
+    not_p, p = _sigmoid64(-z), _sigmoid64(z)
+    pos_loss, neg_loss = _softplus64(-z), _softplus64(z)
+    focal = np.where(y == 1, not_p**2 * pos_loss, p**2 * neg_loss)
+    np.testing.assert_allclose(L.sigmoid_focal(z, y, gamma=2.0), focal, rtol=1e-5, atol=0)
+    asl = np.where(y == 1, not_p * pos_loss, p**3 * neg_loss)
+    got = L.asymmetric(z, y, gamma_pos=1.0, gamma_neg=3.0, clip=0.0)
+    np.testing.assert_allclose(got, asl, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_gradients_at_zero_logits_match_finite_differences(name):
+    # |z| has a kink at 0; the softplus pair's derivative must not see it.
+    with jax.enable_x64(True):
+        z = jnp.asarray([[0.0, 0.0, 0.0, 1.5, -0.5], [0.0, 2.0, 0.0, 0.0, 0.0]], jnp.float64)
+        y = jnp.asarray(GRAD_Y, jnp.float64)
+        if name == "distribution_balanced":
+            y = jnp.round(y)
+        check_grads(
+            lambda z: jnp.sum(LOSSES[name](z, y)), (z,), order=1, modes=("rev", "fwd"), eps=1e-5
+        )
+
+
+def test_bce_gradient_is_sigmoid_minus_label_form():
+    z = np.concatenate([Z.ravel(), EXTREMES, np.zeros(3, np.float32)])
+    y = np.resize(Y_SOFT.ravel(), z.shape)
+    w_pos, w_neg = np.resize(POS_W, z.shape), np.resize(NEG_W, z.shape)
+    grad = jax.grad(lambda z: jnp.sum(L.weighted_sigmoid_bce(z, y, w_pos, w_neg)))(jnp.asarray(z))
+    p = _sigmoid64(z)
+    expected = w_pos * y * (p - 1.0) + w_neg * (1.0 - y) * p
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-7)
+
+
 # ------------------------------------------------------------------------------------ identities
 
 
@@ -328,19 +393,126 @@ def test_asymmetric_vmaps_over_traced_hyperparameters():
         np.testing.assert_allclose(batched[i], static, rtol=2e-6, atol=1e-7)
 
 
+NAN, INF = float("nan"), float("inf")
+PRIOR = COUNTS / N_TRAIN
+
+
+def _call(loss, **kwargs):
+    """Calls a loss on (Z, Y) with the arguments it requires plus ``kwargs``."""
+    required = {
+        "distribution_balanced": dict(positives=COUNTS, num_examples=N_TRAIN),
+        "logit_adjusted_bce": dict(prior=PRIOR),
+    }.get(loss, {})
+    return getattr(L, loss)(Z, Y, **(required | kwargs))
+
+
+# Every static hyperparameter out of its range (and NaN / inf), with the message's parameter,
+# value and range. Each of these was accepted before the checks existed.
+BAD_HYPERPARAMETERS = [
+    ("sigmoid_focal", dict(gamma=-1.0), r"gamma must be a finite number >= 0, got -1\.0"),
+    ("sigmoid_focal", dict(gamma=NAN), r"gamma must be a finite number >= 0, got nan"),
+    ("sigmoid_focal", dict(gamma=INF), r"gamma must be a finite number >= 0, got inf"),
+    ("sigmoid_focal", dict(alpha=2.0), r"alpha must be a finite number in \[0, 1\], got 2\.0"),
+    ("sigmoid_focal", dict(alpha=-0.1), r"alpha must be a finite number in \[0, 1\], got -0\.1"),
+    ("sigmoid_focal", dict(alpha=NAN), r"alpha must be a finite number in \[0, 1\], got nan"),
+    (
+        "sigmoid_focal",
+        dict(alpha=[0.1, 0.5, 1.5, 0.2, 0.3]),
+        r"alpha must be a finite number in \[0, 1\], got an array with values in \[0\.1, 1\.5\]",
+    ),
+    ("sigmoid_focal", dict(pos_weight=-1.0), r"pos_weight must be a finite number >= 0, got -1"),
+    ("asymmetric", dict(gamma_pos=-1.0), r"gamma_pos must be a finite number >= 0, got -1\.0"),
+    ("asymmetric", dict(gamma_neg=-0.5), r"gamma_neg must be a finite number >= 0, got -0\.5"),
+    ("asymmetric", dict(gamma_neg=NAN), r"gamma_neg must be a finite number >= 0, got nan"),
+    ("asymmetric", dict(gamma_neg=INF), r"gamma_neg must be a finite number >= 0, got inf"),
+    ("asymmetric", dict(clip=1.0), r"clip must be a finite number in \[0, 1\), got 1\.0"),
+    ("asymmetric", dict(clip=-0.1), r"clip must be a finite number in \[0, 1\), got -0\.1"),
+    ("asymmetric", dict(clip=NAN), r"clip must be a finite number in \[0, 1\), got nan"),
+    ("asymmetric", dict(neg_weight=np.array([1.0, NAN])[[0, 0, 0, 0, 1]]), "neg_weight.*NaN"),
+    ("distribution_balanced", dict(lam=0.0), r"lam must be a finite number > 0, got 0\.0"),
+    ("distribution_balanced", dict(lam=-1.0), r"lam must be a finite number > 0, got -1\.0"),
+    ("distribution_balanced", dict(lam=NAN), r"lam must be a finite number > 0, got nan"),
+    ("distribution_balanced", dict(num_examples=0), r"num_examples .* >= 2, got 0\.0"),
+    ("distribution_balanced", dict(num_examples=1), r"num_examples .* >= 2, got 1\.0"),
+    ("distribution_balanced", dict(num_examples=INF), r"num_examples .* >= 2, got inf"),
+    ("distribution_balanced", dict(alpha=-0.5), r"alpha must be a finite number >= 0, got -0\.5"),
+    ("distribution_balanced", dict(beta=-1.0), r"beta must be a finite number >= 0, got -1\.0"),
+    ("distribution_balanced", dict(mu=NAN), r"mu must be a finite number \(any real value\)"),
+    ("distribution_balanced", dict(kappa=INF), r"kappa must be a finite number >= 0, got inf"),
+    ("distribution_balanced", dict(positives=COUNTS - 5), r"positives .* >= 0, got an array"),
+    ("logit_adjusted_bce", dict(tau=NAN), r"tau must be a finite number >= 0, got nan"),
+    ("logit_adjusted_bce", dict(tau=-1.0), r"tau must be a finite number >= 0, got -1\.0"),
+    ("logit_adjusted_bce", dict(prior=PRIOR + 0.5), r"prior must be a finite number in \[0, 1\]"),
+    ("logit_adjusted_bce", dict(prior=NAN), r"prior must be a finite number in \[0, 1\], got nan"),
+    ("weighted_sigmoid_bce", dict(pos_weight=-2.0), r"pos_weight .* >= 0, got -2\.0"),
+    ("weighted_sigmoid_bce", dict(neg_weight=INF), r"neg_weight .* >= 0, got inf"),
+    ("weighted_sigmoid_bce", dict(pos_weight=-POS_W), r"pos_weight .* values in \[-9, -0\.5\]"),
+]
+
+
+@pytest.mark.parametrize("loss, kwargs, match", BAD_HYPERPARAMETERS)
+def test_static_hyperparameters_are_range_checked(loss, kwargs, match):
+    with pytest.raises(ValueError, match=f"^{loss}: {match}"):
+        _call(loss, **kwargs)
+    with pytest.raises(ValueError, match=match):  # at trace time, under jit too
+        jax.jit(lambda z, y: _call(loss, **kwargs))(Z, Y)
+
+
+def test_non_numeric_hyperparameter_is_a_type_error():
+    with pytest.raises(TypeError, match="gamma must be a real number"):
+        L.sigmoid_focal(Z, Y, gamma="2")
+    with pytest.raises(TypeError, match="clip must be a real number"):
+        L.asymmetric(Z, Y, clip=True)
+
+
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "loss, kwargs",
     [
-        (dict(gamma_pos=-1.0), "gamma_pos must be >= 0"),
-        (dict(gamma_neg=-0.5), "gamma_neg must be >= 0"),
-        (dict(gamma_neg=float("nan")), "gamma_neg must be >= 0"),
-        (dict(clip=1.0), r"clip must be \[0, 1\)"),
-        (dict(clip=-0.1), r"clip must be \[0, 1\)"),
+        ("sigmoid_focal", dict(gamma=0, alpha=0.0)),
+        ("sigmoid_focal", dict(gamma=np.float32(2.0), alpha=1.0)),
+        ("sigmoid_focal", dict(alpha=np.array([0.0, 1.0, 0.5, 0.25, 1.0]))),
+        ("asymmetric", dict(gamma_pos=np.int64(1), gamma_neg=0.0, clip=0.0)),
+        ("distribution_balanced", dict(num_examples=2, positives=COUNTS.clip(0, 2), lam=1e-3)),
+        ("distribution_balanced", dict(alpha=0.0, beta=0.0, mu=-3.0, kappa=0.0, lam=1.0)),
+        ("logit_adjusted_bce", dict(tau=0, prior=np.array([0.0, 1.0, 0.5, 0.0, 1.0]))),
+        ("weighted_sigmoid_bce", dict(pos_weight=0.0, neg_weight=np.zeros(5))),
     ],
 )
-def test_asymmetric_rejects_out_of_range_hyperparameters(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        L.asymmetric(Z, Y, **kwargs)
+def test_boundary_hyperparameters_are_accepted(loss, kwargs):
+    value = np.asarray(_call(loss, **kwargs))
+    assert np.isfinite(value).all() and (value >= 0).all()
+
+
+def test_traced_hyperparameters_pass_through_jit_and_vmap():
+    # Traced values cannot be range-checked; they must keep working (e.g. to sweep a
+    # hyperparameter under vmap) and agree with the same static values.
+    cases = {
+        "sigmoid_focal": (
+            lambda g, a: L.sigmoid_focal(Z, Y_SOFT, gamma=g, alpha=a, pos_weight=POS_W),
+            (jnp.array([0.0, 0.5, 2.0]), jnp.array([0.25, 0.5, 1.0])),
+        ),
+        "distribution_balanced": (
+            lambda lam, kappa, n: L.distribution_balanced(
+                Z, Y, positives=COUNTS, num_examples=n, lam=lam, kappa=kappa, alpha=kappa
+            ),
+            (jnp.array([1.0, 2.0, 5.0]), jnp.array([0.0, 0.05, 0.3]), jnp.array([100, 150, 400])),
+        ),
+        "logit_adjusted_bce": (
+            lambda tau, prior: L.logit_adjusted_bce(Z, Y_SOFT, prior=prior, tau=tau),
+            (jnp.array([0.0, 1.0, 2.5]), jnp.stack([PRIOR, PRIOR / 2, PRIOR**2])),
+        ),
+        "weighted_sigmoid_bce": (
+            lambda w: L.weighted_sigmoid_bce(Z, Y_SOFT, w, 2.0 * w),
+            (jnp.stack([POS_W, NEG_W, jnp.ones(5)]),),
+        ),
+    }
+    for name, (fn, batches) in cases.items():
+        batched = jax.jit(jax.vmap(fn))(*batches)
+        for i in range(3):
+            static = [np.asarray(b[i]) for b in batches]  # NumPy values: checked at trace time
+            np.testing.assert_allclose(batched[i], fn(*static), rtol=2e-6, atol=1e-7, err_msg=name)
+    # A traced out-of-range value is not checked (it cannot be); it runs without an error.
+    jax.jit(lambda g: L.sigmoid_focal(Z, Y, gamma=g))(jnp.asarray(-1.0))
 
 
 def test_distribution_balanced_reduces_to_scaled_bce():
@@ -597,3 +769,16 @@ def test_reductions_by_hand():
     np.testing.assert_allclose(L.mean_loss(loss, valid=jnp.array([False, False])), 0.0)
     with pytest.raises(ValueError, match="valid"):
         L.mean_loss(loss, valid=jnp.ones(3, bool))
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (4, 0), (0,)])
+def test_mean_loss_of_an_empty_loss_is_an_error(shape):
+    with pytest.raises(
+        ValueError, match=r"mean_loss: the loss is empty \(shape " + re.escape(str(shape))
+    ):
+        L.mean_loss(jnp.zeros(shape))
+    with pytest.raises(ValueError, match="empty"):  # at trace time
+        jax.jit(L.mean_loss)(jnp.zeros(shape))
+    if len(shape) == 2:
+        with pytest.raises(ValueError, match="empty"):
+            L.mean_loss(jnp.zeros(shape), valid=jnp.ones(shape[0], bool))
