@@ -13,13 +13,22 @@ import ml_collections
 import pytest
 
 from experiments import configs
-from experiments.configs import schemes, tasks, tiers
+from experiments.configs import schemes, tasks, tfds_tasks, tiers
 from experiments.data import TASKS as DATA_TASKS
 from ltweights import losses
 from ltweights import weights as ltw
 
 ALL_NAMES = configs.list_configs()
-TASK_NAMES = ("catalog", "catalog_step", "sleevetype", "archetype", "csv")
+TASK_NAMES = (
+    "catalog",
+    "catalog_step",
+    "sleevetype",
+    "archetype",
+    "csv",
+    "tfds",
+    "voc_mlt",
+    "coco_mlt",
+)
 SCHEME_NAMES = (
     "none",
     "inverse",
@@ -73,7 +82,7 @@ CONTRACT = {
 
 def test_names_are_every_task_times_every_scheme():
     assert sorted(ALL_NAMES) == sorted(f"{t}_{s}" for t in TASK_NAMES for s in SCHEME_NAMES)
-    assert len(set(ALL_NAMES)) == 45
+    assert len(set(ALL_NAMES)) == 72
 
 
 @pytest.mark.parametrize("name", ALL_NAMES)
@@ -88,7 +97,8 @@ def test_every_config_has_the_contract_fields(name):
     assert config.scheme in ltw.SCHEMES
     assert config.loss in LOSS_FUNCTIONS
     assert config.seeds == [0, 1, 2]
-    assert config.cutoffs == [6, 12, 25, 50]
+    mlt_cutoff = tfds_tasks.MLT_CUTOFFS.get(config.task)  # the MLT protocols fix theirs
+    assert config.cutoffs == ([mlt_cutoff] if mlt_cutoff else [6, 12, 25, 50])
     assert {"seed", "data_dir", "cache_dir"} <= set(config.data)
     assert set(config.model) >= {
         "name",

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments.configs import tfds_tasks
+
 # Tasks whose data the user downloads; without it they fail before training (see run.py).
 FASHIONPEDIA_TASKS = ("sleevetype", "archetype")
 # The embedded task that runs the same scheme comparison without any download.
@@ -71,4 +73,5 @@ TASKS = {
     "sleevetype": sleevetype,
     "archetype": archetype,
     "csv": csv,
+    **tfds_tasks.TASKS,  # tfds, voc_mlt, coco_mlt: need the [tfds] extra
 }

@@ -23,6 +23,9 @@ TASKS: dict[str, str] = {
     "sleevetype": "experiments.data.fashionpedia:load_sleevetype",
     "archetype": "experiments.data.fashionpedia:load_archetype",
     "csv": "experiments.data.csv_catalog:load_csv_catalog",
+    "tfds": "experiments.data.tfds_source:load_tfds",  # the [tfds] extra
+    "voc_mlt": "experiments.data.mlt:load_voc_mlt",
+    "coco_mlt": "experiments.data.mlt:load_coco_mlt",
 }
 
 
