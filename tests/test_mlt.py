@@ -96,3 +96,40 @@ def test_canonical_ids_and_id_files(tmp_path):
         mlt.read_image_ids(f)
     with pytest.raises(FileNotFoundError, match="one image id per line"):
         mlt.read_image_ids(tmp_path / "missing.txt")
+
+
+# ---------------------------------------------------------------------------------------------
+# Without the [tfds] extra: a clear stop, and nothing else imports TensorFlow Datasets
+
+
+def test_without_the_extra_a_tfds_task_stops_at_once_with_the_install_command(
+    tmp_path, monkeypatch, capsys
+):
+    import sys
+
+    from experiments import run as run_mod
+    from experiments.data import tfds_source
+
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails
+    with pytest.raises(tfds_source.TfdsNotInstalledError, match=r'pip install -e "\.\[tfds\]"'):
+        tfds_source.load_tfds(dataset="voc/2007")
+    for config in ("voc_mlt_proposed", "coco_mlt_none", "tfds_proposed"):
+        code = run_mod.main(["--config", config, "--tier", "smoke", "--output-dir", str(tmp_path)])
+        assert code == run_mod.EXIT_USAGE
+        assert 'pip install -e ".[tfds]"' in capsys.readouterr().err
+    assert not any(tmp_path.rglob("record.json"))
+
+
+def test_the_core_configs_and_other_tasks_never_import_tensorflow_datasets():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import ltweights, experiments.data, experiments.data.mlt, experiments.data.tfds_source\n"
+        "from experiments import configs\n"
+        "[configs.get_config(n) for n in configs.list_configs()]\n"
+        "import experiments.data.catalog, experiments.data.csv_catalog\n"
+        "assert 'tensorflow_datasets' not in sys.modules and 'tensorflow' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

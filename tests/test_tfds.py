@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gzip
+import io
 import struct
 import time
 import zlib
@@ -165,7 +166,7 @@ def test_a_dataset_without_an_image_or_a_label_feature_stops_clearly():
         ts.find_label(two)
     assert ts.find_label(two, "colour").names == ("red", "blue")
     with mock_tfds(4), pytest.raises(DataError, match="no image feature"):
-        ts.load_tfds(name="iris")  # features + ClassLabel, no image
+        ts.load_tfds(dataset="iris")  # features + ClassLabel, no image
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,7 +177,7 @@ def test_tfds_task_decodes_resizes_and_caches(tmp_path, monkeypatch):
     with mock_tfds(20):
         start = time.perf_counter()
         splits = ts.load_tfds(
-            name="voc/2007", image_size=16, cache_dir=tmp_path, cutoff=None, progress=False
+            dataset="voc/2007", image_size=16, cache_dir=tmp_path, cutoff=None, progress=False
         )
         build_s = time.perf_counter() - start
         reference = {s: tf_decoded("voc/2007", s) for s in ("train", "test")}
@@ -199,7 +200,7 @@ def test_tfds_task_decodes_resizes_and_caches(tmp_path, monkeypatch):
     monkeypatch.setattr(ts, "_as_numpy", lambda *a, **k: pytest.fail("TFDS read again"))
     with mock_tfds(20):
         again = ts.load_tfds(
-            name="voc/2007", image_size=16, cache_dir=tmp_path, cutoff=None, progress=False
+            dataset="voc/2007", image_size=16, cache_dir=tmp_path, cutoff=None, progress=False
         )
     np.testing.assert_array_equal(again.test.images, test.images)
     np.testing.assert_array_equal(again.train.labels, train.labels)
@@ -210,9 +211,11 @@ def test_decode_resize_rate(capsys):
     """Measures the decode + resize path on JPEG bytes of COCO-like size (reported, not
     asserted: tests never assert wall-clock times)."""
     rng = np.random.default_rng(0)
-    photo = (rng.random((480, 640, 3)) * 255).astype(np.uint8)
-    buffer = __import__("io").BytesIO()
-    Image.fromarray(photo).save(buffer, format="JPEG", quality=90)
+    y, x = np.mgrid[0:480, 0:640]  # smooth gradients plus noise: a photo-like JPEG, ~90 kB
+    photo = np.stack([(x * 0.4 + 20 * np.sin(y / 17)) % 256, (y * 0.5) % 256, (x + y) * 0.2 % 256])
+    photo = (photo.transpose(1, 2, 0) + rng.normal(0, 8, (480, 640, 3))).clip(0, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(photo.astype(np.uint8)).save(buffer, format="JPEG", quality=90)
     encoded = buffer.getvalue()
     n = 40
     start = time.perf_counter()

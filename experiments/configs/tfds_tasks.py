@@ -2,7 +2,7 @@
 and `coco_mlt` (Wu et al., ECCV 2020). They need the optional extra `pip install -e ".[tfds]"`
 and a prepared dataset (README, "TensorFlow Datasets and the MLT benchmarks").
 
-  python -m experiments.run --config tfds_proposed --set data.name=voc/2007 \\
+  python -m experiments.run --config tfds_proposed --set data.dataset=voc/2007 \\
       --set data.train_split=trainval
   python -m experiments.run --config voc_mlt_distribution_balanced
   python -m experiments.run --config coco_mlt_proposed --set data.image_ids=coco_mlt_ids.txt
@@ -21,11 +21,11 @@ def _optional_str() -> ml_collections.FieldReference:
 
 
 def tfds(config: ml_collections.ConfigDict) -> None:
-    """Any TensorFlow Datasets image dataset with ClassLabel labels (`data.name`, e.g.
+    """Any TensorFlow Datasets image dataset with ClassLabel labels (`data.dataset`, e.g.
     voc/2007); train and test are TFDS splits (`data.train_split`, `data.test_split`), val a
     seeded tenth of train unless `data.val_split` names one. Needs `pip install -e ".[tfds]"`."""
     config.task = "tfds"
-    config.data.name = _optional_str()
+    config.data.dataset = _optional_str()
     config.data.train_split = "train"
     config.data.val_split = _optional_str()
     config.data.test_split = "test"

@@ -1,8 +1,9 @@
 """TensorFlow Datasets as a data source: task `tfds` (any TFDS image dataset) and the MLT tasks.
 
-Choose it as a task of its own, with the dataset's TFDS name in `data.name`:
+Choose it as a task of its own, with the dataset's TFDS name in `data.dataset` (not
+`data.name`: `load_task(name, **data)` takes the task's name as `name`):
 
-  python -m experiments.run --config tfds_proposed --set data.name=voc/2007 \\
+  python -m experiments.run --config tfds_proposed --set data.dataset=voc/2007 \\
       --set data.train_split=trainval --set data.test_split=test
 
 `data.data_dir` is the TFDS data folder holding the prepared dataset (default: TFDS's own,
@@ -226,12 +227,14 @@ def open_builder(name: str, data_dir: str | os.PathLike | None, *, download: boo
     """The TFDS builder of `name` in `data_dir`; DataNotFoundError with the command if absent."""
     tfds = import_tfds()
     if not name:
-        raise ValueError("Task tfds needs data.name, a TFDS dataset name such as voc/2007.")
+        raise ValueError(
+            "Task tfds needs data.dataset, a TFDS dataset name: --set data.dataset=voc/2007."
+        )
     try:
         builder = tfds.builder(name, data_dir=None if data_dir is None else str(data_dir))
     except Exception as e:  # DatasetNotFoundError and friends differ between versions
         raise DataNotFoundError(
-            f"TFDS has no dataset {name!r} ({type(e).__name__}: {e}); check data.name "
+            f"TFDS has no dataset {name!r} ({type(e).__name__}: {e}); check data.dataset "
             "(`tfds.list_builders()` lists them)."
         ) from e
     if download:
@@ -499,7 +502,7 @@ def make_splits(
 
 def load_tfds(
     *,
-    name: str | None = None,
+    dataset: str | None = None,
     cutoff: int | None = None,
     seed: int = 0,
     data_dir: str | os.PathLike | None = None,
@@ -518,13 +521,13 @@ def load_tfds(
     """Any TFDS image dataset with ClassLabel labels as a multi-label task (module docstring).
 
     Args:
-      name: TFDS name, optionally with config and version ("voc/2007", "fashion_mnist:3.0.1").
+      dataset: TFDS name, optionally with config and version ("voc/2007", "mnist:3.0.1").
       data_dir: TFDS data folder of the prepared dataset (None: TFDS's default).
       train_split, val_split, test_split: TFDS split expressions; val_split None carves
         round(val_fraction * n) training rows (seeded).
       image_key, label_key: choose the features when the defaults do not fit.
     """
-    builder = open_builder(name or "", data_dir, download=download)
+    builder = open_builder(dataset or "", data_dir, download=download)
     features = builder.info.features
     image = find_image_key(features, image_key)
     spec = find_label(features, label_key)
