@@ -343,3 +343,10 @@ def test_storage_order_matches_tfds_shuffler(tmp_path):
     tfds_order = [int(data) for _, data in shuffler]
     assert ts.tfds_storage_order(500, "train").tolist() == tfds_order
     assert ts.tfds_storage_order(500, "test").tolist() != tfds_order
+
+
+def test_an_unprepared_dataset_stops_with_the_build_command(tmp_path):
+    with pytest.raises(ts.DataNotFoundError, match="tfds build voc"):
+        ts.load_tfds(dataset="voc/2007", data_dir=tmp_path / "empty", cache_dir=tmp_path)
+    with pytest.raises(ts.DataNotFoundError, match="TFDS has no dataset 'no_such_set'"):
+        ts.load_tfds(dataset="no_such_set", cache_dir=tmp_path)

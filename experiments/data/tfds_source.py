@@ -341,6 +341,8 @@ def decode_split(
         ids.append(this_id)
         n += 1
         bar.update()
+        if select is not None and n == len(select):
+            break  # the rows are sorted: nothing after the last one is needed
     bar.close()
     if select is not None and n != len(select):
         raise DataError(
