@@ -346,7 +346,7 @@ def test_storage_order_matches_tfds_shuffler(tmp_path):
 
 
 def test_an_unprepared_dataset_stops_with_the_build_command(tmp_path):
-    with pytest.raises(ts.DataNotFoundError, match="tfds build voc"):
+    with pytest.raises(ts.DataNotFoundError, match="`tfds build voc/2007`"):
         ts.load_tfds(dataset="voc/2007", data_dir=tmp_path / "empty", cache_dir=tmp_path)
     with pytest.raises(ts.DataNotFoundError, match="TFDS has no dataset 'no_such_set'"):
         ts.load_tfds(dataset="no_such_set", cache_dir=tmp_path)

@@ -242,6 +242,12 @@ def open_builder(name: str, data_dir: str | os.PathLike | None, *, download: boo
     return builder
 
 
+def _build_name(builder) -> str:
+    """The name `tfds build` takes: "voc/2007", "fashion_mnist"."""
+    config = getattr(builder, "builder_config", None)
+    return f"{builder.name}/{config.name}" if config is not None else builder.name
+
+
 def _as_numpy(builder, split: str, image_key: str, *, keep_image: bool):
     """Examples of `split` as NumPy dicts in the stored order; images left encoded (bytes)."""
     tfds = import_tfds()
@@ -255,8 +261,8 @@ def _as_numpy(builder, split: str, image_key: str, *, keep_image: bool):
         raise DataNotFoundError(
             f"TFDS dataset {builder.info.full_name} split {split!r} cannot be read from "
             f"{builder.data_dir} ({type(e).__name__}: {e}). Prepare it first: "
-            f"`tfds build {builder.name}` (or pass data.data_dir, the folder it was built in), "
-            "and check the split name."
+            f"`tfds build {_build_name(builder)}` (or pass data.data_dir, the folder it was "
+            "built in), and check the split name."
         ) from e
     if not keep_image:
         ds = ds.map(lambda ex: {k: v for k, v in ex.items() if k != image_key})
