@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from experiments import data
-from experiments.data import catalog, csv_catalog, fashionpedia, load_task
+from experiments.data import catalog, csv_catalog, fashionpedia, load_task, mlt, tfds_source
 from experiments.data import fashion_mnist as fm
 
 C = 10
@@ -382,6 +382,9 @@ def test_task_registry_is_one_dict_of_loader_functions():
         "sleevetype": fashionpedia.load_sleevetype,
         "archetype": fashionpedia.load_archetype,
         "csv": csv_catalog.load_csv_catalog,
+        "tfds": tfds_source.load_tfds,
+        "voc_mlt": mlt.load_voc_mlt,
+        "coco_mlt": mlt.load_coco_mlt,
     }
     for name, loader in data.TASK_LOADERS.items():
         assert data.get_task_loader(name) is loader
@@ -389,7 +392,9 @@ def test_task_registry_is_one_dict_of_loader_functions():
         assert kinds == {inspect.Parameter.KEYWORD_ONLY}, name  # explicit keywords, no **kwargs
     with pytest.raises(ValueError, match="Did you mean catalog") as e:
         data.get_task_loader("catalgo")
-    assert "archetype, catalog, catalog_step, csv, sleevetype" in str(e.value)
+    assert "archetype, catalog, catalog_step, coco_mlt, csv, sleevetype, tfds, voc_mlt" in str(
+        e.value
+    )
 
 
 def test_head_count_default_is_defined_once():

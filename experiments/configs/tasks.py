@@ -11,6 +11,10 @@ Runs (any method in place of `proposed`, any tier with `--tier`):
   python -m experiments.run --config sleevetype_proposed --set data.data_dir=/path/to/fashionpedia
   python -m experiments.run --config csv_proposed --set data.path=labels.csv \\
       --set data.data_dir=/path/to/images
+  python -m experiments.run --config tfds_proposed --set data.dataset=voc/2007 \\
+      --set data.train_split=trainval                       # any TFDS image dataset ([tfds])
+  python -m experiments.run --config voc_mlt_distribution_balanced   # Wu et al., ECCV 2020
+  python -m experiments.run --config coco_mlt_proposed --set data.image_ids=coco_mlt_ids.txt
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ class Task:
       doc: what the data is and what it needs.
       data: the task's own `config.data` fields at the default (cpu) tier.
       optional_paths: `config.data` fields that are an optional string (None until set).
+      optional_ints: `config.data` fields that are an optional integer (None until set).
+      cutoffs: the task's own cut-offs, where its protocol fixes them (None: the base's).
       fashion_mnist_items: images are composed of 28 x 28 Fashion-MNIST items (sizes follow
         them and the training set has a head count); otherwise photo crops resized freely.
       needs_download: the user downloads the data; without it runs fail before training.
@@ -44,6 +50,8 @@ class Task:
     doc: str
     data: Mapping[str, Any]
     optional_paths: tuple[str, ...] = ()
+    optional_ints: tuple[str, ...] = ()
+    cutoffs: tuple[int, ...] | None = None
     fashion_mnist_items: bool = False
     needs_download: bool = False
 
@@ -53,10 +61,20 @@ class Task:
             config.data[key] = value
         for key in self.optional_paths:
             config.data[key] = ml_collections.FieldReference(None, field_type=str)
+        for key in self.optional_ints:
+            config.data[key] = ml_collections.FieldReference(None, field_type=int)
+        if self.cutoffs is not None:
+            config.cutoffs = list(self.cutoffs)
 
 
 _CATALOG_DATA = types.MappingProxyType({"head_count": DEFAULT_HEAD_COUNT, "image_size": 28})
 _CROP_DATA = types.MappingProxyType({"image_size": 64})
+_TFDS_DATA = types.MappingProxyType(
+    {"train_split": "train", "test_split": "test", "val_fraction": 0.1, "image_size": 64}
+)
+_MLT_DATA = types.MappingProxyType({"image_size": 64, "val_images": 1000})
+# The MLT protocols' rarest training class: at this cut-off the sampled set is used as drawn.
+MLT_CUTOFFS = types.MappingProxyType({"voc_mlt": 4, "coco_mlt": 6})
 
 TASKS: dict[str, Task] = {
     t.name: t
@@ -66,7 +84,7 @@ TASKS: dict[str, Task] = {
             "Embedded default: 2 x 2 grids of Fashion-MNIST items, labels = garment classes "
             "present; long-tailed training split with exponentially decreasing class "
             "frequencies from data.head_count down to the cut-off, balanced test. Needs only "
-            "Fashion-MNIST (apt-get install dataset-fashion-mnist, or LTWEIGHTS_DATA).",
+            "the Fashion-MNIST files that the repository carries.",
             _CATALOG_DATA,
             fashion_mnist_items=True,
         ),
@@ -97,6 +115,38 @@ TASKS: dict[str, Task] = {
             "(data.path) with images under data.data_dir.",
             _CROP_DATA,
             optional_paths=("path",),
+        ),
+        Task(
+            "tfds",
+            "Any TensorFlow Datasets image dataset with ClassLabel labels (data.dataset, e.g. "
+            "voc/2007); train and test are TFDS splits (data.train_split, data.test_split), val "
+            "a seeded tenth of train unless data.val_split names one. Needs the [tfds] extra.",
+            _TFDS_DATA,
+            optional_paths=("dataset", "val_split", "image_key", "label_key"),
+            needs_download=True,
+        ),
+        Task(
+            "voc_mlt",
+            "VOC-MLT (Wu et al., ECCV 2020): about 1,142 VOC 2012 trainval images sampled to a "
+            "Pareto-shaped tail (775 images of the head class down to 4), tested on VOC 2007 "
+            "test (4,952); data.image_ids=FILE uses a published list. Needs TFDS voc/2012 and "
+            "voc/2007 and the [tfds] extra.",
+            _MLT_DATA,
+            optional_paths=("image_ids", "label_key"),
+            optional_ints=("head_images", "tail_images"),
+            cutoffs=(MLT_CUTOFFS["voc_mlt"],),
+            needs_download=True,
+        ),
+        Task(
+            "coco_mlt",
+            "COCO-MLT (Wu et al., ECCV 2020): about 1,909 COCO 2017 train images sampled to a "
+            "Pareto-shaped tail (1,128 down to 6), tested on COCO 2017 val (5,000); "
+            "data.image_ids=FILE uses a published list. Needs TFDS coco/2017 and the [tfds] extra.",
+            _MLT_DATA,
+            optional_paths=("image_ids", "label_key"),
+            optional_ints=("head_images", "tail_images"),
+            cutoffs=(MLT_CUTOFFS["coco_mlt"],),
+            needs_download=True,
         ),
     )
 }

@@ -13,7 +13,7 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
-from experiments.data import catalog, csv_catalog, fashionpedia
+from experiments.data import catalog, csv_catalog, fashionpedia, mlt, tfds_source
 from experiments.data.dataset import Dataset, Splits
 
 __all__ = ["TASK_LOADERS", "Dataset", "Splits", "get_task_loader", "load_task"]
@@ -24,6 +24,10 @@ TASK_LOADERS: dict[str, Callable[..., Splits]] = {
     "sleevetype": fashionpedia.load_sleevetype,
     "archetype": fashionpedia.load_archetype,
     "csv": csv_catalog.load_csv_catalog,
+    # TensorFlow Datasets (the [tfds] extra; tensorflow_datasets is imported only when they load)
+    "tfds": tfds_source.load_tfds,
+    "voc_mlt": mlt.load_voc_mlt,
+    "coco_mlt": mlt.load_coco_mlt,
 }
 
 
