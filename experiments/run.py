@@ -43,28 +43,33 @@ Compiled train and eval steps are kept in JAX's persistent compilation cache und
 <cache>/jax-compilation (see experiments.data.cache: $LTWEIGHTS_CACHE or ~/.cache/ltweights),
 so the runs of a sweep, which share shapes, skip most compilation; --no-compilation-cache
 turns it off.
+
+`--jobs N` trains N runs at once, each in its own process pinned to its share of the cores
+(experiments/execute.py); the default is $LTWEIGHTS_JOBS, else one job per core. A single run,
+or --jobs 1, trains in this process (with progress bars).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import shlex
-import shutil
+import os
 import sys
 import tempfile
-import time
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import ml_collections
 
-from experiments import configs, methods, records
-from experiments.atomic import atomic_write_json
+from experiments import configs, execute, methods, parallel
 from experiments.configs import overrides, tasks, tiers, validate
-from experiments.lock import LockHeld, RunLock
+from experiments.execute import (  # noqa: F401  (re-exported for callers)
+    SUMMARY_HEADER,
+    compilation_cache,
+    compilation_cache_dir,
+    format_table,
+    recovery_command,
+    summary_row,
+)
 from experiments.runs import (  # noqa: F401  (the runner's API, re-exported for callers)
     Run,
     build_record,
@@ -79,6 +84,7 @@ from experiments.runs import (  # noqa: F401  (the runner's API, re-exported for
 )
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+JOBS_ENV = "LTWEIGHTS_JOBS"
 
 
 def parse_int_list(text: str) -> list[int]:
@@ -118,83 +124,13 @@ def data_error_message(config: ml_collections.ConfigDict, error: Exception) -> s
     return message
 
 
-def summary_row(run: Run, action: str, record: dict[str, Any] | None) -> list[str]:
-    def number(value: Any, digits: int = 3) -> str:
-        return "-" if value is None else f"{value:.{digits}f}"
-
-    test = (record or {}).get("test") or {}
-    tail = ((test.get("buckets") or {}).get("tail") or {}).get("mAP")
-    status = (record or {}).get("status", action) if action != "conflict" else "conflict"
-    if action == "skip":
-        status += " (skipped)"
-    wall = (record or {}).get("wall_time_s")
-    return [
-        run.variant,
-        str(run.cutoff),
-        str(run.seed),
-        status,
-        number(test.get("mAP")),
-        number(tail),
-        number(test.get("macro_f1")),
-        "-" if wall is None else f"{wall:.0f}s",
-    ]
-
-
-def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
-    lines = [
-        "  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True))
-        for row in [header, *rows]
-    ]
-    lines = [line.rstrip() for line in lines]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-SUMMARY_HEADER = ("variant", "cutoff", "seed", "status", "test mAP", "tail mAP", "macro-F1", "time")
-
-
 # ---------------------------------------------------------------------------------------------
 # The command line.
 
 
-@contextlib.contextmanager
-def compilation_cache(directory: Path | None):
-    """JAX's persistent compilation cache in `directory` for the runs of one invocation.
-
-    The runs of a sweep share model and batch shapes, so after the first run XLA compilation
-    (about half of a cpu-tier run) is read from disk; the executables are the same, so the
-    numbers are too. Left alone when None or when the user configured a cache already; the
-    previous settings come back afterwards.
-    """
-    import jax
-    from jax.experimental.compilation_cache import compilation_cache as jax_cache
-
-    if directory is None or jax.config.jax_compilation_cache_dir is not None:
-        yield
-        return
-    min_time = jax.config.jax_persistent_cache_min_compile_time_secs
-    jax.config.update("jax_compilation_cache_dir", str(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_compilation_cache_dir", None)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_time)
-        jax_cache.reset_cache()
-
-
-def compilation_cache_dir(config: ml_collections.ConfigDict) -> Path:
-    from experiments.data.cache import cache_root
-
-    return cache_root(config.data.cache_dir) / "jax-compilation"
-
-
 def _load_trainer():
-    """(train_and_evaluate, Interrupted); imported late so --list and --dry-run need no trainer."""
-    from experiments.train import Interrupted, train_and_evaluate
-
-    return train_and_evaluate, Interrupted
+    """(train_and_evaluate, Interrupted) for runs in this process."""
+    return execute.load_trainer()
 
 
 def _argparse_type(parse):
@@ -251,6 +187,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
+        "--jobs",
+        type=_argparse_type(_positive_int),
+        help=f"runs trained at once, each in a process pinned to its share of the cores "
+        f"(default: ${JOBS_ENV}, else one per core; 1 trains in this process with progress bars)",
+    )
+    parser.add_argument(
         "--no-compilation-cache",
         action="store_true",
         help="compile every run afresh (default: reuse compiled steps, <cache>/jax-compilation)",
@@ -278,37 +220,6 @@ def _estimate(num_runs: int, tier: str) -> str:
         return "unknown"
     total = num_runs * seconds
     return f"~{total / 60:.0f} min" if total >= 60 else f"~{total:.0f} s"
-
-
-def _resume_command(argv: Sequence[str]) -> str:
-    # Without --force: rerunning with it would delete the checkpoint it should resume from.
-    kept = [a for a in argv if a != "--force"]
-    return shlex.join(["python", "-m", "experiments.run", *kept])
-
-
-def recovery_command(argv: Sequence[str], run: Run) -> str:
-    """The command that restarts just `run` from scratch: the same invocation narrowed to its
-    seed, cut-off and sweep values, with --force."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in ("--seeds", "--cutoffs"):
-            skip = True
-        elif arg != "--force" and not arg.startswith(("--seeds=", "--cutoffs=")):
-            kept.append(arg)
-    kept += ["--seeds", str(run.seed), "--cutoffs", str(run.cutoff)]
-    for path, value in run.point:
-        kept += ["--set", f"{path}={value!r}"]
-    return shlex.join(["python", "-m", "experiments.run", *kept, "--force"])
-
-
-def recovery_hint(argv: Sequence[str], run: Run) -> str:
-    return (
-        f"recovery: rerun the same command to retry; if it fails the same way, its folder "
-        f"{run.workdir} may hold an unusable checkpoint: start this run afresh with\n  "
-        f"{recovery_command(argv, run)}\n(or delete {run.workdir} and rerun)"
-    )
 
 
 def check_writable(directory: Path) -> None:
@@ -403,98 +314,37 @@ def _prepare_and_run(config, plan, args: argparse.Namespace, argv: Sequence[str]
         except Exception as e:  # the data layer's own message, with what to do instead
             print(f"error: {data_error_message(config, e)}", file=sys.stderr)
             return EXIT_USAGE
-    trainer = _load_trainer() if todo else None
-    cache = None if args.no_compilation_cache or not todo else compilation_cache_dir(config)
-    with compilation_cache(cache):
-        return _run_all(plan, args, argv, trainer)
+    jobs = args.jobs or default_jobs()
+    in_process = jobs == 1 or len(todo) <= 1
+    trainer = _load_trainer() if todo and in_process else None
+    options = execute.Options(
+        argv=tuple(argv),
+        force=args.force,
+        progress=not args.no_progress,
+        cache_dir=None if args.no_compilation_cache else compilation_cache_dir(config),
+    )
+    return execute.execute(plan, options, trainer, jobs=jobs)
 
 
-def _clear_run_dir(workdir: Path) -> None:
-    """Deletes everything in `workdir` but its lock file (held by this process)."""
-    from experiments.lock import LOCK_FILENAME
-
-    for child in workdir.iterdir():
-        if child.name == LOCK_FILENAME:
-            continue
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
-
-
-def _run_all(plan, args: argparse.Namespace, argv: Sequence[str], trainer) -> int:
-    """Runs the planned runs in order; returns the exit code. `trainer` is (train, Interrupted)."""
-    environment = records.environment() if trainer is not None else None
-    rows, failed = [], 0
-    for i, (run, action, why) in enumerate(plan, start=1):
-        prefix = f"[{i}/{len(plan)}] {run.label}"
-        if action != "run":
-            print(f"{prefix}: {action}: {why}")
-            failed += action == "conflict"
-            rows.append(summary_row(run, action, read_record(run.record_path)))
-            continue
-        try:
-            with RunLock(run.workdir):
-                outcome = _run_locked(run, args, argv, trainer, environment, prefix)
-        except LockHeld as e:
-            print(f"{prefix}: locked: {e}", file=sys.stderr)
-            rows.append(summary_row(run, "locked", None))
-            failed += 1
-            continue
-        if outcome is None:  # interrupted
-            rows.append(summary_row(run, "interrupted", None))
-            print(format_table(SUMMARY_HEADER, rows))
-            print(
-                f"\nInterrupted: {run.label}. Its checkpoint is kept under {run.workdir}. "
-                f"Resume by rerunning the same command:\n  {_resume_command(argv)}",
-                file=sys.stderr,
-            )
-            return EXIT_INTERRUPTED
-        action, record = outcome
-        failed += action == "conflict" or (record or {}).get("status") not in ("finished", None)
-        rows.append(summary_row(run, action, record))
-    print(format_table(SUMMARY_HEADER, rows))
-    if failed:
-        print(
-            f"\n{failed} of {len(plan)} runs failed, conflicted or were locked; see above.",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
-    return 0
-
-
-def _run_locked(run: Run, args, argv, trainer, environment, prefix: str):
-    """One run under its folder's lock: (action, record), or None when interrupted."""
-    action, why = plan_action(run, force=args.force)  # again: the folder may have changed
-    if action != "run":
-        print(f"{prefix}: {action}: {why}")
-        return action, read_record(run.record_path)
-    if args.force:
-        _clear_run_dir(run.workdir)
-    print(f"{prefix}: {why}")
-    train_and_evaluate, Interrupted = trainer
-    start = time.perf_counter()
+def default_jobs() -> int:
+    """$LTWEIGHTS_JOBS, else one job per available core."""
+    value = os.environ.get(JOBS_ENV, "").strip()
+    if not value:
+        return parallel.default_jobs()
     try:
-        result = train_and_evaluate(
-            run.config,
-            seed=run.seed,
-            cutoff=run.cutoff,
-            workdir=run.workdir,
-            progress=not args.no_progress,
-        )
-    except (Interrupted, KeyboardInterrupt):
-        return None
-    except Exception as e:  # recorded as failed; the remaining runs still run
-        traceback.print_exc()
-        hint = recovery_hint(argv, run)
-        print(f"{prefix}: failed: {type(e).__name__}: {e}\n{hint}", file=sys.stderr)
-        failure = f"{type(e).__name__}: {e}\n{hint}"
-        result = failed_result(failure, time.perf_counter() - start)
-    record = build_record(run, result, environment)
-    atomic_write_json(run.record_path, record)
-    row = summary_row(run, action, record)
-    print(f"{prefix}: {' '.join(row[3:])} -> {run.record_path}")
-    return action, record
+        return _positive_int(value)
+    except ValueError as e:
+        raise SystemExit(f"error: ${JOBS_ENV}: {e}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"expected a whole number >= 1, got {value}")
+    return value
 
 
 if __name__ == "__main__":

@@ -7,6 +7,13 @@ import pytest
 from experiments.data import fashion_mnist as fm
 
 
+@pytest.fixture(autouse=True)
+def one_job_unless_asked(monkeypatch):
+    """Runs train in the test's own process (stubs and monkeypatches apply) unless a test
+    passes --jobs."""
+    monkeypatch.setenv("LTWEIGHTS_JOBS", "1")
+
+
 @pytest.fixture(scope="session")
 def fashion_mnist_installed() -> None:
     """The real Fashion-MNIST files, which the repository carries (data/fashion-mnist/).
