@@ -15,29 +15,12 @@ import pytest
 
 from experiments import records
 from experiments import run as run_mod
-from experiments.data import fashion_mnist
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 # Per-epoch timings differ between two runs of the same computation; nothing else may.
 TIMING_KEYS = {"images_per_s", "wall_time_s", "train_time_s", "eval_time_s"}
-
-
-def _fashion_mnist_available() -> tuple[bool, str]:
-    try:
-        found = fashion_mnist.find_fashion_mnist()
-    except FileNotFoundError as e:
-        return False, str(e)
-    if found is None:
-        return False, (
-            "Fashion-MNIST files are absent (apt-get install dataset-fashion-mnist, or set "
-            "LTWEIGHTS_DATA to a folder with the four files); the end-to-end test never downloads"
-        )
-    return True, ""
-
-
-_AVAILABLE, _WHY = _fashion_mnist_available()
 
 
 def _without_timings(tree):
@@ -52,7 +35,7 @@ def _record(root: Path, config: str, variant_dir: str) -> dict:
     return json.loads((root / config / variant_dir / "cutoff6/seed0/record.json").read_text())
 
 
-@pytest.mark.skipif(not _AVAILABLE, reason=_WHY)
+@pytest.mark.usefixtures("fashion_mnist_installed")
 def test_train_interrupt_resume_report(tmp_path, monkeypatch, capsys):
     common = ["--no-progress", "--set", f"data.cache_dir={tmp_path / 'cache'}"]
     none_args = ["--config", "catalog_none_smoke", *common]

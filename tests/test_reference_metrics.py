@@ -15,20 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from experiments.data import fashion_mnist
-
 pytestmark = pytest.mark.slow
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "reference_metrics.json"
 CONFIGS = ("catalog_none", "catalog_proposed", "catalog_asymmetric")
 SEED, CUTOFF = 0, 6
-
-
-def _available() -> bool:
-    try:
-        return fashion_mnist.find_fashion_mnist() is not None
-    except FileNotFoundError:
-        return False
 
 
 def run_metrics(name: str, cache_dir: Path, workdir: Path) -> dict:
@@ -49,7 +40,7 @@ def run_metrics(name: str, cache_dir: Path, workdir: Path) -> dict:
     }
 
 
-@pytest.mark.skipif(not _available(), reason="Fashion-MNIST files are absent")
+@pytest.mark.usefixtures("fashion_mnist_installed")
 @pytest.mark.parametrize("name", CONFIGS)
 def test_smoke_run_has_the_stored_reference_metrics(name, tmp_path):
     expected = json.loads(REFERENCE.read_text())[name]
