@@ -8,12 +8,53 @@ interleaved round by round (`benchmarks.common.time_interleaved`):
   mesh of all local devices, batch sharded, state replicated and donated, the global host batch
   placed with `shard_batch`;
 - reference: a plain `jax.jit` of the same step maths on one device, no mesh, no shardings, no
-  donation, the batch placed with `jax.device_put`.
+  donation, the batch placed with `jax.device_put`;
+- torch (when PyTorch is installed; the row says why it is missing otherwise): the same
+  network (`torch_resnet`, parameter counts checked equal), loss and optimiser in PyTorch,
+  channels_last, one intra-op thread (`torch_train_step`).
 
-Both include the host->device copy of the uint8 batch, as training does. Reported: images/s of
-each, their ratio (data-parallel step time / reference step time; goal <= 1.05 on one device:
-the mesh machinery must cost nothing), and the wall time of the first call of each (tracing +
-compilation + one step).
+All include the conversion of the uint8 host batch, as training does. Reported: images/s of
+each, DP / ref time (goal <= 1.05 on one device: the mesh machinery must cost nothing), the
+speed of the trainer's step against PyTorch's (PyTorch step time / DP step time over the
+medians, and the spread of the per-round ratios; goal >= 1.0 on one core), and the wall time
+of the first call (tracing + compilation + one step).
+
+Run as `python -m benchmarks.train`, the process is pinned to one core with one XLA thread and
+XLA's YNNPACK fusions off (`experiments.xla.configure_cpu`, before JAX starts; `--ynnpack`
+keeps them). XLA_FLAGS and the CPU affinity are written to the JSON.
+
+What was tried for the cpu-tier step (ResNet [1, 1, 1] basic x8, 3x3 stem, batch 128, 28 x 28
+x 1, weighted BCE, AdamW), on a shared 2-core AMD EPYC (AVX2) at load average ~10. Each line
+is one process with the PyTorch step interleaved; medians of CPU time (process_time, less
+disturbed by other load than wall time) over 8-10 rounds; speed = PyTorch time / JAX time:
+
+- XLA defaults: 0.54x and 0.56x in two series (201 vs 109 ms; 213 vs 119 ms); wall time
+  per-round median 0.52x (range 0.40-0.65x). The issue's 0.55x, reproduced.
+- YNNPACK fusions off (`--xla_cpu_experimental_ynn_fusion_type=`): 0.60x and 0.61x (181 vs
+  108 ms; 157 vs 96 ms): a 1.10x faster step, the one change kept (`experiments.xla`). Why:
+  XLA hands each convolution's kernel gradient (a convolution with a 28 x 28 window over the
+  batch) to YNNPACK: 45 ms median CPU time for the 8 -> 8 stage-0 convolution, 8.8 ms with
+  Eigen. The loss and gradients agree to float32 rounding (`tests/test_xla.py`).
+- XNNPACK off (`--xla_cpu_use_xnnpack=false`): 0.48x, slower. oneDNN
+  (`--xla_cpu_use_onednn=true`): had not finished 12 steps after two minutes; unusable.
+- One thread vs two, pinned or not: the same (the issue's measurement); PyTorch with two
+  threads on the loaded machine falls to 214-343 images/s, so both run one thread.
+- Convolutions written differently, per op (CPU time, 128 x 28 x 28 x 8): the kernel gradient
+  as im2col + one matmul 73-76 ms and as nine per-tap dots 69 ms, against Eigen's 8.8 ms (XLA's
+  CPU concatenation of the nine patches is slow); the stage-0 forward as im2col + matmul 160 ms
+  against 19 ms. The 1-channel stem as nine shifted multiply-adds (no convolution at all, same
+  parameters; its loss and gradients matched nn.Conv's to rtol 1e-4): the whole step 1.05x slower
+  (166 vs 157 ms CPU, YNNPACK off), as the nine column reductions of its gradient cost more
+  than the convolution they replace. Not kept.
+- Not measured for lack of time: NCHW layout, BatchNorm's share, the uint8 -> float
+  conversion (one fused elementwise pass over 100 KB of input, against ~3 MB per activation of
+  stage 0), donation (the trainer donates already), other batch sizes per core, and the
+  compilation cache across runs.
+
+Where the time goes: the per-op times of the 3x3 convolutions (forward, input gradient, kernel
+gradient of the stem and the six block convolutions) add up to most of the step; XLA's CPU
+convolution kernels run these 8-32-channel convolutions at about 4 GMAC/s, against oneDNN's
+JIT kernels in PyTorch. With the flags above the goal (>= 1.0x) is not reached: best 0.61x.
 
 On a CPU the gpu-tier model (ResNet-18 at 56 x 56, batch 256) takes tens of seconds per step,
 so there its batch is cut to `--cpu-gpu-batch` (default 32) and its steps to `--gpu-steps`
