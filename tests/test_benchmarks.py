@@ -123,3 +123,88 @@ def test_bad_shapes_and_dtypes_are_rejected(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--dtypes", "float16"])
     assert "BATCHxLABELS" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmarks.train: the PyTorch mirror of the Flax ResNets and the table's code path
+# ---------------------------------------------------------------------------------------------
+
+
+def _flax_num_params(model_config, num_labels, channels, image_size):
+    import jax
+    import jax.numpy as jnp
+
+    from experiments.models import create_model
+
+    model = create_model(model_config, num_labels)
+    x = jax.ShapeDtypeStruct((1, image_size, image_size, channels), jnp.float32)
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
+    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(shapes["params"]))
+
+
+@pytest.mark.parametrize(
+    "model_config",
+    [
+        {"stage_sizes": [1, 1, 1], "block": "basic", "num_filters": 8, "small_input": True},
+        {"name": "resnet18", "num_filters": 64, "small_input": True},
+        {"stage_sizes": [1, 2], "block": "bottleneck", "num_filters": 4, "small_input": False},
+    ],
+)
+def test_torch_resnet_has_the_flax_models_parameter_count(model_config):
+    pytest.importorskip("torch")
+    from benchmarks import train as train_bench
+
+    for channels in (1, 3):
+        net = train_bench.torch_resnet(model_config, 10, channels)
+        expected = _flax_num_params(model_config, 10, channels, 28)
+        assert train_bench.torch_num_params(net) == expected
+
+
+def test_torch_train_step_computes_the_weighted_bce_and_learns():
+    torch = pytest.importorskip("torch")
+    from benchmarks import train as train_bench
+    from experiments.configs import get_config
+
+    config = get_config("catalog_inverse", tier="cpu")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (16, 28, 28, 1), dtype=np.uint8)
+    labels = (rng.random((16, 10)) < 0.3).astype(np.uint8)
+    pos_weight = rng.uniform(1, 5, 10).astype(np.float32)
+    torch.manual_seed(0)
+    # neg_weight != 1 takes the explicit formula; == 1 PyTorch's fused BCEWithLogitsLoss: the
+    # first loss of both (same seed, same initial net) must equal the NumPy weighted BCE.
+    losses = []
+    for neg_weight in (np.full(10, 2.0, np.float32), np.ones(10, np.float32)):
+        torch.manual_seed(0)
+        step = train_bench.torch_train_step(config, images, labels, pos_weight, neg_weight)
+        torch.manual_seed(0)
+        net = train_bench.torch_resnet(config.model.to_dict(), 10).train()
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() * (2 / 255) - 1
+        z = net(x).detach().numpy().astype(np.float64)
+        y = labels.astype(np.float64)
+        expected = np.mean(
+            np.sum(
+                pos_weight * y * np.logaddexp(0, -z) + neg_weight * (1 - y) * np.logaddexp(0, z), 1
+            )
+        )
+        loss, grad_norm, finite = step()
+        assert loss == pytest.approx(expected, rel=1e-4)
+        assert np.isfinite(grad_norm) and grad_norm > 0 and finite
+        losses.append([loss] + [step()[0] for _ in range(5)])
+    assert losses[1][-1] < losses[1][0]  # AdamW steps lower the loss on a fixed batch
+
+
+def test_train_benchmark_writes_ratios_for_the_cpu_tier(tmp_path, capsys):
+    from benchmarks import train as train_bench
+
+    out = tmp_path / "train.json"
+    result = train_bench.main(["--tiers", "cpu", "--steps", "1", "--out", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["tier"] == "cpu" and row["batch_size"] == 128 and row["image_size"] == 28
+    assert row["ratio_dp_over_ref"] == pytest.approx(row["dp_step_s"] / row["ref_step_s"])
+    if train_bench.torch_available():
+        assert row["speed_dp_over_torch"] == pytest.approx(row["torch_step_s"] / row["dp_step_s"])
+        assert row["torch_images_per_s"] == pytest.approx(128 / row["torch_step_s"])
+    else:
+        assert "not installed" in row["torch_note"] and "torch_step_s" not in row
+    assert "DP / torch speed" in capsys.readouterr().out and result["rows"][0]["tier"] == "cpu"
