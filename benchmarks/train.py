@@ -51,6 +51,11 @@ disturbed by other load than wall time) over 8-10 rounds; speed = PyTorch time /
   stage 0), donation (the trainer donates already), other batch sizes per core, and the
   compilation cache across runs.
 
+`python -m benchmarks.train` itself (same machine, one core, 15 rounds, wall time): cpu tier
+0.585x PyTorch (837 vs 1,430 images/s, per-round 0.44-0.77x), DP / ref 0.991; gpu-tier
+ResNet-18 at batch 32: 0.787x (2.29 vs 2.91 images/s, 0.72-0.99x), DP / ref 0.95. With
+`--ynnpack` (XLA defaults, a later run under heavier load): cpu tier 0.514x (0.43-0.69x).
+
 Where the time goes: the per-op times of the 3x3 convolutions (forward, input gradient, kernel
 gradient of the stem and the six block convolutions) add up to most of the step; XLA's CPU
 convolution kernels run these 8-32-channel convolutions at about 4 GMAC/s, against oneDNN's
@@ -215,8 +220,8 @@ def torch_train_step(config, images: np.ndarray, labels: np.ndarray, pos_weight,
     params = list(net.parameters())
     x_u8 = torch.from_numpy(images).permute(0, 3, 1, 2)  # NCHW view of NHWC: channels_last
     y_u8 = torch.from_numpy(labels)
-    w_pos = torch.as_tensor(np.asarray(pos_weight, np.float32))
-    w_neg = torch.as_tensor(np.asarray(neg_weight, np.float32))
+    w_pos = torch.tensor(np.array(pos_weight, np.float32))  # a copy: JAX arrays are read-only
+    w_neg = torch.tensor(np.array(neg_weight, np.float32))
     plain_neg = bool(torch.all(w_neg == 1.0))
     bce = torch.nn.BCEWithLogitsLoss(pos_weight=w_pos, reduction="sum")
     grad_clip = float(config.get("grad_clip", 0.0) or 0.0)
