@@ -1,5 +1,5 @@
-"""Independent runs at the same time: one worker process per job, each pinned to its share of the
-cores, with XLA's CPU thread pool sized to that share.
+"""Independent runs at the same time: one worker process per job, each pinned to a core of its
+own, with XLA's CPU settings for one thread (experiments.xla).
 
 A sweep's runs are independent and small; on a CPU machine one run per core, each with one
 intra-op thread, beats one run at a time spread over every core (XLA's per-op thread pool gains
@@ -26,8 +26,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-# XLA CPU flags for a worker with `threads` cores: size the intra-op pool to its share.
-_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen={multi} intra_op_parallelism_threads={threads}"
+from experiments import xla
 
 
 def available_cores() -> list[int]:
@@ -38,32 +37,25 @@ def available_cores() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
+# The cores this process could use when the module was imported, before an entry point pinned
+# it to one (experiments.xla.configure_cpu): the workers' cores.
+STARTING_CORES: tuple[int, ...] = tuple(available_cores())
+
+
 def default_jobs() -> int:
-    """One job per available core."""
-    return max(1, len(available_cores()))
+    """One job per core the process started with."""
+    return max(1, len(STARTING_CORES))
 
 
 def core_groups(jobs: int, cores: Sequence[int] | None = None) -> list[tuple[int, ...]]:
-    """`jobs` disjoint, contiguous groups of cores, as even as possible (more jobs than cores:
-    groups are shared round-robin)."""
-    cores = list(available_cores() if cores is None else cores)
+    """One core for each of `jobs` workers: a run uses one core and one XLA thread whatever the
+    number of jobs, so its numbers do not depend on --jobs (XLA's CPU kernels partition work by
+    thread count, which changes float rounding). More jobs than cores share cores round-robin;
+    fewer jobs leave cores idle."""
+    cores = list(STARTING_CORES if cores is None else cores)
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}.")
-    if jobs >= len(cores):
-        return [(cores[i % len(cores)],) for i in range(jobs)]
-    size, extra = divmod(len(cores), jobs)
-    groups, start = [], 0
-    for i in range(jobs):
-        end = start + size + (i < extra)
-        groups.append(tuple(cores[start:end]))
-        start = end
-    return groups
-
-
-def worker_xla_flags(threads: int, existing: str = "") -> str:
-    """XLA_FLAGS for a worker of `threads` cores, appended to the user's own flags."""
-    flags = _THREAD_FLAGS.format(multi=str(threads > 1).lower(), threads=threads)
-    return f"{existing} {flags}".strip()
+    return [(cores[i % len(cores)],) for i in range(jobs)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +78,8 @@ def _worker(target: str, cores: tuple[int, ...], tasks, results) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, cores)
-    os.environ["XLA_FLAGS"] = worker_xla_flags(len(cores), os.environ.get("XLA_FLAGS", ""))
+        os.sched_setaffinity(0, cores)  # XLA sizes its thread pool from the affinity
+    xla.configure_cpu(threads=len(cores), pin=False)
     fn = _resolve(target)  # imported only now, after the environment is set
     while (item := tasks.get()) is not None:
         index, task = item

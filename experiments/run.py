@@ -44,9 +44,10 @@ Compiled train and eval steps are kept in JAX's persistent compilation cache und
 so the runs of a sweep, which share shapes, skip most compilation; --no-compilation-cache
 turns it off.
 
-`--jobs N` trains N runs at once, each in its own process pinned to its share of the cores
-(experiments/execute.py); the default is $LTWEIGHTS_JOBS, else one job per core. A single run,
-or --jobs 1, trains in this process (with progress bars).
+`--jobs N` trains N runs at once, each in its own process pinned to a core (experiments/execute.py);
+the default is $LTWEIGHTS_JOBS, else one job per core (1 where a GPU/TPU plugin is installed). A
+single run, or --jobs 1, trains in this process, with progress bars. On a CPU every run uses one
+core and one XLA thread (experiments/xla.py), so its numbers do not depend on --jobs.
 """
 
 from __future__ import annotations
@@ -56,11 +57,12 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 
 import ml_collections
 
-from experiments import configs, execute, methods, parallel
+from experiments import configs, execute, methods, parallel, xla
 from experiments.configs import overrides, tasks, tiers, validate
 from experiments.execute import (  # noqa: F401  (re-exported for callers)
     SUMMARY_HEADER,
@@ -326,11 +328,26 @@ def _prepare_and_run(config, plan, args: argparse.Namespace, argv: Sequence[str]
     return execute.execute(plan, options, trainer, jobs=jobs)
 
 
+def configure_process() -> None:
+    """For the command line, before anything starts JAX: on a CPU machine this process trains on
+    one core with one XLA thread, as each --jobs worker does, so a run's numbers do not depend
+    on --jobs (experiments.xla; workers still get the cores the process started with)."""
+    if not accelerator_installed() and not xla.backend_started():
+        xla.configure_cpu(threads=1)
+
+
+def accelerator_installed() -> bool:
+    """Whether a JAX GPU or TPU plugin is installed (asked without starting JAX)."""
+    names = {dist.metadata["Name"].lower().replace("_", "-") for dist in metadata.distributions()}
+    return any(n.startswith(("jax-cuda", "jax-rocm", "libtpu")) for n in names)
+
+
 def default_jobs() -> int:
-    """$LTWEIGHTS_JOBS, else one job per available core."""
+    """$LTWEIGHTS_JOBS, else one job per available core on a CPU machine and 1 where an
+    accelerator is installed (its runs share one device)."""
     value = os.environ.get(JOBS_ENV, "").strip()
     if not value:
-        return parallel.default_jobs()
+        return 1 if accelerator_installed() else parallel.default_jobs()
     try:
         return _positive_int(value)
     except ValueError as e:
@@ -348,4 +365,5 @@ def _positive_int(text: str) -> int:
 
 
 if __name__ == "__main__":
+    configure_process()
     sys.exit(main())

@@ -36,12 +36,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", help="comma list of seeds (default: each config's)")
     parser.add_argument("--cutoffs", help="comma list of cut-offs (default: each config's)")
     parser.add_argument("--records", default=RECORDS_ROOT, help="records root (results/runs)")
+    parser.add_argument(
+        "--jobs", help="runs trained at once (default: one per core; see python -m experiments.run)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the runs; train nothing")
     parser.add_argument("--no-report", action="store_true", help="do not regenerate RESULTS.md")
     args = parser.parse_args(argv)
 
     common = ["--tier", args.tier, "--output-dir", f"{args.records}/{args.tier}", "--no-progress"]
-    for flag in ("seeds", "cutoffs"):
+    for flag in ("seeds", "cutoffs", "jobs"):
         if getattr(args, flag):
             common += [f"--{flag}", getattr(args, flag)]
     if args.dry_run:
@@ -66,4 +69,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    run.configure_process()
     sys.exit(main())
