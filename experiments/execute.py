@@ -31,7 +31,7 @@ from typing import Any
 
 import ml_collections
 
-from experiments import parallel, records
+from experiments import distributed, parallel, records
 from experiments.atomic import atomic_write_json
 from experiments.lock import LOCK_FILENAME, LockHeld, RunLock
 from experiments.runs import Run, build_record, failed_result, plan_action, read_record
@@ -188,8 +188,10 @@ def _clear_run_dir(workdir: Path) -> None:
 def run_one(run: Run, options: Options, trainer, environment, prefix: str) -> tuple[str, Any]:
     """One run under its folder's lock. Returns (action, record) with action "run", "skip" or
     "conflict"; ("locked", message); or ("interrupted", None)."""
+    # Multi-process runs: process 0 alone holds the lock, clears the folder and writes the record.
+    lock = RunLock(run.workdir) if distributed.is_primary() else contextlib.nullcontext()
     try:
-        with RunLock(run.workdir):
+        with lock:
             return _run_locked(run, options, trainer, environment, prefix)
     except LockHeld as e:
         print(f"{prefix}: locked: {e}", file=sys.stderr)
@@ -201,8 +203,9 @@ def _run_locked(run: Run, options: Options, trainer, environment, prefix: str):
     if action != "run":
         print(f"{prefix}: {action}: {why}", flush=True)
         return action, read_record(run.record_path)
-    if options.force:
+    if options.force and distributed.is_primary():
         _clear_run_dir(run.workdir)
+    distributed.barrier(f"run folder ready: {run.workdir}")
     print(f"{prefix}: {why}", flush=True)
     train_and_evaluate, Interrupted = trainer
     start = time.perf_counter()
@@ -223,7 +226,8 @@ def _run_locked(run: Run, options: Options, trainer, environment, prefix: str):
         failure = f"{type(e).__name__}: {e}\n{hint}"
         result = failed_result(failure, time.perf_counter() - start)
     record = build_record(run, result, environment)
-    atomic_write_json(run.record_path, record)
+    if distributed.is_primary():
+        atomic_write_json(run.record_path, record)
     row = summary_row(run, action, record)
     print(f"{prefix}: {' '.join(row[3:])} -> {run.record_path}", flush=True)
     return action, record

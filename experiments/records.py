@@ -157,6 +157,7 @@ def environment() -> dict[str, Any]:
         "git_dirty": dirty,
         "devices": [str(d) for d in devices],
         "num_devices": len(devices),
+        "num_processes": jax.process_count(),  # > 1: a multi-process run (experiments.distributed)
         "platform": devices[0].platform,
         "python": sys.version.split()[0],
         "hostname": socket.gethostname(),

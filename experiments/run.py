@@ -62,7 +62,7 @@ from pathlib import Path
 
 import ml_collections
 
-from experiments import configs, execute, methods, parallel, xla
+from experiments import configs, distributed, execute, methods, parallel, xla
 from experiments.configs import overrides, tasks, tiers, validate
 from experiments.execute import (  # noqa: F401  (re-exported for callers)
     SUMMARY_HEADER,
@@ -199,6 +199,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="compile every run afresh (default: reuse compiled steps, <cache>/jax-compilation)",
     )
+    distributed.add_arguments(parser)  # multi-process runs: --coordinator, --num-processes, ...
     return parser.parse_args(argv)
 
 
@@ -274,6 +275,12 @@ def resolve_config(args: argparse.Namespace):
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    # Multi-process runs: join before anything touches JAX; from here on, only process 0 prints.
+    try:
+        distributed.initialize_from_args(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     if args.list:
         print_list()
         return 0
@@ -287,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
     plan = [(run, *plan_action(run, force=args.force)) for run in runs]
+    # Multi-process runs: every process must train the same runs (they meet in collectives).
+    distributed.agree(repr([(str(r.workdir), a) for r, a, _ in plan]), "which runs to train")
     if args.show_config:
         print(show_config(config, origin))
     if args.dry_run:
@@ -316,7 +325,8 @@ def _prepare_and_run(config, plan, args: argparse.Namespace, argv: Sequence[str]
         except Exception as e:  # the data layer's own message, with what to do instead
             print(f"error: {data_error_message(config, e)}", file=sys.stderr)
             return EXIT_USAGE
-    jobs = args.jobs or default_jobs()
+    # A multi-process run trains its runs one by one, all processes together.
+    jobs = 1 if distributed.process_count() > 1 else args.jobs or default_jobs()
     in_process = jobs == 1 or len(todo) <= 1
     trainer = _load_trainer() if todo and in_process else None
     options = execute.Options(

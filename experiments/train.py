@@ -37,6 +37,7 @@ from typing import Any
 import jax
 from tqdm.auto import tqdm
 
+from experiments import distributed
 from experiments.checkpoints import CheckpointError, Checkpoints, Progress, best_entry
 from experiments.checkpoints import run_fingerprint as _run_fingerprint
 from experiments.data import Splits, load_task, pipeline
@@ -297,6 +298,8 @@ def _train_epoch(setup, checkpoints, state, run, clock, monitor, stop, interrupt
         monitor.dispatched(step, step_metrics)
         epoch_end = run.batch == setup.steps_per_epoch
         interrupt = stop["signal"] or ("interrupt_at_step" if step == interrupt_at_step else None)
+        # Multi-process runs: a stop seen by any process stops all at this step.
+        interrupt = distributed.agree_on_stop(interrupt)
         if epoch_end or interrupt or (every and step % every == 0):
             monitor.flush()
             if epoch_end:
