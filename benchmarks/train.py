@@ -253,6 +253,7 @@ def torch_num_params(module) -> int:
     return sum(int(p.numel()) for p in module.parameters())
 
 
+# Over 80 lines: one tier's three interleaved timings and their table row, read top to bottom.
 def benchmark_tier(
     tier: str, *, steps: int, batch_size: int | None, use_torch: bool = True
 ) -> dict[str, Any]:

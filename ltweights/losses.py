@@ -341,6 +341,7 @@ def _focusing(x, static_exponent: float | None, exponent):
     return _power(x, exponent)
 
 
+# Over 80 lines for its docstring (formula, reference, ranges); the code is a third of it.
 def asymmetric(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -430,6 +431,7 @@ def asymmetric(
     return _finish(pos_term + neg_term, dtype)
 
 
+# Over 80 lines for its docstring (formula, reference, ranges); the code is a third of it.
 def distribution_balanced(
     logits: ArrayLike,
     labels: ArrayLike,

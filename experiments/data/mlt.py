@@ -31,6 +31,7 @@ The draw depends only on (label matrix, head_images, tail_images, seed).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -225,25 +226,86 @@ def select_ids(source_ids: Iterable[str], wanted: Sequence[str], *, where: str) 
 _STREAM_VAL = 0x56414C  # "VAL"
 
 
-def _load_mlt(
+def _train_sample(labels, ids, names, *, image_ids, head, tail, seed, where):
+    """(training rows, their provenance): the rows listed in an image-ids file, or the seeded
+    Pareto-shaped sample."""
+    from experiments.data.images import sha256_file
+
+    if image_ids is not None:
+        train_rows = select_ids(ids.tolist(), read_image_ids(image_ids), where=where)
+        achieved = labels[train_rows].sum(axis=0, dtype=np.int64)
+        order = class_ranking(labels[train_rows])
+        return train_rows, {
+            "rule": "image_ids file",
+            "image_ids_file": Path(image_ids).name,
+            "image_ids_sha256": sha256_file(Path(image_ids).expanduser()),
+            "num_images": len(train_rows),
+            "achieved_images": {names[c]: int(achieved[c]) for c in order},
+        }
+    sample = sample_long_tail(labels, head_images=head, tail_images=tail, seed=seed)
+    return sample.indices, {
+        "rule": "Pareto-shaped class profile (experiments.data.mlt.sample_long_tail)",
+        "head_images": head,
+        "tail_images": tail,
+        **sample.provenance(names),
+    }
+
+
+def _provenance(
+    task, protocol, source, test_source, spec, sampling, num_source, labels_file, paths
+):
+    """What an MLT task's splits were built from, for the run record."""
+    return {
+        "source": "tfds",
+        "task": task,
+        "protocol": "Wu et al., ECCV 2020 (distribution-balanced loss)",
+        "published": {
+            "num_train_images": protocol.num_train_images,
+            "head_images": protocol.head_images,
+            "tail_images": protocol.tail_images,
+            "num_test_images": protocol.num_test_images,
+            "db_focal_resnet50_imagenet_map": protocol.published_map,
+        },
+        "datasets": {
+            "train": f"{source.info.full_name} {protocol.train_split}",
+            "val": f"{source.info.full_name} {protocol.train_split} (not in train, seeded)",
+            "test": f"{test_source.info.full_name} {protocol.test_split}",
+        },
+        "versions": {
+            protocol.dataset: str(source.info.version),
+            protocol.test_dataset: str(test_source.info.version),
+        },
+        "label_feature": spec.path,
+        "train_sampling": sampling,
+        "source_images": num_source,
+        "labels_cache_file": labels_file,
+        "cache_files": {role: path.name for role, path in paths.items()},
+        "resize": "whole image, padded to square (black), bicubic resize",
+    }
+
+
+# Over 80 lines for its 15 keyword parameters and the three split builds, kept in one place so
+# that one screen shows how an MLT task is built.
+def load_mlt(
     task: str,
     *,
     cutoff: int | None,
-    seed: int,
-    data_dir: str | os.PathLike | None,
-    cache_dir: str | os.PathLike | None,
-    image_size: int,
-    channels: int,
-    head_images: int | None,
-    tail_images: int | None,
-    val_images: int,
-    image_ids: str | os.PathLike | None,
-    label_key: str | None,
-    download: bool,
-    progress: bool,
+    seed: int = 0,
+    data_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    image_size: int = 64,
+    channels: int = 3,
+    head_images: int | None = None,
+    tail_images: int | None = None,
+    val_images: int = 1000,
+    image_ids: str | os.PathLike | None = None,
+    label_key: str | None = None,
+    download: bool = False,
+    progress: bool = True,
 ):
+    """The MLT task `task` ("voc_mlt" or "coco_mlt"); see load_voc_mlt / load_coco_mlt."""
     from experiments.data import tfds_source as ts
-    from experiments.data.images import DataError, sha256_file
+    from experiments.data.images import DataError
 
     protocol = PROTOCOLS[task]
     head = protocol.head_images if head_images is None else int(head_images)
@@ -256,27 +318,9 @@ def _load_mlt(
         source, protocol.train_split, image, spec, cache_dir=cache_dir
     )
     where = f"{protocol.dataset} {protocol.train_split}"
-    if image_ids is not None:
-        wanted = read_image_ids(image_ids)
-        train_rows = select_ids(ids.tolist(), wanted, where=where)
-        achieved = labels[train_rows].sum(axis=0, dtype=np.int64)
-        order = class_ranking(labels[train_rows])
-        sampling: dict[str, Any] = {
-            "rule": "image_ids file",
-            "image_ids_file": Path(image_ids).name,
-            "image_ids_sha256": sha256_file(Path(image_ids).expanduser()),
-            "num_images": len(train_rows),
-            "achieved_images": {spec.names[c]: int(achieved[c]) for c in order},
-        }
-    else:
-        sample = sample_long_tail(labels, head_images=head, tail_images=tail, seed=seed)
-        train_rows = sample.indices
-        sampling = {
-            "rule": "Pareto-shaped class profile (experiments.data.mlt.sample_long_tail)",
-            "head_images": head,
-            "tail_images": tail,
-            **sample.provenance(spec.names),
-        }
+    train_rows, sampling = _train_sample(
+        labels, ids, spec.names, image_ids=image_ids, head=head, tail=tail, seed=seed, where=where
+    )
     rest = np.setdiff1d(np.arange(len(labels)), train_rows)
     if not 1 <= val_images <= len(rest):
         raise DataError(
@@ -325,82 +369,23 @@ def _load_mlt(
     for role, path in paths.items():
         arrays = ts.load_split(path)
         parts[role] = (arrays["images"], arrays["labels"])
-    provenance = {
-        "source": "tfds",
-        "task": task,
-        "protocol": "Wu et al., ECCV 2020 (distribution-balanced loss)",
-        "published": {
-            "num_train_images": protocol.num_train_images,
-            "head_images": protocol.head_images,
-            "tail_images": protocol.tail_images,
-            "num_test_images": protocol.num_test_images,
-            "db_focal_resnet50_imagenet_map": protocol.published_map,
-        },
-        "datasets": {
-            "train": f"{source.info.full_name} {protocol.train_split}",
-            "val": f"{source.info.full_name} {protocol.train_split} (not in train, seeded)",
-            "test": f"{test_source.info.full_name} {protocol.test_split}",
-        },
-        "versions": {
-            protocol.dataset: str(source.info.version),
-            protocol.test_dataset: str(test_source.info.version),
-        },
-        "label_feature": spec.path,
-        "train_sampling": sampling,
-        "source_images": len(labels),
-        "labels_cache_file": labels_file,
-        "cache_files": {role: path.name for role, path in paths.items()},
-        "image_size": image_size,
-        "channels": 1 if mode == "L" else 3,
-        "resize": "whole image, padded to square (black), bicubic resize",
-    }
+    provenance = _provenance(
+        task, protocol, source, test_source, spec, sampling, len(labels), labels_file, paths
+    ) | {"image_size": image_size, "channels": 1 if mode == "L" else 3}
     return ts.make_splits(parts, spec.names, cutoff=cutoff, seed=seed, provenance=provenance)
 
 
-def load_voc_mlt(
-    *,
-    cutoff: int | None = 4,
-    seed: int = 0,
-    data_dir: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    image_size: int = 64,
-    channels: int = 3,
-    head_images: int | None = None,
-    tail_images: int | None = None,
-    val_images: int = 1000,
-    image_ids: str | os.PathLike | None = None,
-    label_key: str | None = None,
-    download: bool = False,
-    progress: bool = True,
-):
-    """VOC-MLT: train sampled from TFDS voc/2012 train+validation (the VOC 2012 trainval
-    images), val = `val_images` other trainval images (seeded), test = voc/2007 test.
+# The two protocols: one loader with the task (and its rarest class as the cut-off) fixed.
+load_voc_mlt = functools.partial(load_mlt, "voc_mlt", cutoff=4)
+load_voc_mlt.__doc__ = """VOC-MLT: train sampled from TFDS voc/2012 train+validation (the VOC
+2012 trainval images), val = `val_images` other trainval images (seeded), test = voc/2007 test.
 
-    head_images, tail_images: None takes the published 775 and 4. image_ids: a file of VOC image
-    ids (2008_000008, one a line) replacing the sampler. The default cutoff 4 is the protocol's
-    rarest class, so the cut-off removes nothing from the sampled set. Labels: TFDS's `labels`
-    (every object's class, difficult ones included); label_key="labels_no_difficult" drops them.
-    """
-    return _load_mlt("voc_mlt", **locals())  # locals(): the arguments above
-
-
-def load_coco_mlt(
-    *,
-    cutoff: int | None = 6,
-    seed: int = 0,
-    data_dir: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    image_size: int = 64,
-    channels: int = 3,
-    head_images: int | None = None,
-    tail_images: int | None = None,
-    val_images: int = 1000,
-    image_ids: str | os.PathLike | None = None,
-    label_key: str | None = None,
-    download: bool = False,
-    progress: bool = True,
-):
-    """COCO-MLT: train sampled from TFDS coco/2017 train, val = `val_images` other train
-    images (seeded), test = coco/2017 validation (val2017, 5,000 images). Labels: the classes of
-    the image's objects (`objects/label`). head/tail None: the published 1,128 and 6."""
-    return _load_mlt("coco_mlt", **locals())  # locals(): the arguments above
+head_images, tail_images: None takes the published 775 and 4. image_ids: a file of VOC image
+ids (2008_000008, one a line) replacing the sampler. The default cutoff 4 is the protocol's
+rarest class, so the cut-off removes nothing from the sampled set. Labels: TFDS's `labels`
+(every object's class, difficult ones included); label_key="labels_no_difficult" drops them.
+"""
+load_coco_mlt = functools.partial(load_mlt, "coco_mlt", cutoff=6)
+load_coco_mlt.__doc__ = """COCO-MLT: train sampled from TFDS coco/2017 train, val = `val_images`
+other train images (seeded), test = coco/2017 validation (val2017, 5,000 images). Labels: the
+classes of the image's objects (`objects/label`). head/tail None: the published 1,128 and 6."""
