@@ -188,14 +188,21 @@ def _clear_run_dir(workdir: Path) -> None:
 def run_one(run: Run, options: Options, trainer, environment, prefix: str) -> tuple[str, Any]:
     """One run under its folder's lock. Returns (action, record) with action "run", "skip" or
     "conflict"; ("locked", message); or ("interrupted", None)."""
-    # Multi-process runs: process 0 alone holds the lock, clears the folder and writes the record.
-    lock = RunLock(run.workdir) if distributed.is_primary() else contextlib.nullcontext()
-    try:
-        with lock:
-            return _run_locked(run, options, trainer, environment, prefix)
-    except LockHeld as e:
-        print(f"{prefix}: locked: {e}", file=sys.stderr)
-        return "locked", str(e)
+    # Multi-process runs: process 0 alone holds the lock, clears the folder and writes the record;
+    # all processes learn whether it got the lock, so none waits in a collective for the others.
+    with contextlib.ExitStack() as stack:
+        held_by_other: LockHeld | None = None
+        if distributed.is_primary():
+            try:
+                stack.enter_context(RunLock(run.workdir))
+            except LockHeld as e:
+                held_by_other = e
+        if distributed.any_process(held_by_other is not None):
+            message = str(held_by_other or "run folder locked (see process 0)")
+            if held_by_other is not None:
+                print(f"{prefix}: locked: {message}", file=sys.stderr)
+            return "locked", message
+        return _run_locked(run, options, trainer, environment, prefix)
 
 
 def _run_locked(run: Run, options: Options, trainer, environment, prefix: str):
