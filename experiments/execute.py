@@ -44,10 +44,14 @@ SUMMARY_HEADER = ("variant", "cutoff", "seed", "status", "test mAP", "tail mAP",
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """How to carry out a plan: the invocation's argv (for the resume and recovery commands),
-    --force, progress bars, and the compilation cache folder (None: no cache)."""
+    """How to carry out a plan: the invocation's argv and program (for the resume and recovery
+    commands; a sweep's runs come from several configs, so `experiments.sweep` passes
+    `per_run_argv` and each run's recovery names its own config), --force, progress bars, and the
+    compilation cache folder (None: no cache)."""
 
     argv: tuple[str, ...]
+    program: str = "experiments.run"
+    per_run_argv: bool = False
     force: bool = False
     progress: bool = True
     cache_dir: Path | None = None
@@ -90,10 +94,16 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def resume_command(argv: Sequence[str]) -> str:
+def resume_command(argv: Sequence[str], program: str = "experiments.run") -> str:
     # Without --force: rerunning with it would delete the checkpoint it should resume from.
     kept = [a for a in argv if a != "--force"]
-    return shlex.join(["python", "-m", "experiments.run", *kept])
+    return shlex.join(["python", "-m", program, *kept])
+
+
+def run_argv(run: Run) -> list[str]:
+    """The `experiments.run` arguments that name `run`'s config, tier and records folder."""
+    config = run.config
+    return ["--config", config.name, "--tier", config.tier, "--output-dir", str(config.output_dir)]
 
 
 def recovery_command(argv: Sequence[str], run: Run) -> str:
@@ -228,7 +238,7 @@ def _run_locked(run: Run, options: Options, trainer, environment, prefix: str):
         return "interrupted", None
     except Exception as e:  # recorded as failed; the remaining runs still run
         traceback.print_exc()
-        hint = recovery_hint(options.argv, run)
+        hint = recovery_hint(run_argv(run) if options.per_run_argv else options.argv, run)
         print(f"{prefix}: failed: {type(e).__name__}: {e}\n{hint}", file=sys.stderr)
         failure = f"{type(e).__name__}: {e}\n{hint}"
         result = failed_result(failure, time.perf_counter() - start)
@@ -283,7 +293,7 @@ def execute(plan, options: Options, trainer, jobs: int = 1) -> int:
         labels = ", ".join(plan[i][0].label for i in interrupted)
         print(
             f"\nInterrupted: {labels}. Checkpoints are kept in their run folders. Resume by "
-            f"rerunning the same command:\n  {resume_command(options.argv)}",
+            f"rerunning the same command:\n  {resume_command(options.argv, options.program)}",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED

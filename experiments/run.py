@@ -109,7 +109,7 @@ def check_data(config: ml_collections.ConfigDict, cutoff: int) -> None:
 
     params = config.data.to_dict()
     seed = params.pop("seed")
-    load_task(config.task, cutoff=cutoff, seed=seed, **params)
+    load_task(config.task, cutoff=cutoff, seed=0 if seed is None else seed, **params)
 
 
 def data_error_message(config: ml_collections.ConfigDict, error: Exception) -> str:
@@ -270,6 +270,28 @@ def resolve_config(args: argparse.Namespace):
             checked.add(run.variant)
             validate.check(run.config)
     return config, origin, runs
+
+
+def config_runs(
+    name: str,
+    *,
+    tier: str | None = None,
+    output_dir: str | None = None,
+    seeds: Sequence[int] | None = None,
+    cutoffs: Sequence[int] | None = None,
+) -> list[Run]:
+    """The validated runs of config `name` (what `--config name` would run, before planning);
+    ValueError on any problem. A method with its own fixed cut-off (the `balanced` ceiling)
+    keeps it whatever `cutoffs` says."""
+    config = configs.get_config(name, tier=tier)
+    if output_dir:
+        config.output_dir = output_dir
+    if methods.METHODS[config.method].balanced_data:
+        cutoffs = None
+    runs = expand_runs(config, seeds=seeds, cutoffs=cutoffs)
+    for variant_config in {run.variant: run.config for run in runs}.values():
+        validate.check(variant_config)
+    return runs
 
 
 def main(argv: Sequence[str] | None = None) -> int:

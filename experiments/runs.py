@@ -8,6 +8,7 @@ Used by `experiments.run` (the command line); pure functions of configs and file
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import re
@@ -102,8 +103,19 @@ def expand_runs(
         for cutoff in cutoffs:
             for seed in seeds:
                 workdir = run_dir(config.output_dir, config.name, variant, cutoff, seed)
-                runs.append(Run(run_config, variant, seed, cutoff, workdir, tuple(point.items())))
+                seeded = replicate_config(run_config, seed)
+                runs.append(Run(seeded, variant, seed, cutoff, workdir, tuple(point.items())))
     return runs
+
+
+def replicate_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+    """`config` for run seed `seed`: with data.seed None the seed also draws the data, and the
+    run's config (and so its record) says which data seed it used."""
+    if config.data.get("seed") is not None:
+        return config
+    seeded = copy.deepcopy(config)
+    seeded.data.seed = seed
+    return seeded
 
 
 def json_safe_config(config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -22,6 +22,7 @@ checkpoints and the record live in `experiments.train` and `experiments.checkpoi
 from __future__ import annotations
 
 import collections
+import dataclasses
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +36,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from experiments import methods
+from experiments.augment import get_augment
 from experiments.checkpoints import run_fingerprint
 from experiments.data import Dataset, pipeline
 from experiments.models import create_model
@@ -112,8 +114,27 @@ def _keyword_params(fn: Callable) -> set[str]:
     }
 
 
-def make_loss_fn(config: Any, counts: weights.LabelCounts) -> Callable[[jax.Array, jax.Array], Any]:
-    """The training objective of a config: `loss_fn(logits [B, C], labels [B, C]) -> scalar`.
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """A training objective: `fn(logits, labels, args) -> scalar` and its per-label `args`.
+
+    Calling it, `objective(logits, labels)`, gives the loss. The per-label arrays (scheme
+    weights, label counts, priors) are kept apart so that the train step takes them as an
+    argument rather than baking them into the program as constants: runs whose seeds draw
+    different class orders, or whose cut-offs differ, then compile to the same program, and a
+    sweep compiles each method once (JAX's persistent cache serves the rest).
+    """
+
+    fn: Callable[[jax.Array, jax.Array, dict[str, jax.Array]], jax.Array]
+    args: dict[str, jax.Array]
+
+    def __call__(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
+        return self.fn(logits, labels, self.args)
+
+
+def make_loss_fn(config: Any, counts: weights.LabelCounts) -> Objective:
+    """The training objective of a config: `loss_fn(logits [B, C], labels [B, C]) -> scalar`
+    (an `Objective`, whose per-label arrays the train step takes as an argument).
 
     pos/neg weights come from `ltweights.weights.scheme_weights(config.scheme, counts,
     **config.scheme_params)` with the TRAIN split's counts; the elementwise loss is
@@ -152,8 +173,9 @@ def make_loss_fn(config: Any, counts: weights.LabelCounts) -> Callable[[jax.Arra
         config.scheme, counts, **_as_dict(config.scheme_params)
     )
     weighted = config.scheme != "none"
+    args: dict[str, jax.Array] = {}  # per-label arrays: arguments of the step, not constants
     if "pos_weight" in accepted:
-        kwargs["pos_weight"], kwargs["neg_weight"] = pos_weight, neg_weight
+        args["pos_weight"], args["neg_weight"] = pos_weight, neg_weight
     elif weighted:
         raise ValueError(
             f"Loss {name!r} does its own label re-weighting and takes no scheme weights, but the "
@@ -161,20 +183,20 @@ def make_loss_fn(config: Any, counts: weights.LabelCounts) -> Callable[[jax.Arra
         )
     positives = np.asarray(counts.positives, np.float32)
     if "positives" in accepted:
-        kwargs["positives"] = jnp.asarray(positives)
+        args["positives"] = jnp.asarray(positives)
         kwargs["num_examples"] = int(counts.num_examples)
     if "prior" in accepted:
         # A label with no positives (or no negatives) would give log(0); clip to half a count.
         half = 0.5 / counts.num_examples
-        kwargs["prior"] = jnp.asarray(
+        args["prior"] = jnp.asarray(
             np.clip(positives / counts.num_examples, half, 1.0 - half), jnp.float32
         )
 
-    def loss_fn(logits: jax.Array, labels: jax.Array) -> jax.Array:
-        elementwise = fn(logits, labels, **kwargs)
+    def loss_fn(logits: jax.Array, labels: jax.Array, args: dict[str, jax.Array]) -> jax.Array:
+        elementwise = fn(logits, labels, **kwargs, **args)
         return jnp.mean(jnp.sum(elementwise, axis=-1))
 
-    return loss_fn
+    return Objective(loss_fn, {k: jnp.asarray(v, jnp.float32) for k, v in args.items()})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,15 +280,20 @@ def create_train_state(model, tx, image_shape, *, seed: int, mesh) -> TrainState
     return make_init(model, tx, tuple(image_shape), mesh)(jax.random.PRNGKey(seed))
 
 
-def train_step_fn(model, tx, loss_fn):
+def train_step_fn(model, tx, loss_fn, augment=None):
     """The step maths, unjitted: (state, images uint8, labels) -> (state, metrics).
+
+    `augment` (experiments.augment) transforms the uint8 batch first, with a key drawn from the
+    state's rng and step so that a resumed run augments as an uninterrupted one.
 
     metrics: loss (scalar), grad_norm (global L2 norm of the gradients) and params_finite
     (every new parameter finite: a finite loss can still come with an overflowing update, and
     such parameters must never be checkpointed).
     """
 
-    def train_step(state, images, labels):
+    def train_step(state, images, labels, loss_args=None):
+        if augment is not None:
+            images = augment(images, jax.random.fold_in(state.rng, state.step))
         x = normalize_images(images)
         y = labels.astype(jnp.float32)
 
@@ -277,7 +304,8 @@ def train_step_fn(model, tx, loss_fn):
                 train=True,
                 mutable=["batch_stats"],
             )
-            return loss_fn(logits, y), updates["batch_stats"]
+            loss = loss_fn(logits, y) if loss_args is None else loss_fn.fn(logits, y, loss_args)
+            return loss, updates["batch_stats"]
 
         (loss, batch_stats), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -298,19 +326,28 @@ def train_step_fn(model, tx, loss_fn):
     return train_step
 
 
-def make_train_step(model, tx, loss_fn, mesh):
+def make_train_step(model, tx, loss_fn, mesh, augment=None):
     """jit(train_step)(state, images uint8 [B,H,W,ch], labels [B,C]) -> (state, metrics).
 
     Batch sharded on the data axis, state replicated and donated, metrics replicated; see
     `train_step_fn` for the maths and the metrics.
     """
     replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
-    return jax.jit(
-        train_step_fn(model, tx, loss_fn),
-        in_shardings=(replicated, batch, batch),
+    if not isinstance(loss_fn, Objective):  # a plain loss(logits, labels): nothing to pass
+        return jax.jit(
+            train_step_fn(model, tx, loss_fn, augment),
+            in_shardings=(replicated, batch, batch),
+            out_shardings=(replicated, replicated),
+            donate_argnums=0,
+        )
+    step = jax.jit(
+        train_step_fn(model, tx, loss_fn, augment),
+        in_shardings=(replicated, batch, batch, replicated),
         out_shardings=(replicated, replicated),
         donate_argnums=0,
     )
+    loss_args = jax.device_put(loss_fn.args, replicated)
+    return lambda state, images, labels: step(state, images, labels, loss_args)
 
 
 def make_eval_step(model, mesh):
@@ -378,7 +415,7 @@ def run_functions(config, counts, train: Dataset, steps_per_epoch: int, mesh, cu
     loss_fn = make_loss_fn(config, counts)
     functions = (
         make_init(model, tx, tuple(train.images.shape[1:]), mesh),
-        make_train_step(model, tx, loss_fn, mesh),
+        make_train_step(model, tx, loss_fn, mesh, get_augment(config.get("augment", "none"))),
         make_eval_step(model, mesh),
     )
     _COMPILED[key] = functions

@@ -1,13 +1,16 @@
 """`python -m experiments.sweep`: the headline sweep behind RESULTS.md, then the report.
 
     python -m experiments.sweep                         # cpu tier, catalog + catalog_step
-    python -m experiments.sweep --seeds 0,1,2,3,4       # more seeds (finished runs are skipped)
+    python -m experiments.sweep --seeds 0,1,2,3,4,5     # more replicates (finished runs skipped)
     python -m experiments.sweep --tier gpu              # the gpu tier, on an accelerator
     python -m experiments.sweep --dry-run               # what would run, and the expected time
 
-Every `<task>_<method>` config of the chosen tasks runs with its own sweep of seeds, cut-offs and
-betas (see `experiments.configs`), writing records under `results/runs/<tier>/`; finished runs
-are skipped, so the sweep can run in parts and an interrupted sweep resumes where it stopped.
+Every `<task>_<method>` config of the chosen tasks (the compared methods and the `linear` and
+`balanced` reference rows) runs with its own seeds, cut-offs and betas (see
+`experiments.configs`), writing records under `results/runs/<tier>/`. The runs of all configs
+form one plan, ordered replicate by replicate (every run of seed 0, then of seed 1, ...), and are
+trained `--jobs` at a time; so a sweep stopped part-way leaves whole replicates that the report
+can already compare, and rerunning the same command skips finished runs and resumes the rest.
 When every run has finished, RESULTS.md is regenerated from all records under `results/runs/`.
 Checkpoints stay beside the records and are never committed (.gitignore); the records are.
 """
@@ -17,8 +20,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from experiments import methods, report, run
+from experiments import configs, execute, methods, report, run
+from experiments.runs import Run, plan_action
 
 DEFAULT_TASKS = ("catalog", "catalog_step")
 RECORDS_ROOT = "results/runs"
@@ -26,10 +31,26 @@ RECORDS_ROOT = "results/runs"
 
 def sweep_configs(tasks: Sequence[str]) -> list[str]:
     """Config names of the sweep: every method for every task, in a stable order."""
-    return [f"{task}_{method}" for task in tasks for method in methods.METHODS]
+    existing = set(configs.list_configs())
+    return [f"{t}_{m}" for t in tasks for m in methods.METHODS if f"{t}_{m}" in existing]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def replicate_order(runs: Sequence[Run]) -> list[Run]:
+    """Seed by seed; within a seed the long `balanced` runs first (so the short ones fill the
+    cores at the end), then the configs' own order."""
+    return sorted(runs, key=lambda r: (r.seed, not methods.METHODS[r.config.method].balanced_data))
+
+
+def sweep_runs(tasks, *, tier, records, seeds=None, cutoffs=None) -> list[Run]:
+    runs = []
+    for name in sweep_configs(tasks):
+        runs += run.config_runs(
+            name, tier=tier, output_dir=f"{records}/{tier}", seeds=seeds, cutoffs=cutoffs
+        )
+    return replicate_order(runs)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__)
     parser.add_argument("--tier", default="cpu", help="cpu (default), gpu or smoke")
     parser.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="comma list of tasks")
@@ -37,35 +58,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cutoffs", help="comma list of cut-offs (default: each config's)")
     parser.add_argument("--records", default=RECORDS_ROOT, help="records root (results/runs)")
     parser.add_argument(
-        "--jobs", help="runs trained at once (default: one per core; see python -m experiments.run)"
+        "--jobs",
+        type=int,
+        help="runs trained at once (default: one per core; see python -m experiments.run)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the runs; train nothing")
     parser.add_argument("--no-report", action="store_true", help="do not regenerate RESULTS.md")
-    args = parser.parse_args(argv)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
 
-    common = ["--tier", args.tier, "--output-dir", f"{args.records}/{args.tier}", "--no-progress"]
-    for flag in ("seeds", "cutoffs", "jobs"):
-        if getattr(args, flag):
-            common += [f"--{flag}", getattr(args, flag)]
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    try:
+        runs = sweep_runs(
+            [t for t in args.tasks.split(",") if t],
+            tier=args.tier,
+            records=args.records,
+            seeds=run.parse_int_list(args.seeds) if args.seeds else None,
+            cutoffs=run.parse_int_list(args.cutoffs) if args.cutoffs else None,
+        )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return run.EXIT_USAGE
+    plan = [(r, *plan_action(r, force=False)) for r in runs]
+    todo = [r for r, action, _ in plan if action == "run"]
     if args.dry_run:
-        common.append("--dry-run")
-
-    failed = []
-    for name in sweep_configs([t for t in args.tasks.split(",") if t]):
-        print(f"== {name} ({args.tier}) ==", flush=True)
-        code = run.main(["--config", name, *common])
+        print(execute.format_table(("action", "run", "why"), [[a, r.label, w] for r, a, w in plan]))
+        estimate = run._estimate(len(todo), args.tier)
+        print(f"\n{len(todo)} of {len(plan)} runs would train ({estimate}).")
+        return 0
+    code = 0
+    if todo:
+        try:
+            run.check_writable(Path(args.records) / args.tier)
+            run.check_data(todo[0].config, todo[0].cutoff)
+        except Exception as e:  # the folder's or the data layer's own message
+            print(f"error: {e}", file=sys.stderr)
+            return run.EXIT_USAGE
+        jobs = args.jobs or run.default_jobs()
+        options = execute.Options(
+            argv=tuple(argv),
+            program="experiments.sweep",
+            per_run_argv=True,
+            progress=not args.no_progress,
+            cache_dir=execute.compilation_cache_dir(todo[0].config),
+        )
+        trainer = run._load_trainer() if jobs == 1 or len(todo) == 1 else None
+        code = execute.execute(plan, options, trainer, jobs=jobs)
         if code == run.EXIT_INTERRUPTED:
             return code
-        if code != 0:
-            failed.append(name)
-    if failed:
-        print(f"sweep: configs with failed runs: {', '.join(failed)}", file=sys.stderr)
-    if args.dry_run or args.no_report:
-        return 1 if failed else 0
+    if args.no_report:
+        return code
     report_args = ["--records", args.records]
     if args.records != RECORDS_ROOT:  # Other records get their report beside them.
         report_args += ["--out", f"{args.records}/REPORT.md"]
-    return report.main(report_args) or (1 if failed else 0)
+    return report.main(report_args) or code
 
 
 if __name__ == "__main__":

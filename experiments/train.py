@@ -127,7 +127,8 @@ def train_and_evaluate(
 
     Args:
       config: a config (see `experiments.configs.base`).
-      seed: run seed: model initialisation and batch order (the data build uses config.data.seed).
+      seed: run seed: model initialisation and batch order, and the data draw unless
+        config.data.seed fixes it.
       cutoff: label-frequency cut-off passed to the task loader.
       workdir: the run's folder; checkpoints go to `workdir/checkpoints`. If it holds a
         checkpoint of the same config, the run resumes from the latest one.
@@ -150,7 +151,9 @@ def train_and_evaluate(
       CheckpointError: the workdir holds a checkpoint that cannot be resumed.
     """
     clock = _WallClock(time.perf_counter())
-    setup = _setup(config, seed, cutoff, _load_splits(config, cutoff) if splits is None else splits)
+    setup = _setup(
+        config, seed, cutoff, _load_splits(config, cutoff, seed) if splits is None else splits
+    )
     checkpoints = Checkpoints(
         Path(workdir).resolve(), keep_last=config.keep_checkpoints, keep_best=config.keep_best
     )
@@ -447,10 +450,12 @@ def _final_evaluation(setup: _Setup, state: TrainState, best: dict[str, Any]):
 # ---------------------------------------------------------------------------------------------
 
 
-def _load_splits(config: Any, cutoff: int) -> Splits:
+def _load_splits(config: Any, cutoff: int, seed: int) -> Splits:
     data = _as_dict(config.data)
-    data_seed = data.pop("seed", 0)
-    return load_task(config.task, cutoff=cutoff, seed=data_seed, **data)
+    data_seed = data.pop("seed", None)  # None: the run seed also draws the data (a replicate)
+    return load_task(
+        config.task, cutoff=cutoff, seed=seed if data_seed is None else data_seed, **data
+    )
 
 
 def _check_batch_sizes(config: Any, splits: Splits, num_devices: int) -> tuple[int, int]:

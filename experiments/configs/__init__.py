@@ -5,14 +5,17 @@ ConfigDict, built in layers, each setting only what it is about:
   task     catalog, catalog_step, sleevetype, archetype, csv: the data fields   (tasks.py)
   tier     cpu (default, changes nothing), gpu, smoke: sizes and schedule       (tiers.py)
   method   none, inverse, inverse_sqrt, class_balanced, proposed (weighting schemes);
-           focal, asymmetric, distribution_balanced, logit_adjusted (losses)
+           focal, asymmetric, distribution_balanced, logit_adjusted (losses); and the
+           report's reference rows: linear (a linear model, the floor) and balanced (the
+           network on balanced data, the ceiling)
                                                           (experiments/methods.py)
   --set    the command line's overrides (experiments.run)
 
-Every config enumerates seeds (default 0, 1, 2) and label-frequency cut-offs (default 6, 12,
-25, 50), and `proposed` also sweeps beta (0.9, 0.99, 0.999, 0.9999). Run one with
+Every config enumerates seeds (default 0-4; each seed a replicate that also draws the data) and
+label-frequency cut-offs (default 6 and 25: 6 fills the tail bucket, 25 the medium one), and
+`proposed` also sweeps beta (0.99, 0.999). Run one with
 
-  python -m experiments.run --config catalog_proposed              # cpu tier, 48 runs
+  python -m experiments.run --config catalog_proposed              # cpu tier, 20 runs
   python -m experiments.run --config catalog_proposed --tier gpu   # or: catalog_proposed_gpu
   python -m experiments.run --config catalog_proposed --dry-run --show-config  # who set what
   python -m experiments.run --list                                 # every name
@@ -38,9 +41,13 @@ __all__ = ["LAYERS", "describe", "get_config", "list_configs", "parse_config_nam
 LAYERS = ("base", "task", "tier", "method")
 
 
+def _exists(task: str, method: str) -> bool:
+    return methods.applies_to(methods.METHODS[method], tasks.TASKS[task].data)
+
+
 def list_configs() -> list[str]:
     """Every config name, `<task>_<method>`, in task then method order."""
-    return [f"{task}_{method}" for task in tasks.TASKS for method in methods.METHODS]
+    return [f"{t}_{m}" for t in tasks.TASKS for m in methods.METHODS if _exists(t, m)]
 
 
 def _split(name: str) -> tuple[str, str] | None:
@@ -56,14 +63,19 @@ def parse_config_name(name: str) -> tuple[str, str, str | None]:
 
     Raises ValueError naming the closest valid names when `name` is not one.
     """
-    parts = _split(name)
+    parts, tier = _split(name), None
+    for suffix in tiers.TIERS:
+        if parts is None and name.endswith("_" + suffix):
+            parts, tier = _split(name[: -len(suffix) - 1]), suffix
     if parts is not None:
-        return (*parts, None)
-    for tier in tiers.TIERS:
-        if name.endswith("_" + tier):
-            parts = _split(name[: -len(tier) - 1])
-            if parts is not None:
-                return (*parts, tier)
+        if not _exists(*parts):
+            with_head = [t for t in tasks.TASKS if _exists(t, parts[1])]
+            raise ValueError(
+                f"Config {name!r}: method {parts[1]!r} trains on data with every label at the "
+                f"head count, which task {parts[0]!r} cannot draw; it exists for "
+                f"{', '.join(with_head)}."
+            )
+        return (*parts, tier)
     close = difflib.get_close_matches(name, list_configs(), n=3, cutoff=0.5)
     hint = f" Closest: {', '.join(close)}." if close else ""
     raise ValueError(
@@ -90,6 +102,9 @@ def apply_method(config: ml_collections.ConfigDict, method: methods.Method) -> N
             node = node[key]
         node[leaf] = list(values)
     config.variant = method.variant
+    config.model.update(dict(method.model))
+    if method.balanced_data:
+        config.cutoffs = [config.data.head_count]
 
 
 def flat_values(config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -44,6 +44,8 @@ class Task:
       fashion_mnist_items: images are composed of 28 x 28 Fashion-MNIST items (sizes follow
         them and the training set has a head count); otherwise photo crops resized freely.
       needs_download: the user downloads the data; without it runs fail before training.
+      augment: the task's label-preserving augmentation (`experiments.augment`): the catalog's
+        items may move between cells and be mirrored; photo tasks keep "none" unless set.
     """
 
     name: str
@@ -54,9 +56,11 @@ class Task:
     cutoffs: tuple[int, ...] | None = None
     fashion_mnist_items: bool = False
     needs_download: bool = False
+    augment: str = "none"
 
     def apply(self, config: ml_collections.ConfigDict) -> None:
         config.task = self.name
+        config.augment = self.augment
         for key, value in self.data.items():
             config.data[key] = value
         for key in self.optional_paths:
@@ -87,6 +91,7 @@ TASKS: dict[str, Task] = {
             "the Fashion-MNIST files that the repository carries.",
             _CATALOG_DATA,
             fashion_mnist_items=True,
+            augment="cells",
         ),
         Task(
             "catalog_step",
@@ -94,6 +99,7 @@ TASKS: dict[str, Task] = {
             "data.head_count (the robustness comparison).",
             _CATALOG_DATA,
             fashion_mnist_items=True,
+            augment="cells",
         ),
         Task(
             "sleevetype",

@@ -20,6 +20,7 @@ from typing import Any
 import ml_collections
 
 from experiments import methods
+from experiments.augment import AUGMENTATIONS
 from experiments.configs import base, tasks
 
 # Blocks whose keys are keyword arguments of a loader, scheme or loss: `--set` may add keys.
@@ -38,6 +39,7 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "momentum": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
     "grad_clip": (lambda v: _num(v) and v >= 0, "a finite number >= 0 (0 disables)"),
     "optimizer": (lambda v: v in ("adamw", "sgd"), "'adamw' or 'sgd'"),
+    "augment": (lambda v: v in AUGMENTATIONS, " or ".join(map(repr, AUGMENTATIONS))),
     "checkpoint_every_steps": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: epoch ends)"),
     "keep_checkpoints": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "keep_best": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
@@ -45,13 +47,13 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "bucket_tail": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "seeds": (lambda v: _int_list(v, 0), "a non-empty list of distinct integers >= 0"),
     "cutoffs": (lambda v: _int_list(v, 1), "a non-empty list of distinct integers >= 1"),
-    "model.name": (lambda v: v == "resnet", "'resnet'"),
+    "model.name": (lambda v: v in ("resnet", "linear"), "'resnet' or 'linear'"),
     "model.stage_sizes": (lambda v: _int_list(v, 1, distinct=False), "a list of integers >= 1"),
     "model.num_filters": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "model.block": (lambda v: v in ("basic", "bottleneck"), "'basic' or 'bottleneck'"),
     "model.small_input": (lambda v: isinstance(v, bool), "True or False"),
     "model.dtype": (lambda v: v in ("float32", "bfloat16", "float16"), "a float dtype name"),
-    "data.seed": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "data.seed": (lambda v: v is None or (_int(v) and v >= 0), "None or an integer >= 0"),
 }
 
 
@@ -178,6 +180,18 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
     for path, (ok, what) in _RANGES.items():
         if path in flat and not ok(flat[path]):
             found.append(f"{path} must be {what}; got {flat[path]!r}")
+    if config.get("augment") == "cells" and not tasks.TASKS[config.task].fashion_mnist_items:
+        found.append(
+            f"augment 'cells' shuffles the 2 x 2 items of catalog images; task {config.task} "
+            "has photos: use 'flip' or 'none'"
+        )
+    if methods.METHODS[config.method].balanced_data:
+        head = config.data.get("head_count")
+        if list(config.cutoffs) != [head]:
+            found.append(
+                f"method {config.method} trains on balanced data: cutoffs must be "
+                f"[data.head_count] = [{head}]; got {list(config.cutoffs)} (use --cutoffs {head})"
+            )
     if _num(flat.get("bucket_tail")) and _num(flat.get("bucket_head")):
         if flat["bucket_tail"] > flat["bucket_head"]:
             found.append("bucket_tail must be <= bucket_head")

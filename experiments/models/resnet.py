@@ -151,6 +151,15 @@ PRESETS: dict[str, tuple[tuple[int, ...], str]] = {
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
+def model_dtype(dtype: str | Any) -> Any:
+    """A config's dtype name ("float32", "bfloat16", "float16") as a jnp dtype."""
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"Unknown model dtype {dtype!r}; use one of {sorted(_DTYPES)}.")
+        return _DTYPES[dtype]
+    return dtype
+
+
 def resnet(
     *,
     num_labels: int,
@@ -172,10 +181,7 @@ def resnet(
         raise ValueError(
             f"ResNet needs num_filters >= 1 and num_labels >= 1; got {num_filters}, {num_labels}."
         )
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise ValueError(f"Unknown model dtype {dtype!r}; use one of {sorted(_DTYPES)}.")
-        dtype = _DTYPES[dtype]
+    dtype = model_dtype(dtype)
     return ResNet(
         stage_sizes=stage_sizes,
         block_cls=BLOCKS[block],

@@ -10,6 +10,7 @@ from experiments.report.loading import Run
 from experiments.report.plots import PLOTS
 from experiments.report.prose import headline, short_summary
 from experiments.report.tables import (
+    check_one_recipe,
     compute_section,
     data_section,
     group_runs,
@@ -43,6 +44,8 @@ def build_report(
     out, plots_dir = Path(out), Path(plots_dir)
     base = out.parent
     groups = group_runs(runs)
+    for group in groups:  # one table, one recipe
+        check_one_recipe(group)
     plots: dict[Path, bytes] = {}
     failed = sum(not r.finished for r in runs)
     lines = [

@@ -18,7 +18,7 @@ from typing import Any
 
 from experiments import records as records_lib
 from experiments.report.loading import ReportError
-from experiments.report.tables import Group
+from experiments.report.tables import CEILING, REFERENCES, Group
 from experiments.stats import defined
 
 MANIFEST_NAME = "report_manifest.json"
@@ -51,32 +51,56 @@ def _render_png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _mean_ap_per_label(group: Group, variant: str, cutoff: int) -> list[tuple[float, float]]:
-    """(training positives, test AP) per label, each the mean over the finished seeds."""
-    sums: dict[int, list[float]] = defaultdict(list)
-    positives: dict[int, list[float]] = defaultdict(list)
+def _label_points(group: Group, variant: str, cutoff: int) -> list[tuple[float, float]]:
+    """(training positives, test AP) of every label of every finished seed of one cell.
+
+    The ceiling (`balanced`) has no long tail of its own: its points are its AP on each label
+    paired with the label's training positives in a run at `cutoff` with the same seed, so
+    they show how the same classes do when they are not rare.
+    """
+    points = []
     for run in group.finished:
-        if run.variant != variant or run.cutoff != cutoff:
+        if run.variant != variant or (variant != CEILING and run.cutoff != cutoff):
             continue
+        positives = run.record["data"]["train_positives"]
+        if variant == CEILING:
+            peers = [
+                r for r in group.finished
+                if r.seed == run.seed and r.cutoff == cutoff and r.method not in REFERENCES
+            ]  # fmt: skip
+            if not peers:
+                continue
+            positives = peers[0].record["data"]["train_positives"]
         ap = run.record["test"]["per_label"]["ap"]
-        for label, (value, count) in enumerate(
-            zip(ap, run.record["data"]["train_positives"], strict=True)
-        ):
-            if defined(value) and defined(count):
-                sums[label].append(float(value))
-                positives[label].append(float(count))
-    return [
-        (math.fsum(positives[k]) / len(positives[k]), math.fsum(sums[k]) / len(sums[k]))
-        for k in sorted(sums)
-    ]
+        points += [(float(n), float(a)) for a, n in zip(ap, positives, strict=True) if defined(a)]
+    return points
+
+
+def _mean_ap_by_frequency(group: Group, variant: str, cutoff: int) -> list[tuple[float, float]]:
+    """(training positives, mean test AP over every label and seed with that many positives).
+
+    Each seed draws its own class order, so a frequency's mean pools different classes: the
+    curve shows the effect of frequency apart from which garments happen to be rare.
+    """
+    by_count: dict[float, list[float]] = defaultdict(list)
+    for positives, ap in _label_points(group, variant, cutoff):
+        by_count[positives].append(ap)
+    return [(n, math.fsum(v) / len(v)) for n, v in sorted(by_count.items())]
+
+
+def _line(variant: str) -> str:
+    """Dashed for the reference rows, solid for the compared variants."""
+    return "--" if variant in REFERENCES else "-"
 
 
 def plot_ap_vs_frequency(group: Group) -> bytes:
-    """One panel per cut-off: per-label test AP (mean over seeds) against training positives."""
+    """One panel per cut-off: mean test AP against training positives, pooled over labels and
+    seeds (class orders), one line per variant; the ceiling dashed."""
     from matplotlib import lines, style, ticker
     from matplotlib.figure import Figure
 
-    cutoffs, variants = group.cutoffs, group.variants
+    cutoffs = group.cutoffs
+    variants = [*group.variants, *group.references]
     styles = _variant_styles(variants)
     ncols = min(len(cutoffs), 2)
     nrows = math.ceil(len(cutoffs) / ncols)
@@ -87,11 +111,15 @@ def plot_ap_vs_frequency(group: Group) -> bytes:
             ax.set_visible(False)
         for ax, cutoff in zip(axes.flat, cutoffs, strict=False):
             for variant in variants:
-                points = [(x, y) for x, y in _mean_ap_per_label(group, variant, cutoff) if x > 0]
+                points = [(x, y) for x, y in _mean_ap_by_frequency(group, variant, cutoff) if x > 0]
                 if points:
                     color, marker = styles[variant]
                     xs, ys = zip(*points, strict=True)
-                    ax.scatter(xs, ys, s=12, color=color, marker=marker, alpha=0.75, label=variant)
+                    ax.plot(
+                        xs, ys, color=color, marker=marker, markersize=4, linewidth=1,
+                        linestyle=_line(variant), alpha=0.85,
+                        label=variant,
+                    )  # fmt: skip
             ax.set_xscale("log")
             # Plain numbers (5, 10, 100) read better than 10^1 and crowded minor labels.
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
@@ -100,14 +128,21 @@ def plot_ap_vs_frequency(group: Group) -> bytes:
             ax.set_ylim(-0.02, 1.02)
             ax.set_title(f"cut-off {cutoff}")
             ax.set_xlabel("training positives of the label")
-            ax.set_ylabel("test AP (mean over seeds)")
+            ax.set_ylabel("test AP (mean over labels and seeds)")
             ax.grid(True, alpha=0.3)
         handles = [
-            lines.Line2D([], [], color=styles[v][0], marker=styles[v][1], linestyle="", label=v)
+            lines.Line2D(
+                [],
+                [],
+                color=styles[v][0],
+                marker=styles[v][1],
+                linestyle=_line(v),
+                label=v,
+            )
             for v in variants
         ]
         fig.legend(handles=handles, loc="outside right upper", fontsize="small")
-        fig.suptitle(f"Per-label test AP against training frequency: {group.title}")
+        fig.suptitle(f"Test AP against training frequency, pooled over class orders: {group.title}")
         return _render_png(fig)
 
 
@@ -116,7 +151,7 @@ def plot_map_vs_cutoff(group: Group) -> bytes:
     from matplotlib import style
     from matplotlib.figure import Figure
 
-    cutoffs, variants = group.cutoffs, group.variants
+    cutoffs, variants = group.cutoffs, [*group.variants, *group.references]
     styles = _variant_styles(variants)
     with style.context("default"):
         fig = Figure(figsize=(12.4, 4.2), dpi=_DPI, layout="constrained")
@@ -168,8 +203,9 @@ PLOTS = (
     ("map_vs_cutoff", "Test mAP and tail mAP against cut-off", plot_map_vs_cutoff),
     (
         "ap_vs_frequency",
-        "Per-label test AP against training positives (mean over seeds; labels with no "
-        "training positives are not drawn)",
+        "Test AP against training positives, each point the mean over every label and seed "
+        "(class order) with that many positives; dashed: the reference rows, the ceiling's AP "
+        "on the same classes (labels with no training positives are not drawn)",
         plot_ap_vs_frequency,
     ),
 )

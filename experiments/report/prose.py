@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from experiments.report.tables import (
     BASELINES,
+    CEILING,
+    FLOOR,
     MAP_METRICS,
     METRICS,
     Group,
@@ -109,9 +111,73 @@ def _best_sentence(group: Group, variants: Sequence[str], metric: str, lead: str
     return f"{lead}: " + "; ".join(parts) + "." if parts else None
 
 
+def describe_model(model: dict, num_params: int | None) -> str:
+    """'ResNet [1, 1, 1] (basic blocks, 8 filters; 20,234 parameters)' from a config's model."""
+    if model.get("name", "resnet") != "resnet":
+        shape = str(model.get("name"))
+    else:
+        shape = (
+            f"ResNet {list(model.get('stage_sizes') or [])} ({model.get('block', 'basic')} "
+            f"blocks, {model.get('num_filters')} filters"
+        )
+        shape += f"; {num_params:,} parameters)" if num_params else ")"
+    return shape
+
+
+def regime_sentence(group: Group) -> str | None:
+    """The regime in one line: network, schedule, the ceiling and the floor with intervals."""
+    networks = [r for r in group.finished if r.method != FLOOR]
+    if not networks:
+        return None
+    config = networks[0].record["config"]
+    model = config.get("model") or {}
+    num_params = network_parameters(networks[0])
+    parts = [describe_model(model, num_params)] if model else []
+    schedule = (
+        ("num_epochs", "{} epochs"),
+        ("batch_size", "batch {}"),
+        ("learning_rate", "peak learning rate {:g}"),
+        ("augment", "augmentation '{}'"),
+    )
+    parts += [
+        template.format(config[key])
+        for key, template in schedule
+        if config.get(key) is not None and config.get(key) != "none"
+    ]
+    text = f"Regime: {', '.join(parts) or 'not recorded'}."
+    if CEILING in group.references and group.cutoffs:
+        ceiling = group.cell(CEILING, group.cutoffs[0], "mAP")
+        text += f" Balanced ceiling mAP {format_ci(ceiling)}."
+    if FLOOR in group.references:
+        floors = "; ".join(
+            f"cut-off {c}: {format_ci(group.cell(FLOOR, c, 'mAP'))}" for c in group.cutoffs
+        )
+        text += f" Linear floor mAP {floors}."
+    return text
+
+
+def network_parameters(run) -> int | None:
+    """The parameter count of a run's network, from its config and data (None if unknown)."""
+    from experiments.configs import tasks
+    from experiments.models import parameter_count
+
+    config, data = run.record["config"], run.record["data"]
+    task = tasks.TASKS.get(run.task)
+    size = (config.get("data") or {}).get("image_size")
+    if task is None or not size or not data.get("label_names"):
+        return None
+    channels = 1 if task.fashion_mnist_items else 3
+    try:
+        return parameter_count(config["model"], len(data["label_names"]), (size, size, channels))
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
 def headline(group: Group) -> list[str]:
     """Plain-language, templated findings for one (tier, task)."""
-    lines = [
+    regime = regime_sentence(group)
+    lines = [regime] if regime else []
+    lines += [
         f"{len(group.variants)} variants, cut-offs {', '.join(map(str, group.cutoffs))}, "
         f"{len(group.seeds)} seeds with finished runs; {len(group.finished)} finished runs"
         + (f", {len(group.failed)} failed (left out)" if group.failed else "")

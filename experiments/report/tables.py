@@ -13,7 +13,7 @@ from typing import Any
 
 from experiments.methods import METHODS
 from experiments.records import flatten
-from experiments.report.loading import Run
+from experiments.report.loading import ReportError, Run
 from experiments.stats import MeanCI, defined, mean_ci, paired_difference
 
 # (key, column title); the first four are the mAP columns of the paired-difference tables.
@@ -35,6 +35,31 @@ MIN_DIFFERENCE = 0.0005
 # Row order of the tables, by method (a variant's name before any "(...)"): the method
 # registry's order; methods not listed follow alphabetically.
 VARIANT_ORDER = tuple(METHODS)
+# The reference rows: the floor (a linear model) and the ceiling (the network on balanced data).
+FLOOR = "linear"
+CEILING = "balanced"
+REFERENCES = tuple(name for name, method in METHODS.items() if method.reference)
+# What makes two runs comparable in one table: the same tier, model (the linear floor aside),
+# schedule, augmentation and images. A table never mixes recipes (`check_one_recipe`).
+RECIPE_FIELDS = (
+    "tier",
+    "model.stage_sizes",
+    "model.num_filters",
+    "model.block",
+    "model.small_input",
+    "model.dtype",
+    "num_epochs",
+    "batch_size",
+    "learning_rate",
+    "warmup_epochs",
+    "weight_decay",
+    "optimizer",
+    "momentum",
+    "grad_clip",
+    "augment",
+    "data.image_size",
+    "data.head_count",
+)
 TIER_ORDER = ("smoke", "cpu", "gpu")
 _SHA_RE = re.compile(r"^[0-9a-fA-F]{40,128}$")
 
@@ -113,11 +138,19 @@ class Group:
 
     @property
     def variants(self) -> list[str]:
-        return sorted({r.variant for r in self.runs}, key=variant_sort_key)
+        """The compared variants (the reference rows are `references`)."""
+        found = {r.variant for r in self.runs if r.method not in REFERENCES}
+        return sorted(found, key=variant_sort_key)
+
+    @property
+    def references(self) -> list[str]:
+        """The reference rows present, floor first: a subset of ["linear", "balanced"]."""
+        return [v for v in REFERENCES if any(r.variant == v for r in self.runs)]
 
     @property
     def cutoffs(self) -> list[int]:
-        return sorted({r.cutoff for r in self.runs})
+        """The long-tailed cut-offs (the ceiling's balanced data is not one)."""
+        return sorted({r.cutoff for r in self.runs if r.method != CEILING})
 
     @property
     def seeds(self) -> list[int]:
@@ -133,12 +166,39 @@ class Group:
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{self.tier}_{self.task}")
 
     def values(self, variant: str, cutoff: int, metric: str) -> dict[int, float | None]:
-        """Seed -> metric of the finished runs of one cell."""
+        """Seed -> metric of the finished runs of one cell (the ceiling: `ceiling_values`)."""
+        if variant == CEILING:
+            return self.ceiling_values(cutoff, metric)
         return {
             r.seed: run_metrics(r.record)[metric]
             for r in self.finished
             if r.variant == variant and r.cutoff == cutoff
         }
+
+    def ceiling_values(self, cutoff: int, metric: str) -> dict[int, float | None]:
+        """Seed -> the balanced run's metric as it compares with cut-off `cutoff`.
+
+        mAP and macro-F1 are the balanced run's own. A bucket's mAP is the balanced run's mean
+        test AP over the labels that are in that bucket at `cutoff` with the same seed (so the
+        same class order): how well the network does on those very classes when they are not
+        rare. Undefined where no finished run at `cutoff` and that seed says which labels those are.
+        """
+        values = {}
+        for ceiling in (r for r in self.finished if r.variant == CEILING):
+            if metric not in MAP_METRICS[1:]:
+                values[ceiling.seed] = run_metrics(ceiling.record)[metric]
+                continue
+            peers = [
+                r for r in self.finished
+                if r.seed == ceiling.seed and r.cutoff == cutoff and r.method not in REFERENCES
+            ]  # fmt: skip
+            if not peers:
+                continue
+            labels = peers[0].record["test"]["buckets"][metric]["labels"]
+            ap = [ceiling.record["test"]["per_label"]["ap"][j] for j in labels]
+            ap = [float(a) for a in ap if defined(a)]
+            values[ceiling.seed] = math.fsum(ap) / len(ap) if ap else None
+        return values
 
     def cell(self, variant: str, cutoff: int, metric: str) -> MeanCI:
         return mean_ci(self.values(variant, cutoff, metric).values(), CONFIDENCE)
@@ -149,6 +209,33 @@ class Group:
             self.values(baseline, cutoff, metric),
             CONFIDENCE,
         )
+
+
+def recipe(run: Run) -> dict[str, Any]:
+    """The fields of `RECIPE_FIELDS` in the run's config (absent ones as None)."""
+    flat = flatten(run.record.get("config") or {})
+    return {
+        field: flat.get(field, run.tier if field == "tier" else None) for field in RECIPE_FIELDS
+    }
+
+
+def check_one_recipe(group: Group) -> None:
+    """Raises ReportError when the runs of one table were trained with different recipes."""
+    first: dict[str, Any] | None = None
+    for run in group.runs:
+        current = recipe(run)
+        if first is None:
+            first, first_path = current, run.path
+            continue
+        differ = [f for f in RECIPE_FIELDS if current[f] != first[f]]
+        if differ:
+            shown = ", ".join(f"{f} {first[f]!r} vs {current[f]!r}" for f in differ[:4])
+            raise ReportError(
+                f"The {group.title} records mix recipes, so one table would compare runs "
+                f"trained differently: {first_path} and {run.path} differ in {shown}. Keep "
+                "one recipe per records folder (move or delete the other runs, or report them "
+                "with --records pointing at their own folder)."
+            )
 
 
 def group_runs(runs: Iterable[Run]) -> list[Group]:
@@ -276,14 +363,35 @@ def cell_name(variant: str, cutoff: int) -> str:
 # Markdown tables
 
 
+def row_name(variant: str) -> str:
+    """A table row's name: the reference rows say what they are."""
+    role = {FLOOR: " (floor: linear model)", CEILING: " (ceiling: balanced data)"}
+    return f"`{variant}`{role.get(variant, '')}"
+
+
+def table_rows(group: Group) -> list[str]:
+    """The rows of a results table: the floor, the compared variants, the ceiling."""
+    floor = [v for v in group.references if v == FLOOR]
+    ceiling = [v for v in group.references if v == CEILING]
+    return floor + group.variants + ceiling
+
+
 def metric_tables(group: Group) -> list[str]:
     lines = []
+    if group.references:
+        lines += [
+            "The `linear` row is the floor (a linear model on the pixels, same loss, data and "
+            "schedule) and the `balanced` row the ceiling (the same network with no weighting, "
+            "trained with every label at the head count; its bucket mAPs are its AP on the "
+            "labels that are in that bucket at the column's cut-off, same seed).",
+            "",
+        ]
     header = ["variant"] + [f"cut-off {c}" for c in group.cutoffs]
     for metric, title in METRICS:
         lines += [f"#### {title}", ""]
         rows = [
-            [f"`{v}`"] + [format_ci(group.cell(v, c, metric)) for c in group.cutoffs]
-            for v in group.variants
+            [row_name(v)] + [format_ci(group.cell(v, c, metric)) for c in group.cutoffs]
+            for v in table_rows(group)
         ]
         lines += [*markdown_table(header, rows), ""]
     return lines
