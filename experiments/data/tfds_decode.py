@@ -276,6 +276,15 @@ def load_split(path: Path) -> dict[str, np.ndarray]:
     return cached[0]
 
 
+def load_parts(paths: dict[str, Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{role: (images, labels)} from the cache files of `ensure_split`, by role."""
+    parts = {}
+    for role, path in paths.items():
+        arrays = load_split(path)
+        parts[role] = (arrays["images"], arrays["labels"])
+    return parts
+
+
 def image_mode(builder, image_key: str, channels: int | None) -> str:
     """Pillow mode: "L" for channels 1, "RGB" for 3; None follows the image feature's shape."""
     if channels is None:

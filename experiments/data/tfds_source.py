@@ -47,6 +47,7 @@ from experiments.data.tfds_decode import (  # noqa: F401 (re-exported)
     decode_split,
     ensure_split,
     image_mode,
+    load_parts,
     load_split,
     open_builder,
     read_examples,
@@ -158,10 +159,7 @@ def load_tfds(
         for role, split in roles
         if split is not None
     }  # built one split at a time; only now are they loaded together
-    parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for role, path in paths.items():
-        arrays = load_split(path)
-        parts[role] = (arrays["images"], arrays["labels"])
+    parts = load_parts(paths)
     if val_split is None:
         images, labels = parts["train"]
         is_val = seeded_partition(len(labels), [val_fraction], seed, salt=0) == 1
