@@ -83,11 +83,16 @@ def _feature_items(features) -> list[tuple[str, Any]]:
     return list(features.items()) if hasattr(features, "items") else []
 
 
+def _listing(features) -> str:
+    """The features as "key (Type), ...", for error messages."""
+    return ", ".join(f"{k} ({type(f).__name__})" for k, f in _feature_items(features))
+
+
 def find_image_key(features, image_key: str | None = None) -> str:
     """The top-level Image feature's key; `image_key` chooses among several."""
     tfds = import_tfds()
     images = [k for k, f in _feature_items(features) if isinstance(f, tfds.features.Image)]
-    listing = ", ".join(f"{k} ({type(f).__name__})" for k, f in _feature_items(features))
+    listing = _listing(features)
     if not images:
         raise DataError(
             f"The dataset has no image feature (its features: {listing}); task tfds needs a "
@@ -128,7 +133,7 @@ def _label_candidates(features) -> dict[str, LabelSpec]:
 def find_label(features, label_key: str | None = None) -> LabelSpec:
     """The label feature: `label_key` ("a" or "a/b"), else by LABEL_PREFERENCE (module doc)."""
     candidates = _label_candidates(features)
-    listing = ", ".join(f"{k} ({type(f).__name__})" for k, f in _feature_items(features))
+    listing = _listing(features)
     if not candidates:
         raise DataError(
             f"The dataset has no label feature (its features: {listing}); task tfds needs a "
