@@ -253,7 +253,75 @@ def torch_num_params(module) -> int:
     return sum(int(p.numel()) for p in module.parameters())
 
 
-# Over 80 lines: one tier's three interleaved timings and their table row, read top to bottom.
+def _dp_call(model, tx, loss_fn, mesh, images, labels):
+    """The trainer's data-parallel step on `mesh` as a call without arguments (it keeps its
+    state), and the state holder."""
+    step = trainer.make_train_step(model, tx, loss_fn, mesh)
+    dp = {"state": trainer.create_train_state(model, tx, images.shape[1:], seed=0, mesh=mesh)}
+
+    def call():
+        x, y = trainer.shard_batch(mesh, images), trainer.shard_batch(mesh, labels)
+        dp["state"], metrics = step(dp["state"], x, y)
+        return metrics
+
+    return call, dp
+
+
+def _ref_call(model, tx, loss_fn, images, labels):
+    """The reference step (`reference_train_step`) on the first device, as a call without
+    arguments."""
+    device = jax.devices()[0]
+    step = reference_train_step(model, tx, loss_fn)
+    ref_mesh = trainer.make_mesh([device])
+    ref = {
+        "state": jax.device_put(
+            trainer.create_train_state(model, tx, images.shape[1:], seed=0, mesh=ref_mesh), device
+        )
+    }
+
+    def call():
+        x, y = jax.device_put(images, device), jax.device_put(labels, device)
+        ref["state"], metrics = step(ref["state"], x, y)
+        return metrics
+
+    return call
+
+
+def _torch_call(config, counts, images, labels, num_params: int):
+    """PyTorch's step on one thread (`torch_train_step`), its net checked to have the Flax
+    model's parameter count."""
+    import torch
+
+    torch.set_num_threads(1)
+    pos_weight, neg_weight = weights.scheme_weights(
+        config.scheme, counts, **config.get("scheme_params", {})
+    )
+    call = torch_train_step(config, images, labels, pos_weight, neg_weight)
+    torch_params = torch_num_params(
+        torch_resnet(config.model.to_dict(), NUM_LABELS, images.shape[-1])
+    )
+    if torch_params != num_params:  # the mirror must stay exact (tests check it too)
+        raise AssertionError(f"PyTorch net has {torch_params} parameters, Flax {num_params}.")
+    return call
+
+
+def _torch_columns(times: dict[str, list[float]], batch_size: int, dp_s: float) -> dict[str, Any]:
+    """The PyTorch columns of a row (none when PyTorch did not run)."""
+    if "torch" not in times:
+        return {}
+    torch_s = statistics.median(times["torch"])
+    # Per-round ratios: each round's steps ran back to back under the same load.
+    per_round = [t / d for d, t in zip(times["dp"], times["torch"], strict=True)]
+    return {
+        "torch_step_s": torch_s,
+        "torch_images_per_s": batch_size / torch_s,
+        "torch_step_times_s": times["torch"],
+        "speed_dp_over_torch": torch_s / dp_s,
+        "speed_dp_over_torch_per_round_median": statistics.median(per_round),
+        "speed_dp_over_torch_per_round_range": [min(per_round), max(per_round)],
+    }
+
+
 def benchmark_tier(
     tier: str, *, steps: int, batch_size: int | None, use_torch: bool = True
 ) -> dict[str, Any]:
@@ -270,63 +338,19 @@ def benchmark_tier(
     model = create_model(config.model.to_dict(), NUM_LABELS)
     tx = trainer.make_optimizer(config, steps_per_epoch=100)
     loss_fn = trainer.make_loss_fn(config, counts)
-    shape = images.shape[1:]
 
-    dp_step = trainer.make_train_step(model, tx, loss_fn, mesh)
-    dp = {"state": trainer.create_train_state(model, tx, shape, seed=0, mesh=mesh)}
-
-    def dp_call():
-        x, y = trainer.shard_batch(mesh, images), trainer.shard_batch(mesh, labels)
-        dp["state"], metrics = dp_step(dp["state"], x, y)
-        return metrics
-
-    device = jax.devices()[0]
-    ref_step = reference_train_step(model, tx, loss_fn)
-    ref_mesh = trainer.make_mesh([device])
-    ref = {
-        "state": jax.device_put(
-            trainer.create_train_state(model, tx, shape, seed=0, mesh=ref_mesh), device
-        )
-    }
-
-    def ref_call():
-        x, y = jax.device_put(images, device), jax.device_put(labels, device)
-        ref["state"], metrics = ref_step(ref["state"], x, y)
-        return metrics
-
+    dp_call, dp = _dp_call(model, tx, loss_fn, mesh, images, labels)
+    ref_call = _ref_call(model, tx, loss_fn, images, labels)
     dp_compile, _ = _first_call_seconds(dp_call)
     ref_compile, _ = _first_call_seconds(ref_call)
     fns = {"dp": (dp_call, ()), "ref": (ref_call, ())}
     num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(dp["state"]["params"]))
     torch_row: dict[str, Any] = {"torch_note": _torch_note(use_torch)}
     if use_torch and torch_available():
-        import torch
-
-        torch.set_num_threads(1)
-        pos_weight, neg_weight = weights.scheme_weights(
-            config.scheme, counts, **config.get("scheme_params", {})
-        )
-        torch_call = torch_train_step(config, images, labels, pos_weight, neg_weight)
-        fns["torch"] = (torch_call, ())
-        torch_params = torch_num_params(
-            torch_resnet(config.model.to_dict(), NUM_LABELS, images.shape[-1])
-        )
-        if torch_params != num_params:  # the mirror must stay exact (tests check it too)
-            raise AssertionError(f"PyTorch net has {torch_params} parameters, Flax {num_params}.")
+        fns["torch"] = (_torch_call(config, counts, images, labels, num_params), ())
     times = time_interleaved(fns, steps, warmup=1)
     dp_s, ref_s = statistics.median(times["dp"]), statistics.median(times["ref"])
-    if "torch" in times:
-        torch_s = statistics.median(times["torch"])
-        # Per-round ratios: each round's steps ran back to back under the same load.
-        per_round = [t / d for d, t in zip(times["dp"], times["torch"], strict=True)]
-        torch_row |= {
-            "torch_step_s": torch_s,
-            "torch_images_per_s": batch_size / torch_s,
-            "torch_step_times_s": times["torch"],
-            "speed_dp_over_torch": torch_s / dp_s,
-            "speed_dp_over_torch_per_round_median": statistics.median(per_round),
-            "speed_dp_over_torch_per_round_range": [min(per_round), max(per_round)],
-        }
+    torch_row |= _torch_columns(times, batch_size, dp_s)
     return {
         "tier": tier,
         "model": f"resnet {list(config.model.stage_sizes)} {config.model.block} "

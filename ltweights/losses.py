@@ -27,16 +27,20 @@ raises a ValueError naming the parameter, its value and the valid range. ``jax.A
 (traced under ``jit``/``vmap``, e.g. to sweep a hyperparameter) pass through unchecked, as do
 labels and logits: those values cannot be seen under ``jit``; call :func:`validate_inputs` once
 on the host, outside ``jit``, before training.
+
+Where things are. This module holds the losses and their reductions; the checks above live in
+``ltweights._checks`` (which also defines :func:`validate_inputs`, importable from here) and the
+shared numerics (the softplus pair, the focusing factors) in ``ltweights._numerics``.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 
-from ltweights.weights import LabelCounts, validate_counts
+from ltweights._checks import hyperparameter, per_label, prepare, validate_inputs
+from ltweights._numerics import finish, focusing, scaled, softplus_pair
 
 __all__ = [
     "asymmetric",
@@ -51,155 +55,6 @@ __all__ = [
 
 # Priors are clipped to [_PRIOR_EPS, 1 - _PRIOR_EPS] so that log-odds stay finite (|.| <= 16.1).
 _PRIOR_EPS = 1e-7
-
-
-# --------------------------------------------------------------------------------------------
-# Trace-time checks
-# --------------------------------------------------------------------------------------------
-
-
-def _compute_dtype(dtype) -> jnp.dtype:
-    """float32 for bfloat16/float16 inputs, the input dtype for float32/float64."""
-    return jnp.promote_types(dtype, jnp.float32)
-
-
-def _prepare(name: str, logits: ArrayLike, labels: ArrayLike):
-    """Checks shapes and dtypes (at trace time); returns (z, y, out_dtype) in compute dtype."""
-    logits = jnp.asarray(logits)
-    labels = jnp.asarray(labels)
-    if not jnp.issubdtype(logits.dtype, jnp.floating):
-        raise TypeError(
-            f"{name}: logits must have a floating dtype, got {logits.dtype} with shape "
-            f"{logits.shape}; cast them, e.g. logits.astype(jnp.float32)."
-        )
-    if not (
-        labels.dtype == jnp.bool_
-        or jnp.issubdtype(labels.dtype, jnp.integer)
-        or jnp.issubdtype(labels.dtype, jnp.floating)
-    ):
-        raise TypeError(
-            f"{name}: labels must be bool, integer or floating, got {labels.dtype} with shape "
-            f"{labels.shape}."
-        )
-    if logits.shape != labels.shape:
-        raise ValueError(
-            f"{name}: logits shape {logits.shape} and labels shape {labels.shape} differ; "
-            "both must be [..., num_labels] with the same shape."
-        )
-    if logits.ndim == 0:
-        raise ValueError(f"{name}: logits must have a label axis, got a scalar of shape ().")
-    dtype = _compute_dtype(logits.dtype)
-    return logits.astype(dtype), labels.astype(dtype), logits.dtype
-
-
-def _per_label(name: str, what: str, value: ArrayLike | None, shape, dtype):
-    """A weight-like argument cast to ``dtype``; it must broadcast to ``shape`` unchanged."""
-    if value is None:
-        return None
-    value = jnp.asarray(value)
-    if not (
-        value.dtype == jnp.bool_
-        or jnp.issubdtype(value.dtype, jnp.integer)
-        or jnp.issubdtype(value.dtype, jnp.floating)
-    ):
-        raise TypeError(f"{name}: {what} must be numeric, got dtype {value.dtype}.")
-    try:
-        broadcast = np.broadcast_shapes(value.shape, tuple(shape))
-    except ValueError:
-        broadcast = None
-    if broadcast != tuple(shape):
-        raise ValueError(
-            f"{name}: {what} shape {value.shape} does not broadcast to the logits shape "
-            f"{tuple(shape)}; pass a scalar, a per-label vector of shape ({shape[-1]},) or an "
-            "array of the logits' shape."
-        )
-    return value.astype(dtype)
-
-
-def _scaled(term, weight):
-    return term if weight is None else term * weight
-
-
-def _finish(loss, dtype):
-    return loss.astype(dtype)
-
-
-@jax.custom_jvp
-def _softplus_pair(z):
-    """``(softplus(-z), softplus(z))``, i.e. ``(-log p, -log(1 - p))``, from one softplus.
-
-    ``softplus(+-z) = max(+-z, 0) + log1p(exp(-|z|))``: one exp and one log1p serve both terms
-    (computing each softplus costs two of each), and no part is ever subtracted, so tiny values
-    (``softplus(-z) ~ exp(-z)`` for large z) keep full relative precision, unlike the shorter
-    ``softplus(z) - z``. The derivatives are ``-sigmoid(-z)`` and ``sigmoid(z)`` (see the
-    custom JVP below): exact at the kink ``z = 0`` of ``|z|``, with full relative precision in
-    their tails, and cheaper on CPU than differentiating through log1p/exp.
-    """
-    shared = jnp.log1p(jnp.exp(-jnp.abs(z)))
-    return jnp.maximum(-z, 0.0) + shared, jnp.maximum(z, 0.0) + shared
-
-
-@_softplus_pair.defjvp
-def _softplus_pair_jvp(primals, tangents):
-    (z,), (dz,) = primals, tangents
-    return _softplus_pair(z), (-jax.nn.sigmoid(-z) * dz, jax.nn.sigmoid(z) * dz)
-
-
-def _hyperparameter(
-    name: str,
-    what: str,
-    value,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float | None:
-    """Range-checks a hyperparameter whose value is known at trace time.
-
-    Python and NumPy numbers (and NumPy arrays, lists or tuples of them) are checked here: they
-    must be finite and within ``low``/``high`` (closed ends unless ``*_open``). A scalar is
-    returned as a Python float, so callers can specialise on it; a NumPy array returns None.
-    ``jax.Array`` values (traced under ``jit``/``vmap``, or on a device) pass through unchecked
-    (None): their values cannot be read at trace time; :func:`validate_inputs` checks weights
-    and priors on the host.
-    """
-    if value is None or isinstance(value, jax.Array):
-        return None
-    array = np.asarray(value)
-    if array.dtype.kind not in "iuf":
-        raise TypeError(
-            f"{name}: {what} must be a real number (or an array of them), got "
-            f"{type(value).__name__} {value!r}."
-        )
-    array = array.astype(np.float64)
-    finite = bool(np.isfinite(array).all())
-    in_range = finite
-    if finite and array.size:
-        lo, hi = array.min(), array.max()
-        if low is not None:
-            in_range &= bool(lo > low if low_open else lo >= low)
-        if high is not None:
-            in_range &= bool(hi < high if high_open else hi <= high)
-    if not in_range:
-        if low is not None and high is not None:
-            bound = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        elif low is not None:
-            bound = f"{'>' if low_open else '>='} {low:g}"
-        elif high is not None:
-            bound = f"{'<' if high_open else '<='} {high:g}"
-        else:
-            bound = "(any real value)"
-        if array.ndim == 0:
-            got = f"got {float(array)}"
-        elif not finite:
-            got = "got an array containing NaN or inf"
-        else:
-            got = f"got an array with values in [{array.min():g}, {array.max():g}]"
-        raise ValueError(
-            f"{name}: {what} must be a finite number {bound}, {got}; pass a value in range."
-        )
-    return float(array) if array.ndim == 0 else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,15 +100,15 @@ def weighted_sigmoid_bce(
       ValueError: a NumPy/Python weight that is negative, NaN or inf.
     """
     name = "weighted_sigmoid_bce"
-    z, y, dtype = _prepare(name, logits, labels)
-    _hyperparameter(name, "pos_weight", pos_weight, low=0.0)
-    _hyperparameter(name, "neg_weight", neg_weight, low=0.0)
-    w_pos = _per_label(name, "pos_weight", pos_weight, z.shape, z.dtype)
-    w_neg = _per_label(name, "neg_weight", neg_weight, z.shape, z.dtype)
-    softplus_neg, softplus_pos = _softplus_pair(z)
-    pos_term = _scaled(y * softplus_neg, w_pos)
-    neg_term = _scaled((1.0 - y) * softplus_pos, w_neg)
-    return _finish(pos_term + neg_term, dtype)
+    z, y, dtype = prepare(name, logits, labels)
+    hyperparameter(name, "pos_weight", pos_weight, low=0.0)
+    hyperparameter(name, "neg_weight", neg_weight, low=0.0)
+    w_pos = per_label(name, "pos_weight", pos_weight, z.shape, z.dtype)
+    w_neg = per_label(name, "neg_weight", neg_weight, z.shape, z.dtype)
+    softplus_neg, softplus_pos = softplus_pair(z)
+    pos_term = scaled(y * softplus_neg, w_pos)
+    neg_term = scaled((1.0 - y) * softplus_pos, w_neg)
+    return finish(pos_term + neg_term, dtype)
 
 
 def sigmoid_focal(
@@ -299,15 +154,15 @@ def sigmoid_focal(
         Traced (``jax.Array``) values are not checked.
     """
     name = "sigmoid_focal"
-    z, y, dtype = _prepare(name, logits, labels)
-    static_gamma = _hyperparameter(name, "gamma", gamma, low=0.0)
-    _hyperparameter(name, "alpha", alpha, low=0.0, high=1.0)
-    _hyperparameter(name, "pos_weight", pos_weight, low=0.0)
-    _hyperparameter(name, "neg_weight", neg_weight, low=0.0)
-    w_pos = _per_label(name, "pos_weight", pos_weight, z.shape, z.dtype)
-    w_neg = _per_label(name, "neg_weight", neg_weight, z.shape, z.dtype)
-    a = _per_label(name, "alpha", alpha, z.shape, z.dtype)
-    neg_log_p, neg_log_not_p = _softplus_pair(z)  # -log p, -log(1 - p)
+    z, y, dtype = prepare(name, logits, labels)
+    static_gamma = hyperparameter(name, "gamma", gamma, low=0.0)
+    hyperparameter(name, "alpha", alpha, low=0.0, high=1.0)
+    hyperparameter(name, "pos_weight", pos_weight, low=0.0)
+    hyperparameter(name, "neg_weight", neg_weight, low=0.0)
+    w_pos = per_label(name, "pos_weight", pos_weight, z.shape, z.dtype)
+    w_neg = per_label(name, "neg_weight", neg_weight, z.shape, z.dtype)
+    a = per_label(name, "alpha", alpha, z.shape, z.dtype)
+    neg_log_p, neg_log_not_p = softplus_pair(z)  # -log p, -log(1 - p)
     pos_term = y * neg_log_p
     neg_term = (1.0 - y) * neg_log_not_p
     if static_gamma != 0.0:
@@ -316,32 +171,10 @@ def sigmoid_focal(
         neg_term = neg_term * jnp.exp(-gamma * neg_log_p)  # p**gamma
     if a is not None:
         pos_term, neg_term = pos_term * a, neg_term * (1.0 - a)
-    return _finish(_scaled(pos_term, w_pos) + _scaled(neg_term, w_neg), dtype)
+    return finish(scaled(pos_term, w_pos) + scaled(neg_term, w_neg), dtype)
 
 
-def _power(x, exponent):
-    """``x ** exponent`` for x >= 0 with ``0 ** 0 = 1`` and finite gradients at x = 0."""
-    positive = x > 0
-    safe_x = jnp.where(positive, x, 1.0)
-    zero_value = jnp.where(exponent == 0, 1.0, 0.0).astype(x.dtype)
-    return jnp.where(positive, jnp.exp(exponent * jnp.log(safe_x)), zero_value)
-
-
-def _focusing(x, static_exponent: float | None, exponent):
-    """The focusing factor ``x ** exponent`` for x in [0, 1], or None when it is 1.
-
-    A static exponent of 0 drops the factor; a static whole exponent is ``lax.integer_pow`` (a
-    few multiplies, exact gradient ``k * x**(k-1)``, finite at x = 0); anything else goes
-    through :func:`_power`'s guarded ``exp(exponent * log x)``.
-    """
-    if static_exponent == 0.0:
-        return None
-    if static_exponent is not None and static_exponent.is_integer():
-        return jax.lax.integer_pow(x, int(static_exponent))
-    return _power(x, exponent)
-
-
-# Over 80 lines for its docstring (formula, reference, ranges); the code is a third of it.
+# Over 80 lines for its docstring (formula, reference, ranges); its code is under 40 lines.
 def asymmetric(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -393,14 +226,14 @@ def asymmetric(
         negative or non-finite static weight. Traced (``jax.Array``) values are not checked.
     """
     name = "asymmetric"
-    z, y, dtype = _prepare(name, logits, labels)
-    static_gamma_pos = _hyperparameter(name, "gamma_pos", gamma_pos, low=0.0)
-    static_gamma_neg = _hyperparameter(name, "gamma_neg", gamma_neg, low=0.0)
-    static_clip = _hyperparameter(name, "clip", clip, low=0.0, high=1.0, high_open=True)
-    _hyperparameter(name, "pos_weight", pos_weight, low=0.0)
-    _hyperparameter(name, "neg_weight", neg_weight, low=0.0)
-    w_pos = _per_label(name, "pos_weight", pos_weight, z.shape, z.dtype)
-    w_neg = _per_label(name, "neg_weight", neg_weight, z.shape, z.dtype)
+    z, y, dtype = prepare(name, logits, labels)
+    static_gamma_pos = hyperparameter(name, "gamma_pos", gamma_pos, low=0.0)
+    static_gamma_neg = hyperparameter(name, "gamma_neg", gamma_neg, low=0.0)
+    static_clip = hyperparameter(name, "clip", clip, low=0.0, high=1.0, high_open=True)
+    hyperparameter(name, "pos_weight", pos_weight, low=0.0)
+    hyperparameter(name, "neg_weight", neg_weight, low=0.0)
+    w_pos = per_label(name, "pos_weight", pos_weight, z.shape, z.dtype)
+    w_neg = per_label(name, "neg_weight", neg_weight, z.shape, z.dtype)
     gamma_pos = jnp.asarray(gamma_pos, z.dtype)
     gamma_neg = jnp.asarray(gamma_neg, z.dtype)
     margin = jnp.asarray(clip, z.dtype)
@@ -408,7 +241,7 @@ def asymmetric(
     # Positive term: (1 - p)**gamma_pos * -log p, with -log p = softplus(-z). The factor stays in
     # log space even for whole gammas: sigmoid(-z)**k would lose its gradient's small p * k
     # part once sigmoid(-z) rounds to 1 (z below about -17 in float32).
-    softplus_neg, softplus_pos = _softplus_pair(z)  # -log p, -log(1 - p)
+    softplus_neg, softplus_pos = softplus_pair(z)  # -log p, -log(1 - p)
     pos_term = softplus_neg
     if static_gamma_pos != 0.0:
         pos_term = jnp.exp(-gamma_pos * softplus_pos) * pos_term
@@ -423,15 +256,15 @@ def asymmetric(
         log_not_p_m = jnp.log(jnp.minimum(jax.nn.sigmoid(-z) + margin, 1.0))
     else:
         log_not_p_m = jnp.minimum(0.0, jnp.logaddexp(-softplus_pos, jnp.log(margin)))
-    focus_neg = _focusing(p_m, static_gamma_neg, gamma_neg)
+    focus_neg = focusing(p_m, static_gamma_neg, gamma_neg)
     neg_term = -log_not_p_m if focus_neg is None else focus_neg * -log_not_p_m
 
-    pos_term = _scaled(y * pos_term, w_pos)
-    neg_term = _scaled((1.0 - y) * neg_term, w_neg)
-    return _finish(pos_term + neg_term, dtype)
+    pos_term = scaled(y * pos_term, w_pos)
+    neg_term = scaled((1.0 - y) * neg_term, w_neg)
+    return finish(pos_term + neg_term, dtype)
 
 
-# Over 80 lines for its docstring (formula, reference, ranges); the code is a third of it.
+# Over 80 lines for its docstring (formula, reference, ranges); its code is under 40 lines.
 def distribution_balanced(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -503,14 +336,14 @@ def distribution_balanced(
         ranges above. Traced (``jax.Array``) values are not checked.
     """
     name = "distribution_balanced"
-    z, y, dtype = _prepare(name, logits, labels)
-    _hyperparameter(name, "positives", positives, low=0.0)
-    _hyperparameter(name, "num_examples", num_examples, low=2.0)
-    _hyperparameter(name, "alpha", alpha, low=0.0)
-    _hyperparameter(name, "beta", beta, low=0.0)
-    _hyperparameter(name, "mu", mu)
-    _hyperparameter(name, "kappa", kappa, low=0.0)
-    static_lam = _hyperparameter(name, "lam", lam, low=0.0, low_open=True)
+    z, y, dtype = prepare(name, logits, labels)
+    hyperparameter(name, "positives", positives, low=0.0)
+    hyperparameter(name, "num_examples", num_examples, low=2.0)
+    hyperparameter(name, "alpha", alpha, low=0.0)
+    hyperparameter(name, "beta", beta, low=0.0)
+    hyperparameter(name, "mu", mu)
+    hyperparameter(name, "kappa", kappa, low=0.0)
+    static_lam = hyperparameter(name, "lam", lam, low=0.0, low_open=True)
     positives = jnp.asarray(positives)
     if positives.shape != (z.shape[-1],):
         raise ValueError(
@@ -530,12 +363,12 @@ def distribution_balanced(
     b_hat = jnp.log(clipped) - jnp.log(big_n - clipped)  # = -log(1/p - 1), p = clipped / N
     shifted = z - kappa * b_hat
     if static_lam == 1.0:
-        softplus_neg, softplus_pos = _softplus_pair(shifted)
+        softplus_neg, softplus_pos = softplus_pair(shifted)
         pos_term, neg_term = y * softplus_neg, (1.0 - y) * softplus_pos
     else:
         pos_term = y * jax.nn.softplus(-shifted)
         neg_term = (1.0 - y) / lam * jax.nn.softplus(lam * shifted)
-    return _finish(r_hat * (pos_term + neg_term), dtype)
+    return finish(r_hat * (pos_term + neg_term), dtype)
 
 
 def logit_adjusted_bce(
@@ -584,10 +417,10 @@ def logit_adjusted_bce(
         checked.
     """
     name = "logit_adjusted_bce"
-    z, y, dtype = _prepare(name, logits, labels)
-    _hyperparameter(name, "tau", tau, low=0.0)
-    _hyperparameter(name, "prior", prior, low=0.0, high=1.0)
-    pi = _per_label(name, "prior", prior, z.shape, z.dtype)
+    z, y, dtype = prepare(name, logits, labels)
+    hyperparameter(name, "tau", tau, low=0.0)
+    hyperparameter(name, "prior", prior, low=0.0, high=1.0)
+    pi = per_label(name, "prior", prior, z.shape, z.dtype)
     pi = jnp.clip(pi, _PRIOR_EPS, 1.0 - _PRIOR_EPS)
     adjusted = z + tau * (jnp.log(pi) - jnp.log1p(-pi))
     return weighted_sigmoid_bce(adjusted, y, pos_weight, neg_weight).astype(dtype)
@@ -632,82 +465,3 @@ def mean_loss(loss: ArrayLike, valid: ArrayLike | None = None) -> jax.Array:
     weights = valid.astype(loss.dtype)[..., None]
     count = jnp.sum(weights) * loss.shape[-1]
     return jnp.sum(loss * weights) / jnp.maximum(count, 1)
-
-
-# --------------------------------------------------------------------------------------------
-# Host-side validation
-# --------------------------------------------------------------------------------------------
-
-
-def _host_array(name: str, value: ArrayLike) -> np.ndarray:
-    try:
-        return np.asarray(value)
-    except jax.errors.TracerArrayConversionError:
-        raise TypeError(
-            f"validate_inputs: {name} is a traced value; call validate_inputs on the host, "
-            "outside jax.jit / jax.grad, on concrete arrays."
-        ) from None
-
-
-def validate_inputs(
-    labels: ArrayLike,
-    *,
-    logits: ArrayLike | None = None,
-    counts: LabelCounts | None = None,
-    pos_weight: ArrayLike | None = None,
-    neg_weight: ArrayLike | None = None,
-    prior: ArrayLike | None = None,
-) -> None:
-    """Checks the values that the jitted losses cannot check; call on the host, outside jit.
-
-    Raises ValueError (naming the problem and the fix) when labels are outside [0, 1] or NaN,
-    logits are not finite or differ in shape from the labels, counts are negative or exceed
-    ``num_examples`` or do not match the number of labels, weights are negative, NaN or do not
-    broadcast to the labels, or a prior is outside [0, 1].
-    """
-    y = _host_array("labels", labels)
-    if y.ndim == 0:
-        raise ValueError("labels must have a label axis [..., C], got a scalar.")
-    if y.dtype != np.bool_:
-        y = y.astype(np.float64)
-        if np.isnan(y).any():
-            raise ValueError("labels contain NaN; fix the data pipeline (labels are 0/1).")
-        if (y < 0).any() or (y > 1).any():
-            raise ValueError(
-                f"labels must lie in [0, 1], found values in [{y.min()}, {y.max()}]; pass "
-                "multi-hot 0/1 labels (or probabilities), not class indices or counts."
-            )
-    shape = y.shape
-    num_labels = shape[-1]
-    if logits is not None:
-        z = _host_array("logits", logits)
-        if z.shape != shape:
-            raise ValueError(f"logits shape {z.shape} and labels shape {shape} differ.")
-        if not np.isfinite(z.astype(np.float64)).all():
-            raise ValueError("logits contain NaN or inf; check the model's outputs.")
-    if counts is not None:
-        positives, _ = validate_counts(counts.positives, counts.num_examples)
-        if positives.shape != (num_labels,):
-            raise ValueError(
-                f"counts have {positives.shape[0]} labels but labels shape {shape} has "
-                f"{num_labels}; count the same label set."
-            )
-    for what, value in (("pos_weight", pos_weight), ("neg_weight", neg_weight)):
-        if value is None:
-            continue
-        w = _host_array(what, value).astype(np.float64)
-        try:
-            ok = np.broadcast_shapes(w.shape, shape) == shape
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ValueError(f"{what} shape {w.shape} does not broadcast to labels shape {shape}.")
-        if not np.isfinite(w).all() or (w < 0).any():
-            raise ValueError(
-                f"{what} must be finite and non-negative; build it with "
-                "ltweights.weights.scheme_weights."
-            )
-    if prior is not None:
-        pi = _host_array("prior", prior).astype(np.float64)
-        if np.isnan(pi).any() or (pi < 0).any() or (pi > 1).any():
-            raise ValueError("prior must lie in [0, 1]; use positives / num_examples.")

@@ -29,7 +29,7 @@ from PIL import Image  # noqa: E402
 from tensorflow_datasets.testing import mocking  # noqa: E402
 
 from experiments import configs, train  # noqa: E402
-from experiments.data import fashion_mnist, mlt  # noqa: E402
+from experiments.data import fashion_mnist, mlt, tfds_decode  # noqa: E402
 from experiments.data import tfds_source as ts  # noqa: E402
 from experiments.data.images import DataError, square_resize  # noqa: E402
 
@@ -197,7 +197,9 @@ def test_tfds_task_decodes_resizes_and_caches(tmp_path, monkeypatch):
         tfds.builder("voc/2007").info.features["labels"].feature.names
     )
     # A second load reads the cache only: TFDS is never asked for an example.
-    monkeypatch.setattr(ts, "_as_numpy", lambda *a, **k: pytest.fail("TFDS read again"))
+    monkeypatch.setattr(
+        tfds_decode, "read_examples", lambda *a, **k: pytest.fail("TFDS read again")
+    )
     with mock_tfds(20):
         again = ts.load_tfds(
             dataset="voc/2007", image_size=16, cache_dir=tmp_path, cutoff=None, progress=False

@@ -284,8 +284,39 @@ def _provenance(
     }
 
 
-# Over 80 lines for its 15 keyword parameters and the three split builds, kept in one place so
-# that one screen shows how an MLT task is built.
+def _val_rows(task, num_rows, train_rows, val_images, seed, where) -> np.ndarray:
+    """`val_images` source rows outside the training sample: a seeded draw, sorted."""
+    from experiments.data.images import DataError
+
+    rest = np.setdiff1d(np.arange(num_rows), train_rows)
+    if not 1 <= val_images <= len(rest):
+        raise DataError(
+            f"{task}: val_images={val_images} but {len(rest)} images of {where} are left after "
+            "the training sample; set data.val_images between 1 and that."
+        )
+    return np.sort(np.random.default_rng([seed, _STREAM_VAL]).permutation(rest)[:val_images])
+
+
+def _test_source(task, protocol, source, spec, *, data_dir, download, label_key):
+    """(builder, image key, label spec) of the test set, checked to have the training labels."""
+    from experiments.data import tfds_source as ts
+    from experiments.data.images import DataError
+
+    test_source = (
+        source
+        if protocol.test_dataset == protocol.dataset
+        else ts.open_builder(protocol.test_dataset, data_dir, download=download)
+    )
+    test_image = ts.find_image_key(test_source.info.features)
+    test_spec = ts.find_label(test_source.info.features, label_key)
+    if test_spec.names != spec.names:
+        raise DataError(
+            f"{task}: the label names of {protocol.test_dataset} differ from those of "
+            f"{protocol.dataset}; the TFDS versions do not match."
+        )
+    return test_source, test_image, test_spec
+
+
 def load_mlt(
     task: str,
     *,
@@ -305,7 +336,6 @@ def load_mlt(
 ):
     """The MLT task `task` ("voc_mlt" or "coco_mlt"); see load_voc_mlt / load_coco_mlt."""
     from experiments.data import tfds_source as ts
-    from experiments.data.images import DataError
 
     protocol = PROTOCOLS[task]
     head = protocol.head_images if head_images is None else int(head_images)
@@ -321,58 +351,27 @@ def load_mlt(
     train_rows, sampling = _train_sample(
         labels, ids, spec.names, image_ids=image_ids, head=head, tail=tail, seed=seed, where=where
     )
-    rest = np.setdiff1d(np.arange(len(labels)), train_rows)
-    if not 1 <= val_images <= len(rest):
-        raise DataError(
-            f"{task}: val_images={val_images} but {len(rest)} images of {where} are left after "
-            "the training sample; set data.val_images between 1 and that."
-        )
-    val_rows = np.sort(np.random.default_rng([seed, _STREAM_VAL]).permutation(rest)[:val_images])
-
-    test_source = (
-        source
-        if protocol.test_dataset == protocol.dataset
-        else ts.open_builder(protocol.test_dataset, data_dir, download=download)
+    val_rows = _val_rows(task, len(labels), train_rows, val_images, seed, where)
+    test_source, test_image, test_spec = _test_source(
+        task, protocol, source, spec, data_dir=data_dir, download=download, label_key=label_key
     )
-    test_image = ts.find_image_key(test_source.info.features)
-    test_spec = ts.find_label(test_source.info.features, label_key)
-    if test_spec.names != spec.names:
-        raise DataError(
-            f"{task}: the label names of {protocol.test_dataset} differ from those of "
-            f"{protocol.dataset}; the TFDS versions do not match."
-        )
     common = {"image_size": image_size, "mode": mode, "cache_dir": cache_dir, "progress": progress}
+    train_split = (source, protocol.train_split, image, spec)
     paths = {  # built one split at a time, each written and released before the next
         "train": ts.ensure_split(
-            source,
-            protocol.train_split,
-            image,
-            spec,
-            select=train_rows,
-            expected_ids=ids,
-            tag=f"{task}-train",
-            **common,
+            *train_split, select=train_rows, expected_ids=ids, tag=f"{task}-train", **common
         ),
         "val": ts.ensure_split(
-            source,
-            protocol.train_split,
-            image,
-            spec,
-            select=val_rows,
-            expected_ids=ids,
-            tag=f"{task}-val",
-            **common,
+            *train_split, select=val_rows, expected_ids=ids, tag=f"{task}-val", **common
         ),
         "test": ts.ensure_split(test_source, protocol.test_split, test_image, test_spec, **common),
     }
-    parts = {}
-    for role, path in paths.items():
-        arrays = ts.load_split(path)
-        parts[role] = (arrays["images"], arrays["labels"])
     provenance = _provenance(
         task, protocol, source, test_source, spec, sampling, len(labels), labels_file, paths
     ) | {"image_size": image_size, "channels": 1 if mode == "L" else 3}
-    return ts.make_splits(parts, spec.names, cutoff=cutoff, seed=seed, provenance=provenance)
+    return ts.make_splits(
+        ts.load_parts(paths), spec.names, cutoff=cutoff, seed=seed, provenance=provenance
+    )
 
 
 # The two protocols: one loader with the task (and its rarest class as the cut-off) fixed.
