@@ -299,7 +299,8 @@ def test_cli_skips_finished_runs_and_force_reruns_them(tmp_path, stub, capsys):
 def test_cli_records_a_failed_run_and_continues(tmp_path, stub, capsys):
     stub.fail = {(6, 1)}
     stub.nan = {(6, 2)}
-    assert cli(tmp_path, "--config", "catalog_none", "--cutoffs", "6") == run_mod.EXIT_FAILED
+    three = ("--config", "catalog_none", "--cutoffs", "6", "--seeds", "0,1,2")
+    assert cli(tmp_path, *three) == run_mod.EXIT_FAILED
     assert [c[2] for c in stub.calls] == [0, 1, 2]
     by_seed = {r["seed"]: r for r in records.load_records(tmp_path)}
     assert by_seed[0]["status"] == "finished"
@@ -309,13 +310,13 @@ def test_cli_records_a_failed_run_and_continues(tmp_path, stub, capsys):
     assert "2 of 3 runs failed" in capsys.readouterr().err
     # Failed runs are not "finished": a rerun tries them again, and only them.
     stub.fail, stub.nan = set(), set()
-    assert cli(tmp_path, "--config", "catalog_none", "--cutoffs", "6") == 0
+    assert cli(tmp_path, *three) == 0
     assert [c[2] for c in stub.calls[3:]] == [1, 2]
 
 
 def test_cli_interrupt_exits_130_and_the_same_command_resumes(tmp_path, stub, capsys):
     stub.interrupt = {(6, 1)}
-    args = ("--config", "catalog_none", "--cutoffs", "6", "--force")
+    args = ("--config", "catalog_none", "--cutoffs", "6", "--seeds", "0,1,2", "--force")
     assert cli(tmp_path, *args) == run_mod.EXIT_INTERRUPTED
     err = capsys.readouterr().err
     assert "rerunning the same command" in err and "--force" not in err.split("command:")[1]
@@ -323,7 +324,7 @@ def test_cli_interrupt_exits_130_and_the_same_command_resumes(tmp_path, stub, ca
     assert (workdir / "checkpoints").is_dir() and not (workdir / "record.json").exists()
     assert [c[2] for c in stub.calls] == [0, 1]  # stopped: seed 2 did not start
     stub.interrupt = set()
-    assert cli(tmp_path, "--config", "catalog_none", "--cutoffs", "6") == 0
+    assert cli(tmp_path, *args[:-1]) == 0
     assert [(c[2], c[3]) for c in stub.calls[2:]] == [(1, workdir), (2, workdir.parent / "seed2")]
 
 
@@ -342,7 +343,8 @@ def test_cli_refuses_a_finished_record_from_another_config(tmp_path, stub, capsy
 def test_cli_dry_run_trains_nothing(tmp_path, stub, capsys):
     assert cli(tmp_path, "--config", "catalog_proposed", "--dry-run") == 0
     out = capsys.readouterr().out
-    assert "48 of 48 runs would train" in out and stub.calls == []
+    # 2 betas x 2 cut-offs x 5 seeds.
+    assert "20 of 20 runs would train" in out and stub.calls == []
     assert not any(tmp_path.iterdir())
 
 

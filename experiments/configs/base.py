@@ -80,7 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.small_input = True
     config.model.dtype = "float32"
 
-    config.batch_size = 128
+    config.batch_size = 32
     config.eval_batch_size = 512
     config.num_epochs = 24
     config.learning_rate = 2e-2
