@@ -1,0 +1,118 @@
+"""Tests of experiments.pretrained: torchvision state_dict -> the suite's Flax ResNet.
+
+The fake state_dicts are built from the Flax tree with torchvision's key names and shapes (OIHW
+kernels, BatchNorm weight/bias/running_mean/running_var, downsample.0/1, fc), so these tests need
+no torch.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.models.resnet import BottleneckResNetBlock, ResNet, ResNetBlock
+from experiments.pretrained import torchvision_to_flax
+
+
+def _init(stage_sizes, block, channels=3, small_input=False, labels=5):
+    model = ResNet(stage_sizes, block, num_labels=labels, num_filters=4, small_input=small_input)
+    return model, model.init(jax.random.key(0), jnp.zeros((1, 32, 32, channels)), train=False)
+
+
+def _fake_torchvision(stage_sizes, bottleneck, filters=4, labels=5):
+    rng = np.random.default_rng(1)
+    sd = {"conv1.weight": rng.normal(size=(filters, 3, 7, 7))}
+    for f in ("weight", "bias", "running_mean"):
+        sd[f"bn1.{f}"] = rng.normal(size=filters)
+    sd["bn1.running_var"] = rng.uniform(0.5, 2, size=filters)
+    cin = filters
+    for s, n in enumerate(stage_sizes):
+        w = filters * 2**s
+        for b in range(n):
+            p = f"layer{s + 1}.{b}"
+            if bottleneck:
+                shapes = [(w, cin, 1, 1), (w, w, 3, 3), (4 * w, w, 1, 1)]
+                cout = 4 * w
+            else:
+                shapes = [(w, cin, 3, 3), (w, w, 3, 3)]
+                cout = w
+            convs = [(f"{p}.conv{k + 1}", f"{p}.bn{k + 1}", sh) for k, sh in enumerate(shapes)]
+            if cin != cout or (s > 0 and b == 0):
+                convs.append((f"{p}.downsample.0", f"{p}.downsample.1", (cout, cin, 1, 1)))
+            for conv, bn, sh in convs:
+                sd[f"{conv}.weight"] = rng.normal(size=sh)
+                for f in ("weight", "bias", "running_mean"):
+                    sd[f"{bn}.{f}"] = rng.normal(size=sh[0])
+                sd[f"{bn}.running_var"] = rng.uniform(0.5, 2, size=sh[0])
+                sd[f"{bn}.num_batches_tracked"] = np.array(3)
+            cin = cout
+    sd["fc.weight"] = rng.normal(size=(labels, cin))
+    sd["fc.bias"] = rng.normal(size=labels)
+    return sd
+
+
+@pytest.mark.parametrize(
+    "sizes,block,bottleneck", [((2, 2), ResNetBlock, False), ((1, 2), BottleneckResNetBlock, True)]
+)
+def test_every_value_lands_in_its_place(sizes, block, bottleneck):
+    _, variables = _init(sizes, block)
+    sd = _fake_torchvision(sizes, bottleneck)
+    out = torchvision_to_flax(sd, variables, stage_sizes=sizes, map_head=True)
+    name = block.__name__
+    p, s = out["params"], out["batch_stats"]
+    np.testing.assert_allclose(
+        p["conv_init"]["kernel"], sd["conv1.weight"].transpose(2, 3, 1, 0), rtol=1e-6
+    )
+    np.testing.assert_allclose(s["bn_init"]["var"], sd["bn1.running_var"], rtol=1e-6)
+    last = f"{name}_{sum(sizes) - 1}"
+    np.testing.assert_allclose(
+        p[last]["Conv_1"]["kernel"],
+        sd[f"layer{len(sizes)}.{sizes[-1] - 1}.conv2.weight"].transpose(2, 3, 1, 0),
+        rtol=1e-6,
+    )
+    first2 = f"{name}_{sizes[0]}"
+    np.testing.assert_allclose(
+        p[first2]["norm_proj"]["scale"], sd["layer2.0.downsample.1.weight"], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        s[first2]["norm_proj"]["mean"], sd["layer2.0.downsample.1.running_mean"], rtol=1e-6
+    )
+    np.testing.assert_allclose(p["head"]["kernel"], sd["fc.weight"].T, rtol=1e-6)
+    # every leaf was replaced (shapes equal, values differ from the Flax init)
+    for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(out), strict=True):
+        assert np.shape(a) == np.shape(b)
+        assert not np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_head_is_kept_unless_mapped():
+    _, variables = _init((2, 2), ResNetBlock)
+    out = torchvision_to_flax(_fake_torchvision((2, 2), False), variables, stage_sizes=(2, 2))
+    np.testing.assert_array_equal(
+        out["params"]["head"]["kernel"], variables["params"]["head"]["kernel"]
+    )
+
+
+def test_one_channel_stem_sums_rgb_kernels():
+    _, variables = _init((2, 2), ResNetBlock, channels=1)
+    sd = _fake_torchvision((2, 2), False)
+    out = torchvision_to_flax(sd, variables, stage_sizes=(2, 2))
+    w = sd["conv1.weight"]  # [O, 3, 7, 7]
+    expected = np.stack([w[o, 0] + w[o, 1] + w[o, 2] for o in range(w.shape[0])])  # [O, 7, 7]
+    np.testing.assert_allclose(
+        out["params"]["conv_init"]["kernel"][:, :, 0, :],
+        expected.transpose(1, 2, 0),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_bottleneck_weights_into_basic_config_fail_naming_parameter():
+    _, variables = _init((2, 2), ResNetBlock)
+    with pytest.raises(ValueError, match=r"layer1\.0\.conv1\.weight|layer1\.0\.conv3"):
+        torchvision_to_flax(_fake_torchvision((2, 2), True), variables, stage_sizes=(2, 2))
+
+
+def test_7x7_stem_into_small_input_fails_naming_conv1():
+    _, variables = _init((2, 2), ResNetBlock, small_input=True)
+    with pytest.raises(ValueError, match=r"conv1\.weight.*small_input"):
+        torchvision_to_flax(_fake_torchvision((2, 2), False), variables, stage_sizes=(2, 2))
