@@ -347,7 +347,12 @@ def make_train_step(model, tx, loss_fn, mesh, augment=None):
         donate_argnums=0,
     )
     loss_args = jax.device_put(loss_fn.args, replicated)
-    return lambda state, images, labels: step(state, images, labels, loss_args)
+
+    def train_step(state, images, labels):
+        return step(state, images, labels, loss_args)
+
+    train_step.jitted = step  # the jitted function, for inspection (compilations, lowering)
+    return train_step
 
 
 def make_eval_step(model, mesh):

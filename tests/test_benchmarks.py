@@ -200,7 +200,7 @@ def test_train_benchmark_writes_ratios_for_the_cpu_tier(tmp_path, capsys):
     out = tmp_path / "train.json"
     result = train_bench.main(["--tiers", "cpu", "--steps", "1", "--out", str(out)])
     (row,) = json.loads(out.read_text())["rows"]
-    assert row["tier"] == "cpu" and row["batch_size"] == 128 and row["image_size"] == 28
+    assert row["tier"] == "cpu" and row["batch_size"] == 32 and row["image_size"] == 28
     assert row["ratio_dp_over_ref"] == pytest.approx(row["dp_step_s"] / row["ref_step_s"])
     if train_bench.torch_available():
         assert row["speed_dp_over_torch"] == pytest.approx(row["torch_step_s"] / row["dp_step_s"])

@@ -71,7 +71,7 @@ SCRIPT = textwrap.dedent(
             "leaves": [np.asarray(v).ravel().tolist() for v in leaves],
             "batch_shards": shards,
             "params_replicated": bool(replicated),
-            "cache_size": step._cache_size(),
+            "cache_size": step.jitted._cache_size(),
         }
 
     one = trajectory(jax.devices()[:1])

@@ -229,3 +229,17 @@ def test_reference_rows_are_not_compared_variants():
     (group,) = group_runs(runs)
     assert group.variants == ["none"] and group.references == ["linear", "balanced"]
     assert group.cutoffs == [6]
+
+
+def test_a_sweep_run_names_its_own_recovery_command():
+    from experiments import execute
+
+    runs = sweep.sweep_runs(["catalog"], tier="smoke", records="out", seeds=[1])
+    run = next(r for r in runs if r.config.method == "proposed")
+    command = execute.recovery_command(execute.run_argv(run), run)
+    assert command.startswith("python -m experiments.run --config catalog_proposed --tier smoke")
+    assert "--output-dir out/smoke --seeds 1 --cutoffs 6" in command
+    assert "--set scheme_params.beta=" in command and command.endswith("--force")
+    assert execute.resume_command(["--jobs", "2"], "experiments.sweep") == (
+        "python -m experiments.sweep --jobs 2"
+    )

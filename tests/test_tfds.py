@@ -242,7 +242,7 @@ def test_voc_mlt_proposed_smoke_run_end_to_end(tmp_path):
     config.checkpoint_every_steps = 0  # epoch ends only: keeps the test short
     with mock_tfds(120):
         start = time.perf_counter()
-        splits = train._load_splits(config, 3)
+        splits = train._load_splits(config, 3, 0)
         build_s = time.perf_counter() - start
         source = ts.open_builder("voc/2012", None)
         spec = ts.find_label(source.info.features)
