@@ -64,13 +64,10 @@ def _label_points(group: Group, variant: str, cutoff: int) -> list[tuple[float, 
             continue
         positives = run.record["data"]["train_positives"]
         if variant == CEILING:
-            peers = [
-                r for r in group.finished
-                if r.seed == run.seed and r.cutoff == cutoff and r.method not in REFERENCES
-            ]  # fmt: skip
-            if not peers:
+            peer = group.long_tailed_peer(run.seed, cutoff)
+            if peer is None:
                 continue
-            positives = peers[0].record["data"]["train_positives"]
+            positives = peer.record["data"]["train_positives"]
         ap = run.record["test"]["per_label"]["ap"]
         points += [(float(n), float(a)) for a, n in zip(ap, positives, strict=True) if defined(a)]
     return points

@@ -175,6 +175,14 @@ class Group:
             if r.variant == variant and r.cutoff == cutoff
         }
 
+    def long_tailed_peer(self, seed: int, cutoff: int) -> Run | None:
+        """A finished compared run at (seed, cut-off): its record says which labels were rare
+        in that seed's class order (None when there is none)."""
+        for run in self.finished:
+            if run.seed == seed and run.cutoff == cutoff and run.method not in REFERENCES:
+                return run
+        return None
+
     def ceiling_values(self, cutoff: int, metric: str) -> dict[int, float | None]:
         """Seed -> the balanced run's metric as it compares with cut-off `cutoff`.
 
@@ -188,13 +196,10 @@ class Group:
             if metric not in MAP_METRICS[1:]:
                 values[ceiling.seed] = run_metrics(ceiling.record)[metric]
                 continue
-            peers = [
-                r for r in self.finished
-                if r.seed == ceiling.seed and r.cutoff == cutoff and r.method not in REFERENCES
-            ]  # fmt: skip
-            if not peers:
+            peer = self.long_tailed_peer(ceiling.seed, cutoff)
+            if peer is None:
                 continue
-            labels = peers[0].record["test"]["buckets"][metric]["labels"]
+            labels = peer.record["test"]["buckets"][metric]["labels"]
             ap = [ceiling.record["test"]["per_label"]["ap"][j] for j in labels]
             ap = [float(a) for a in ap if defined(a)]
             values[ceiling.seed] = math.fsum(ap) / len(ap) if ap else None
