@@ -91,11 +91,13 @@ def run_fingerprint(config: Any, seed: int | None, cutoff: int, train_positives:
 
     Fields listed in `records.RESULT_NEUTRAL_FIELDS` (where files live, how often to checkpoint,
     the sweep around the run) are left out, the same ones the runner's stale-record check
-    ignores. With seed=None: the key of the compiled steps, which runs differing only in seed
-    share.
+    ignores; fields still at their `records.ADDED_FIELD_DEFAULTS` value too, so adding an
+    option does not orphan checkpoints. With seed=None: the key of the compiled steps, which
+    runs differing only in seed share.
     """
     as_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    kept = {p: v for p, v in records.flatten(as_dict).items() if not records.is_result_neutral(p)}
+    flat = records.without_added_defaults(records.flatten(as_dict))
+    kept = {p: v for p, v in flat.items() if not records.is_result_neutral(p)}
     key = {"config": _unflatten(kept), "seed": seed, "cutoff": cutoff}
     key["train_positives"] = train_positives
     text = json.dumps(key, sort_keys=True, default=str)

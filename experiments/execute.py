@@ -155,6 +155,7 @@ def compilation_cache(directory: Path | None):
         name: getattr(jax.config, name)
         for name in ("jax_persistent_cache_min_compile_time_secs", "jax_compilation_cache_max_size")
     }
+    give_entries_access_times(Path(directory))
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_BYTES)
@@ -165,6 +166,30 @@ def compilation_cache(directory: Path | None):
         for name, value in previous.items():
             jax.config.update(name, value)
         jax_cache.reset_cache()
+
+
+def give_entries_access_times(directory: Path) -> list[str]:
+    """Give every entry of a JAX compilation cache folder the access-time file a bounded cache
+    needs; returns the keys that lacked one.
+
+    An unbounded cache (JAX's default, e.g. a user's own `jax_compilation_cache_dir`) writes
+    `<key>-cache` files without `<key>-atime`. A bounded cache that meets such an entry fails
+    every later write ("Error writing persistent compilation cache entry"), so each run would
+    compile again. Stamping them "now" under the cache's own lock lets eviction order them.
+    """
+    import filelock
+
+    if not directory.is_dir():
+        return []
+    stamped = []
+    with filelock.FileLock(directory / ".lockfile", timeout=60):
+        for entry in sorted(directory.glob("*-cache")):
+            key = entry.name.removesuffix("-cache")
+            atime = directory / f"{key}-atime"
+            if not atime.exists():
+                atime.write_bytes(time.time_ns().to_bytes(8, "little"))
+                stamped.append(key)
+    return stamped
 
 
 def compilation_cache_dir(config: ml_collections.ConfigDict) -> Path:

@@ -296,3 +296,19 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def is_result_neutral(path: str) -> bool:
     """Whether the dotted config path is (inside) one of RESULT_NEUTRAL_FIELDS."""
     return any(path == f or path.startswith(f + ".") for f in RESULT_NEUTRAL_FIELDS)
+
+
+# Config fields added after records were committed, each with the value that means what the code
+# did before it existed. A stored config without the field reads as that value, so adding an
+# option with a neutral default neither invalidates finished records nor changes fingerprints.
+ADDED_FIELD_DEFAULTS: dict[str, Any] = {}
+
+
+def without_added_defaults(flat: dict[str, Any]) -> dict[str, Any]:
+    """A flattened config with every ADDED_FIELD_DEFAULTS field that holds its default dropped,
+    so configs from before and after the field was added compare (and hash) the same."""
+    return {
+        path: value
+        for path, value in flat.items()
+        if not (path in ADDED_FIELD_DEFAULTS and _same_json(value, ADDED_FIELD_DEFAULTS[path]))
+    }

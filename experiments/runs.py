@@ -125,8 +125,10 @@ def json_safe_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def config_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Dotted paths where two record configs differ in a field that changes the result
-    (`records.is_result_neutral` fields, such as where files live, are ignored)."""
-    a, b = records.flatten(recorded), records.flatten(current)
+    (`records.is_result_neutral` fields, such as where files live, are ignored; a field added
+    later counts as its `records.ADDED_FIELD_DEFAULTS` value where absent)."""
+    a = records.without_added_defaults(records.flatten(recorded))
+    b = records.without_added_defaults(records.flatten(current))
     return sorted(
         path
         for path in set(a) | set(b)

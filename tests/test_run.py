@@ -9,7 +9,7 @@ import re
 import ml_collections
 import pytest
 
-from experiments import configs, methods, records
+from experiments import configs, execute, methods, records
 from experiments import run as run_mod
 from experiments.configs import overrides
 
@@ -403,6 +403,45 @@ def test_compilation_cache_is_scoped_to_the_invocation(tmp_path):
     assert jax.config.jax_persistent_cache_min_compile_time_secs == before
     with run_mod.compilation_cache(None):  # disabled: nothing changes
         assert jax.config.jax_compilation_cache_dir is None
+
+
+def test_compilation_cache_recovers_entries_an_unbounded_cache_wrote(tmp_path):
+    """A folder shared with an unbounded cache holds `<key>-cache` without `<key>-atime`; a
+    bounded cache then failed every write. The suite stamps them and new entries get stored."""
+    import warnings
+
+    import jax
+    import jax.numpy as jnp
+
+    folder = tmp_path / "jax"
+    folder.mkdir()
+    (folder / "jit_old-0123-cache").write_bytes(b"an executable from an unbounded cache")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Error writing persistent compilation cache entry"
+        with run_mod.compilation_cache(folder):
+            jax.jit(lambda x: x * 5.0 - 2.0)(jnp.ones(4)).block_until_ready()
+    assert (folder / "jit_old-0123-atime").is_file()
+    written = {p.name for p in folder.glob("*-cache")} - {"jit_old-0123-cache"}
+    assert written, "the new executable was not stored"
+    for entry in written:
+        assert (folder / entry.replace("-cache", "-atime")).is_file()
+    assert execute.give_entries_access_times(folder) == []  # nothing left to stamp
+
+
+def test_added_config_fields_at_their_default_match_records_written_before_them(monkeypatch):
+    from experiments import checkpoints, records
+
+    old = json.loads(json.dumps(configs.get_config("catalog_none").to_dict()))
+    new = json.loads(json.dumps(old))
+    new["model"]["new_option"] = "off"
+    assert run_mod.config_differences(old, new) == ["model.new_option"]
+    before = checkpoints.run_fingerprint(old, 0, 6, [6, 7])
+    monkeypatch.setitem(records.ADDED_FIELD_DEFAULTS, "model.new_option", "off")
+    assert run_mod.config_differences(old, new) == []
+    assert checkpoints.run_fingerprint(new, 0, 6, [6, 7]) == before
+    new["model"]["new_option"] = "on"  # a non-default value is a real difference
+    assert run_mod.config_differences(old, new) == ["model.new_option"]
+    assert checkpoints.run_fingerprint(new, 0, 6, [6, 7]) != before
 
 
 @pytest.mark.parametrize("method", list(methods.METHODS))
