@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments.configs import get_config, validate
+from experiments.models import create_model
 from experiments.models.resnet import BottleneckResNetBlock, ResNet, ResNetBlock
 from experiments.pretrained import torchvision_to_flax
 
@@ -116,3 +118,69 @@ def test_7x7_stem_into_small_input_fails_naming_conv1():
     _, variables = _init((2, 2), ResNetBlock, small_input=True)
     with pytest.raises(ValueError, match=r"conv1\.weight.*small_input"):
         torchvision_to_flax(_fake_torchvision((2, 2), False), variables, stage_sizes=(2, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# model.padding
+# ---------------------------------------------------------------------------------------------
+
+
+def _randomised(variables, seed):
+    """Every leaf moved off its initial value (the zero-initialised last BatchNorm of each block
+    would otherwise hide its branch), BatchNorm variances positive."""
+    rng = np.random.default_rng(seed)
+
+    def move(path, x):
+        if path[-1].key == "var":
+            return rng.uniform(0.5, 2.0, size=x.shape).astype(np.float32)
+        return (np.asarray(x) + rng.normal(size=x.shape) * 0.5).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(move, variables)
+
+
+# Logits of the code before model.padding existed (the commit that added the option), for
+# ResNet((1, 1), block, num_labels=3, num_filters=4) with `_randomised(init, 1)` on `_PIN_X`.
+_PIN_LOGITS = {
+    "basic": [[16.71811294555664, -65.49608612060547, 67.92893981933594],
+              [22.686630249023438, -66.88188171386719, 63.201019287109375]],
+    "bottleneck": [[68.88231658935547, 3.3553102016448975, 37.86817169189453],
+                   [115.49589538574219, -19.477827072143555, 63.37192916870117]],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("block", ["basic", "bottleneck"])
+def test_padding_same_is_the_default_and_computes_what_it_did_before(block):
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype(np.float32)
+    cfg = {"stage_sizes": [1, 1], "block": block, "num_filters": 4, "small_input": False}
+    default = create_model(cfg, 3)
+    same = create_model({**cfg, "padding": "same", "init_from": None}, 3)
+    torchvision = create_model({**cfg, "padding": "torchvision"}, 3)
+    variables = _randomised(default.init(jax.random.key(0), x, train=False), 1)
+    logits = np.asarray(default.apply(variables, x, train=False))
+    np.testing.assert_array_equal(np.asarray(same.apply(variables, x, train=False)), logits)
+    np.testing.assert_allclose(logits, _PIN_LOGITS[block], rtol=1e-5)
+    # The option changes the numbers (stride-2 convolutions and max-pool on 16 and 8 px).
+    other = np.asarray(torchvision.apply(variables, x, train=False))
+    assert np.max(np.abs(other - logits)) > 1e-2
+
+
+def test_paddings_agree_where_no_stride_2_layer_pads():
+    # small_input and one stage: only stride-1 3x3 convolutions, where SAME is symmetric.
+    x = np.random.default_rng(0).normal(size=(2, 12, 12, 1)).astype(np.float32)
+    cfg = {"stage_sizes": [2], "block": "basic", "num_filters": 4, "small_input": True}
+    a, b = create_model(cfg, 3), create_model({**cfg, "padding": "torchvision"}, 3)
+    variables = _randomised(a.init(jax.random.key(0), x, train=False), 2)
+    np.testing.assert_allclose(
+        a.apply(variables, x, train=False), b.apply(variables, x, train=False), rtol=1e-6
+    )
+
+
+def test_unknown_padding_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"padding 'valid'.*'same', 'torchvision'"):
+        create_model({"stage_sizes": [1], "padding": "valid"}, 3)
+    config = get_config("catalog_none_smoke")
+    config.model.padding = "torch"
+    assert any(
+        p.startswith("model.padding must be 'same'") and "'torch'" in p
+        for p in validate.problems(config)
+    )
