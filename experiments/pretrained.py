@@ -53,6 +53,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,11 @@ def source_problems(model_config: Any) -> list[str]:
                 "model.init_from is a torchvision state_dict: set model.padding=torchvision "
                 "(torchvision pads stride-2 convolutions symmetrically; 'same' would shift them)"
             )
+    else:
+        try:
+            _check_padding(source.path.parent, model_config.get("padding", "same"))
+        except ValueError as e:
+            found.append(str(e))
     return found
 
 
@@ -228,6 +234,9 @@ def load_suite_checkpoint(step_dir: Path) -> dict[str, Any]:
     import jax
     import orbax.checkpoint as ocp
 
+    # The step's metadata file lies one folder up; orbax warns that "state" has none.
+    absl_log, quiet = logging.getLogger("absl"), _Without("_CHECKPOINT_METADATA")
+    absl_log.addFilter(quiet)
     try:
         with ocp.PyTreeCheckpointer() as checkpointer:
             tree = checkpointer.metadata(step_dir / "state").item_metadata.tree
@@ -240,6 +249,8 @@ def load_suite_checkpoint(step_dir: Path) -> dict[str, Any]:
             f"{step_dir} cannot be read as a suite checkpoint ({type(err).__name__}: {err}); "
             f"give {_SOURCE_FORMS}"
         ) from err
+    finally:
+        absl_log.removeFilter(quiet)
     if not isinstance(state, dict) or "params" not in state or "batch_stats" not in state:
         raise ValueError(f"{step_dir} holds no params and batch_stats of a suite train state")
     return {"params": state["params"], "batch_stats": state["batch_stats"]}
@@ -329,6 +340,17 @@ def _check_padding(run_dir: Path, padding: str) -> None:
             f"the source run {run_dir} was trained with model.padding={theirs!r}, this config "
             f"has {padding!r}; set model.padding={theirs}"
         )
+
+
+class _Without(logging.Filter):
+    """Drops log records whose message contains `text`."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 def _to_numpy(tree: Any) -> Any:
