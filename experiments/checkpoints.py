@@ -59,7 +59,9 @@ class Progress:
     epoch and batch: the data position (epochs finished, batches of the current epoch done);
     curves: one entry per finished epoch; loss_sum, loss_count: the current epoch's training loss
     so far; wall_time_s, train_time_s, train_images: totals over the sessions of the run;
-    fingerprint, seed, cutoff: which run this is (see `run_fingerprint`).
+    fingerprint, seed, cutoff: which run this is (see `run_fingerprint`); init_from: the
+    provenance of the initial weights (`experiments.pretrained.initial_variables`), None for a
+    random initialisation, kept so that a resumed run records it without reading it again.
     """
 
     fingerprint: str
@@ -73,6 +75,7 @@ class Progress:
     wall_time_s: float = 0.0
     train_time_s: float = 0.0
     train_images: int = 0
+    init_from: dict[str, Any] | None = None
 
     def step(self, steps_per_epoch: int) -> int:
         return self.epoch * steps_per_epoch + self.batch

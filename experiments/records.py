@@ -301,7 +301,10 @@ def is_result_neutral(path: str) -> bool:
 # Config fields added after records were committed, each with the value that means what the code
 # did before it existed. A stored config without the field reads as that value, so adding an
 # option with a neutral default neither invalidates finished records nor changes fingerprints.
-ADDED_FIELD_DEFAULTS: dict[str, Any] = {}
+ADDED_FIELD_DEFAULTS: dict[str, Any] = {
+    "model.padding": "same",
+    "model.init_from": None,
+}
 
 
 def without_added_defaults(flat: dict[str, Any]) -> dict[str, Any]:

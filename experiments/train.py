@@ -20,6 +20,9 @@
    raise `Interrupted`; a non-finite loss, gradient norm or parameter stops the run with status
    "failed", keeping the last good checkpoint (nothing is saved from the bad step on); a run
    folder that cannot be resumed raises `CheckpointError` saying how to recover.
+
+With `model.init_from` a new run starts from those weights (`experiments.pretrained`); the
+record's `data.provenance.init_from` says which (name, SHA-256).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Any
 import jax
 from tqdm.auto import tqdm
 
-from experiments import distributed
+from experiments import distributed, pretrained
 from experiments.checkpoints import CheckpointError, Checkpoints, Progress, best_entry
 from experiments.checkpoints import run_fingerprint as _run_fingerprint
 from experiments.data import Splits, load_task, pipeline
@@ -240,12 +243,20 @@ def _setup(config: Any, seed: int, cutoff: int, splits: Splits) -> _Setup:
 
 
 def _resume(setup: _Setup, checkpoints: Checkpoints) -> tuple[TrainState, Progress]:
-    """The initial state and progress, or those of the latest checkpoint of this run."""
+    """The initial state and progress, or those of the latest checkpoint of this run.
+
+    A new run takes its backbone from `config.model.init_from` if set (the optimiser state,
+    zeros of the parameters' shapes, is unchanged); a resumed run only from its checkpoint.
+    """
     state = setup.init(jax.random.PRNGKey(setup.seed))
     fingerprint = setup.fingerprint
     restored = checkpoints.restore_latest(state, fingerprint)
     if restored is None:
-        return state, Progress(fingerprint=fingerprint, seed=setup.seed, cutoff=setup.cutoff)
+        variables, init_from = pretrained.initial_variables(setup.config, state.variables)
+        state = state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
+        return state, Progress(
+            fingerprint=fingerprint, seed=setup.seed, cutoff=setup.cutoff, init_from=init_from
+        )
     state, run = restored
     state_step, position = int(to_host(state.step)), run.step(setup.steps_per_epoch)
     if state_step != position:
@@ -413,7 +424,7 @@ def _record(setup: _Setup, run: Progress, failure: NonFiniteLoss | None, clock: 
         "status": "failed" if failure else "finished",
         "failure": None if failure is None else str(failure),
         "data": {
-            "provenance": {d.split: d.provenance for d in setup.splits},
+            "provenance": {d.split: _with_init(d.provenance, run) for d in setup.splits},
             "label_names": list(train.label_names),
             "train_positives": setup.train_positives,
             "num_train": train.num_examples,
@@ -427,6 +438,11 @@ def _record(setup: _Setup, run: Progress, failure: NonFiniteLoss | None, clock: 
         "images_per_s": _rate(run.train_images, run.train_time_s),
         "steps": steps,
     }
+
+
+def _with_init(provenance: dict[str, Any], run: Progress) -> dict[str, Any]:
+    """A split's provenance plus `init_from` (where the initial weights came from) if set."""
+    return provenance if run.init_from is None else {**provenance, "init_from": run.init_from}
 
 
 def _final_evaluation(setup: _Setup, state: TrainState, best: dict[str, Any]):

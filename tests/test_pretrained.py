@@ -5,13 +5,23 @@ kernels, BatchNorm weight/bias/running_mean/running_var, downsample.0/1, fc), so
 no torch.
 """
 
+import hashlib
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import train as trainer
+from experiments.checkpoints import Checkpoints
+from experiments.configs import get_config, validate
+from experiments.data import Splits
+from experiments.models import create_model
 from experiments.models.resnet import BottleneckResNetBlock, ResNet, ResNetBlock
-from experiments.pretrained import torchvision_to_flax
+from experiments.pretrained import _flatten as _flat
+from experiments.pretrained import initial_variables, torchvision_to_flax
+from tests.test_train import NUM_LABELS, make_config, make_split
 
 
 def _init(stage_sizes, block, channels=3, small_input=False, labels=5):
@@ -116,3 +126,211 @@ def test_7x7_stem_into_small_input_fails_naming_conv1():
     _, variables = _init((2, 2), ResNetBlock, small_input=True)
     with pytest.raises(ValueError, match=r"conv1\.weight.*small_input"):
         torchvision_to_flax(_fake_torchvision((2, 2), False), variables, stage_sizes=(2, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# model.padding
+# ---------------------------------------------------------------------------------------------
+
+
+def _randomised(variables, seed):
+    """Every leaf moved off its initial value (the zero-initialised last BatchNorm of each block
+    would otherwise hide its branch), BatchNorm variances positive."""
+    rng = np.random.default_rng(seed)
+
+    def move(path, x):
+        if path[-1].key == "var":
+            return rng.uniform(0.5, 2.0, size=x.shape).astype(np.float32)
+        return (np.asarray(x) + rng.normal(size=x.shape) * 0.5).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(move, variables)
+
+
+# Logits of the code before model.padding existed (the commit that added the option), for
+# ResNet((1, 1), block, num_labels=3, num_filters=4) with `_randomised(init, 1)` on `_PIN_X`.
+_PIN_LOGITS = {
+    "basic": [[16.71811294555664, -65.49608612060547, 67.92893981933594],
+              [22.686630249023438, -66.88188171386719, 63.201019287109375]],
+    "bottleneck": [[68.88231658935547, 3.3553102016448975, 37.86817169189453],
+                   [115.49589538574219, -19.477827072143555, 63.37192916870117]],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("block", ["basic", "bottleneck"])
+def test_padding_same_is_the_default_and_computes_what_it_did_before(block):
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype(np.float32)
+    cfg = {"stage_sizes": [1, 1], "block": block, "num_filters": 4, "small_input": False}
+    default = create_model(cfg, 3)
+    same = create_model({**cfg, "padding": "same", "init_from": None}, 3)
+    torchvision = create_model({**cfg, "padding": "torchvision"}, 3)
+    variables = _randomised(default.init(jax.random.key(0), x, train=False), 1)
+    logits = np.asarray(default.apply(variables, x, train=False))
+    np.testing.assert_array_equal(np.asarray(same.apply(variables, x, train=False)), logits)
+    np.testing.assert_allclose(logits, _PIN_LOGITS[block], rtol=1e-5)
+    # The option changes the numbers (stride-2 convolutions and max-pool on 16 and 8 px).
+    other = np.asarray(torchvision.apply(variables, x, train=False))
+    assert np.max(np.abs(other - logits)) > 1e-2
+
+
+def test_paddings_agree_where_no_stride_2_layer_pads():
+    # small_input and one stage: only stride-1 3x3 convolutions, where SAME is symmetric.
+    x = np.random.default_rng(0).normal(size=(2, 12, 12, 1)).astype(np.float32)
+    cfg = {"stage_sizes": [2], "block": "basic", "num_filters": 4, "small_input": True}
+    a, b = create_model(cfg, 3), create_model({**cfg, "padding": "torchvision"}, 3)
+    variables = _randomised(a.init(jax.random.key(0), x, train=False), 2)
+    np.testing.assert_allclose(
+        a.apply(variables, x, train=False), b.apply(variables, x, train=False), rtol=1e-6
+    )
+
+
+def test_unknown_padding_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"padding 'valid'.*'same', 'torchvision'"):
+        create_model({"stage_sizes": [1], "padding": "valid"}, 3)
+    config = get_config("catalog_none_smoke")
+    config.model.padding = "torch"
+    assert any(
+        p.startswith("model.padding must be 'same'") and "'torch'" in p
+        for p in validate.problems(config)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# model.init_from: a suite run folder (no torch needed)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def splits():
+    """The trainer tests' synthetic splits (learnable, long-tailed, 28 px, 1 channel)."""
+    probs = np.geomspace(0.5, 0.05, NUM_LABELS)
+    return Splits(
+        make_split(128, 1, "train", probs),
+        make_split(80, 2, "val", np.maximum(probs, 0.2)),
+        make_split(70, 3, "test", np.full(NUM_LABELS, 0.3)),
+    )
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory, splits):
+    """A finished 2-epoch run of the trainer tests' tiny ResNet on synthetic splits."""
+    workdir = tmp_path_factory.mktemp("source") / "catalog_none/none/cutoff6/seed0"
+    record = trainer.train_and_evaluate(
+        make_config(), seed=0, cutoff=6, workdir=workdir, progress=False, splits=splits
+    )
+    return workdir, record
+
+
+def _restored_best(workdir, record, splits):
+    """The source run's best checkpoint, read back the way its final evaluation reads it."""
+    setup = trainer._setup(make_config(), 0, 6, splits)
+    state = setup.init(jax.random.PRNGKey(0))
+    checkpoints = Checkpoints(workdir, keep_last=2, keep_best=1)
+    try:
+        return checkpoints.restore_state(record["val"]["best_step"], state)
+    finally:
+        checkpoints.close()
+
+
+def _sha256_of_folder(folder):
+    """The documented folder hash, computed here independently."""
+    lines = []
+    for p in sorted(folder.rglob("*"), key=lambda p: p.relative_to(folder).as_posix()):
+        if p.is_file():
+            rel = p.relative_to(folder).as_posix()
+            lines.append(f"{rel}\0{hashlib.sha256(p.read_bytes()).hexdigest()}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def test_init_from_a_run_folder_takes_its_best_backbone_and_a_fresh_head(source_run, splits):
+    workdir, record = source_run
+    best = _restored_best(workdir, record, splits)
+    config = make_config(seed=5)
+    config.model.init_from = str(workdir)
+    fresh = trainer._setup(config, 5, 6, splits).init(jax.random.PRNGKey(5)).variables
+    for form in (workdir, workdir / "checkpoints", workdir / "checkpoints" / str(best.step)):
+        config.model.init_from = str(form)
+        variables, provenance = initial_variables(config, fresh)
+        for collection in ("params", "batch_stats"):
+            ours, theirs = _flat(variables[collection]), _flat(best.variables[collection])
+            assert ours.keys() == theirs.keys()
+            for path, value in ours.items():
+                if path[0] == "head":
+                    expected = _flat(fresh[collection])[path]
+                    assert not np.array_equal(value, theirs[path])
+                else:
+                    expected = theirs[path]
+                np.testing.assert_array_equal(np.asarray(value), np.asarray(expected))
+        assert provenance == {
+            "format": "suite",
+            "name": "catalog_none/none/cutoff6/seed0",
+            "step": record["val"]["best_step"],
+            "sha256": _sha256_of_folder(workdir / "checkpoints" / str(best.step)),
+        }
+
+
+def test_a_fine_tuned_run_starts_from_the_source_and_resumes_from_its_own_checkpoint(
+    source_run, splits, tmp_path
+):
+    workdir, record = source_run
+    copy = tmp_path / "pretrained/catalog_none/none/cutoff6/seed0"
+    shutil.copytree(workdir, copy)
+    best = _restored_best(workdir, record, splits)
+    # A learning rate so small that the parameters stay the initial ones to float32 precision.
+    config = make_config(num_epochs=1, learning_rate=1e-9, scheme="inverse")
+    config.model.init_from = str(copy)
+    run_dir = tmp_path / "fine_tuned"
+    with pytest.raises(trainer.Interrupted):
+        trainer.train_and_evaluate(
+            config, seed=1, cutoff=6, workdir=run_dir, progress=False, splits=splits,
+            interrupt_at_step=3,
+        )  # fmt: skip
+    source_hash = _sha256_of_folder(copy / "checkpoints" / str(best.step))
+    shutil.rmtree(copy)  # a resumed run needs only its own checkpoint
+    result = trainer.train_and_evaluate(
+        config, seed=1, cutoff=6, workdir=run_dir, progress=False, splits=splits
+    )
+    assert result["status"] == "finished"
+    init = result["data"]["provenance"]["test"]["init_from"]
+    assert init["sha256"] == source_hash and init["step"] == record["val"]["best_step"]
+    final = _flat(_restored_best(run_dir, result, splits).params)
+    for path, value in _flat(best.params).items():
+        if path[0] != "head":
+            np.testing.assert_allclose(np.asarray(final[path]), np.asarray(value), atol=1e-6)
+
+
+def test_a_suite_checkpoint_of_another_network_names_the_first_mismatch(source_run, splits):
+    workdir, _ = source_run
+    config = make_config()
+    config.model.num_filters = 8
+    config.model.init_from = str(workdir)
+    fresh = trainer._setup(config, 0, 6, splits).init(jax.random.PRNGKey(0)).variables
+    with pytest.raises(
+        ValueError,
+        match=r"first mismatching parameter: params/ResNetBlock_0/BatchNorm_0/bias has shape "
+        r"\(4,\) in .* and \(8,\) here; .*num_filters",
+    ):
+        initial_variables(config, fresh)
+
+
+def test_bad_init_from_paths_are_clear_config_errors(source_run, tmp_path):
+    workdir, _ = source_run
+    (tmp_path / "weights.npz").write_bytes(b"x")
+    (tmp_path / "empty").mkdir()
+    cases = {
+        str(tmp_path / "missing.pth"): "does not exist",
+        str(tmp_path / "weights.npz"): "a file without a .pth/.pt suffix",
+        str(tmp_path / "empty"): "a folder holding no suite checkpoint",
+    }
+    for path, message in cases.items():
+        config = get_config("catalog_none_smoke")
+        config.model.init_from = path
+        found = validate.problems(config)
+        assert len(found) == 1 and message in found[0] and "suite run folder" in found[0], found
+    config = get_config("catalog_none_smoke")
+    config.model.name = "linear"
+    config.model.init_from = str(workdir)
+    assert validate.problems(config) == [
+        "model.init_from needs a ResNet; the linear model has no backbone"
+    ]
+    config.model.name = "resnet"
+    assert validate.problems(config) == []

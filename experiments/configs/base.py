@@ -22,7 +22,13 @@ Fields (the contract between configs, `experiments.train` and `experiments.run`)
   loss            `ltweights.losses` function name (`experiments.methods.LOSSES` key), e.g.
                   "weighted_sigmoid_bce"; `loss_params` its keyword arguments (gamma, tau, ...)
   model           Flax ResNet: name, stage_sizes, num_filters, block ("basic" | "bottleneck"),
-                  small_input (3x3 stem without max-pool, for 28-64 px images), dtype
+                  small_input (3x3 stem without max-pool, for 28-64 px images), dtype,
+                  padding ("same" (default) | "torchvision": symmetric padding of stride-2
+                  convolutions and the max-pool as torchvision's ResNet; needed for weights
+                  imported from torchvision), init_from (None (default): random initialisation;
+                  or a torchvision ResNet state_dict file (.pth/.pt), a suite run folder, its
+                  checkpoints folder or one checkpoint step folder: the backbone starts from
+                  those weights, the head is re-initialised; see experiments/pretrained.py)
   optimisation    batch_size, eval_batch_size, num_epochs, learning_rate (peak, after linear
                   warm-up over warmup_epochs, then cosine decay to 0), weight_decay, optimizer
                   ("adamw" | "sgd"), momentum (sgd only), grad_clip (global norm; 0 disables)
@@ -79,6 +85,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.block = "basic"
     config.model.small_input = True
     config.model.dtype = "float32"
+    config.model.padding = "same"
+    config.model.init_from = ml_collections.FieldReference(None, field_type=str)
 
     config.batch_size = 32
     config.eval_batch_size = 512

@@ -3,8 +3,10 @@
 `problems(config)` lists every problem of one resolved run config (sweep values applied): types
 and ranges of the trainer's fields, unknown keys at any depth (the fixed blocks against the base
 config; `scheme_params` and `loss_params` against the keyword parameters of the method's scheme
-and loss; `data` against the task loader's signature), and the values of the scheme's, the
-loss's and the task's parameters. The scheme and loss check their own values: they are called
+and loss; `data` against the task loader's signature), the values of the scheme's, the
+loss's and the task's parameters, and `model.init_from` (the path exists and is a form
+`experiments.pretrained.resolve_source` accepts; torch is installed and model.padding is
+"torchvision" for a torchvision file). The scheme and loss check their own values: they are called
 once on a tiny made-up label count, so the library's own range checks (beta in [0, 1], ...)
 are the ones applied. `check(config)` raises one ValueError listing them all.
 """
@@ -53,6 +55,10 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.block": (lambda v: v in ("basic", "bottleneck"), "'basic' or 'bottleneck'"),
     "model.small_input": (lambda v: isinstance(v, bool), "True or False"),
     "model.dtype": (lambda v: v in ("float32", "bfloat16", "float16"), "a float dtype name"),
+    "model.padding": (
+        lambda v: v in ("same", "torchvision"),
+        "'same' (XLA padding, the default) or 'torchvision' (symmetric, for torchvision weights)",
+    ),
     "data.seed": (lambda v: v is None or (_int(v) and v >= 0), "None or an integer >= 0"),
 }
 
@@ -192,6 +198,10 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
                 f"method {config.method} trains on balanced data: cutoffs must be "
                 f"[data.head_count] = [{head}]; got {list(config.cutoffs)} (use --cutoffs {head})"
             )
+    if isinstance(config.get("model"), ml_collections.ConfigDict):
+        from experiments import pretrained
+
+        found += pretrained.source_problems(config.model)
     if _num(flat.get("bucket_tail")) and _num(flat.get("bucket_head")):
         if flat["bucket_tail"] > flat["bucket_head"]:
             found.append("bucket_tail must be <= bucket_head")

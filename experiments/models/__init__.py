@@ -7,7 +7,9 @@
         preset), or "linear" (the linear floor on the pixels: only dtype applies, the ResNet
         fields are ignored so a reference run keeps its network's config)
   stage_sizes: [int], block: "basic" | "bottleneck", num_filters: int,
-  small_input: bool (3x3 stem without max-pool, for 28-64 px images), dtype: "float32" | "bfloat16"
+  small_input: bool (3x3 stem without max-pool, for 28-64 px images), dtype: "float32" | "bfloat16",
+  padding: "same" | "torchvision" (see experiments/models/resnet.py)
+  init_from: not a shape field: the initial weights (experiments.pretrained); ignored here
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def create_model(model_config: Mapping[str, Any], num_labels: int) -> ResNet | L
     """The Flax module described by a config's `model` block, with `num_labels` logits."""
     cfg = dict(model_config)
     name = cfg.pop("name", "resnet")
+    cfg.pop("init_from", None)  # where the initial weights come from: experiments.pretrained
     if name not in MODEL_NAMES:
         close = difflib.get_close_matches(str(name), MODEL_NAMES, n=2)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -64,7 +67,7 @@ def create_model(model_config: Mapping[str, Any], num_labels: int) -> ResNet | L
             "model.stage_sizes is missing: set it (e.g. [1, 1, 1]) or use a preset name "
             f"({', '.join(PRESETS)})."
         )
-    known = {"stage_sizes", "block", "num_filters", "small_input", "dtype"}
+    known = {"stage_sizes", "block", "num_filters", "small_input", "dtype", "padding"}
     unknown = set(cfg) - known
     if unknown:
         raise ValueError(

@@ -14,6 +14,13 @@ Differences from the example, all for this benchmark:
 - Any input size and 1 or 3 channels (global average pooling makes the head size-independent).
 - BatchNorm has no `axis_name`: under `jax.jit` over a device mesh with the batch sharded, the
   batch mean and variance are computed over the global batch by the SPMD partitioner.
+- `padding`: "same" (default, as the Flax example) pads stride-2 3x3 convolutions and the stem's
+  max-pool the XLA "SAME" way, which on even sizes puts the one padded row/column after the
+  image only; "torchvision" pads as torchvision's ResNet does: 1 on every side for 3x3
+  convolutions and the 3x3/2 max-pool (padded with -inf), 0 for 1x1 projections. The two differ
+  only at stride 2 (at stride 1 "SAME" is already symmetric); weights imported from torchvision
+  (`experiments.pretrained`) reproduce its outputs with "torchvision" only. The 7x7/2 stem pads
+  3 on every side in both.
 
 Inputs are float [B, H, W, channels], already normalised (the train step converts uint8 images).
 """
@@ -33,6 +40,18 @@ ModuleDef = Any
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
+PADDINGS = ("same", "torchvision")
+
+
+def _conv_padding(padding: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keyword arguments of the 3x3 and the 1x1 convolutions for `padding` ("same": none, so
+    the Flax default "SAME" applies exactly as before the option existed)."""
+    if padding == "same":
+        return {}, {}
+    if padding == "torchvision":
+        return {"padding": [(1, 1), (1, 1)]}, {"padding": [(0, 0), (0, 0)]}
+    raise ValueError(f"Unknown ResNet padding {padding!r}; use one of {list(PADDINGS)}.")
+
 
 class ResNetBlock(nn.Module):
     """Basic block: two 3x3 convolutions (ResNet-18/34)."""
@@ -42,16 +61,20 @@ class ResNetBlock(nn.Module):
     norm: ModuleDef
     act: Callable
     strides: tuple[int, int] = (1, 1)
+    padding: str = "same"
 
     @nn.compact
     def __call__(self, x):
+        pad3, pad1 = _conv_padding(self.padding)
         residual = x
-        y = self.conv(self.filters, (3, 3), self.strides)(x)
+        y = self.conv(self.filters, (3, 3), self.strides, **pad3)(x)
         y = self.act(self.norm()(y))
-        y = self.conv(self.filters, (3, 3))(y)
+        y = self.conv(self.filters, (3, 3), **pad3)(y)
         y = self.norm(scale_init=nn.initializers.zeros_init())(y)
         if residual.shape != y.shape:
-            residual = self.conv(self.filters, (1, 1), self.strides, name="conv_proj")(residual)
+            residual = self.conv(self.filters, (1, 1), self.strides, name="conv_proj", **pad1)(
+                residual
+            )
             residual = self.norm(name="norm_proj")(residual)
         return self.act(residual + y)
 
@@ -64,18 +87,22 @@ class BottleneckResNetBlock(nn.Module):
     norm: ModuleDef
     act: Callable
     strides: tuple[int, int] = (1, 1)
+    padding: str = "same"
 
     @nn.compact
     def __call__(self, x):
+        pad3, pad1 = _conv_padding(self.padding)
         residual = x
-        y = self.conv(self.filters, (1, 1))(x)
+        y = self.conv(self.filters, (1, 1), **pad1)(x)
         y = self.act(self.norm()(y))
-        y = self.conv(self.filters, (3, 3), self.strides)(y)
+        y = self.conv(self.filters, (3, 3), self.strides, **pad3)(y)
         y = self.act(self.norm()(y))
-        y = self.conv(self.filters * 4, (1, 1))(y)
+        y = self.conv(self.filters * 4, (1, 1), **pad1)(y)
         y = self.norm(scale_init=nn.initializers.zeros_init())(y)
         if residual.shape != y.shape:
-            residual = self.conv(self.filters * 4, (1, 1), self.strides, name="conv_proj")(residual)
+            residual = self.conv(self.filters * 4, (1, 1), self.strides, name="conv_proj", **pad1)(
+                residual
+            )
             residual = self.norm(name="norm_proj")(residual)
         return self.act(residual + y)
 
@@ -96,6 +123,7 @@ class ResNet(nn.Module):
       num_labels: C, the number of logits.
       num_filters: width of the stem and of stage 0.
       small_input: 3x3/1 stem without max-pool, for 28-64 px images.
+      padding: "same" or "torchvision" (see the module docstring).
       dtype: compute dtype (float32 or bfloat16); parameters stay float32.
 
     Call: `model.apply(variables, x, train=...)` with x float [B, H, W, ch] -> logits
@@ -109,6 +137,7 @@ class ResNet(nn.Module):
     small_input: bool = False
     dtype: Any = jnp.float32
     act: Callable = nn.relu
+    padding: str = "same"
 
     @nn.compact
     def __call__(self, x, train: bool = True):
@@ -120,21 +149,29 @@ class ResNet(nn.Module):
             epsilon=BN_EPSILON,
             dtype=self.dtype,
         )
+        pad3, _ = _conv_padding(self.padding)
         x = jnp.asarray(x, self.dtype)
         if self.small_input:
-            x = conv(self.num_filters, (3, 3), name="conv_init")(x)
+            x = conv(self.num_filters, (3, 3), name="conv_init", **pad3)(x)
             x = self.act(norm(name="bn_init")(x))
         else:
             x = conv(self.num_filters, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name="conv_init")(
                 x
             )
             x = self.act(norm(name="bn_init")(x))
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+            # Explicit pads are filled with -inf by the pooling window, as torch's max-pool.
+            pool_pad = pad3.get("padding", "SAME")
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=pool_pad)
         for i, block_size in enumerate(self.stage_sizes):
             for j in range(block_size):
                 strides = (2, 2) if i > 0 and j == 0 else (1, 1)
                 x = self.block_cls(
-                    self.num_filters * 2**i, strides=strides, conv=conv, norm=norm, act=self.act
+                    self.num_filters * 2**i,
+                    strides=strides,
+                    conv=conv,
+                    norm=norm,
+                    act=self.act,
+                    padding=self.padding,
                 )(x)
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dense(self.num_labels, dtype=self.dtype, name="head")(x)
@@ -168,6 +205,7 @@ def resnet(
     num_filters: int = 64,
     small_input: bool = False,
     dtype: str | Any = "float32",
+    padding: str = "same",
 ) -> ResNet:
     """A ResNet from plain values (what a config holds); bad values raise with the valid ones."""
     if block not in BLOCKS:
@@ -181,6 +219,8 @@ def resnet(
         raise ValueError(
             f"ResNet needs num_filters >= 1 and num_labels >= 1; got {num_filters}, {num_labels}."
         )
+    if padding not in PADDINGS:
+        raise ValueError(f"Unknown ResNet padding {padding!r}; use one of {list(PADDINGS)}.")
     dtype = model_dtype(dtype)
     return ResNet(
         stage_sizes=stage_sizes,
@@ -189,6 +229,7 @@ def resnet(
         num_filters=int(num_filters),
         small_input=bool(small_input),
         dtype=dtype,
+        padding=padding,
     )
 
 
