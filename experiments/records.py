@@ -280,6 +280,9 @@ RESULT_NEUTRAL_FIELDS = (
     "checkpoint_every_steps",
     "keep_checkpoints",
     "keep_best",
+    # The fine-tune recipe a tier offers: what it does shows in the fields it sets
+    # (`experiments.configs.apply_finetune`), which are compared.
+    "finetune",
 )
 
 
@@ -301,7 +304,14 @@ def is_result_neutral(path: str) -> bool:
 # Config fields added after records were committed, each with the value that means what the code
 # did before it existed. A stored config without the field reads as that value, so adding an
 # option with a neutral default neither invalidates finished records nor changes fingerprints.
-ADDED_FIELD_DEFAULTS: dict[str, Any] = {}
+ADDED_FIELD_DEFAULTS: dict[str, Any] = {
+    # The fine-tune recipe (experiments.steps.make_optimizer): random init, the plain optimiser.
+    "model.init_from": None,
+    "backbone_lr_scale": 1.0,
+    "freeze_backbone_epochs": 0.0,
+    # Catalog tasks: all ten Fashion-MNIST classes (experiments.data.catalog).
+    "data.classes": None,
+}
 
 
 def without_added_defaults(flat: dict[str, Any]) -> dict[str, Any]:

@@ -54,6 +54,23 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.small_input": (lambda v: isinstance(v, bool), "True or False"),
     "model.dtype": (lambda v: v in ("float32", "bfloat16", "float16"), "a float dtype name"),
     "data.seed": (lambda v: v is None or (_int(v) and v >= 0), "None or an integer >= 0"),
+    "backbone_lr_scale": (
+        lambda v: _num(v) and v > 0,
+        "a finite number > 0 (the backbone's fraction of the head's learning rate; 1.0: the same)",
+    ),
+    "freeze_backbone_epochs": (
+        lambda v: _num(v) and v >= 0,
+        "a finite number >= 0 (epochs before the backbone trains; 0: from the start)",
+    ),
+    "finetune.backbone_lr_scale": (
+        lambda v: v is None or (_num(v) and v > 0),
+        "None or a finite number > 0",
+    ),
+    "finetune.freeze_backbone_epochs": (
+        lambda v: v is None or (_num(v) and v >= 0),
+        "None or a finite number >= 0",
+    ),
+    "finetune.learning_rate": (lambda v: v is None or (_num(v) and v > 0), "None or a number > 0"),
 }
 
 
@@ -144,6 +161,22 @@ def _probe_scheme_and_loss(config: ml_collections.ConfigDict) -> list[str]:
     return []
 
 
+def _finetune_problems(flat: dict[str, Any]) -> list[str]:
+    """The frozen epochs must leave the backbone epochs to train (the recipe's value too)."""
+    found = []
+    epochs = flat.get("num_epochs")
+    if not _int(epochs):
+        return found
+    for path in ("freeze_backbone_epochs", "finetune.freeze_backbone_epochs"):
+        value = flat.get(path)
+        if _num(value) and value >= epochs:
+            found.append(
+                f"{path} must be < num_epochs = {epochs} (the backbone would never train); got "
+                f"{value!r}: lower it, e.g. --set {path}=1, or raise num_epochs"
+            )
+    return found
+
+
 def _data_fields(config: ml_collections.ConfigDict) -> list[str]:
     from experiments.data import get_task_loader
 
@@ -192,6 +225,7 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
                 f"method {config.method} trains on balanced data: cutoffs must be "
                 f"[data.head_count] = [{head}]; got {list(config.cutoffs)} (use --cutoffs {head})"
             )
+    found += _finetune_problems(flat)
     if _num(flat.get("bucket_tail")) and _num(flat.get("bucket_head")):
         if flat["bucket_tail"] > flat["bucket_head"]:
             found.append("bucket_tail must be <= bucket_head")
