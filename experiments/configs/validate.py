@@ -195,6 +195,13 @@ def _data_fields(config: ml_collections.ConfigDict) -> list[str]:
                 found.append(f"data.{key} must be a fraction in [0, 1); got {value!r}")
         elif isinstance(default, str) and not isinstance(value, str):
             found.append(f"data.{key} must be a string; got {value!r}")
+    if "classes" in valid and config.data.get("classes") is not None:
+        from experiments.data.catalog import check_classes
+
+        try:
+            check_classes(config.data.classes)
+        except ValueError as e:
+            found.append(str(e).rstrip("."))
     return found
 
 
