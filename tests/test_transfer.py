@@ -124,3 +124,131 @@ def test_classes_is_a_catalog_data_field_recorded_like_the_others():
     config = configs.get_config("catalog_none")
     config.data.classes = [1, 3, 5, 7, 9]
     assert validate.problems(config) == []
+
+
+# --------------------------------------------------------------------------------------------
+# The plan of the demonstration
+
+
+def test_the_plan_pretrains_on_one_half_and_compares_starts_on_the_other(tmp_path):
+    from experiments import transfer
+    from experiments.runs import config_differences, json_safe_config
+
+    assert set(transfer.SOURCE_CLASSES) | set(transfer.TARGET_CLASSES) == set(range(10))
+    assert not set(transfer.SOURCE_CLASSES) & set(transfer.TARGET_CLASSES)
+    records = str(tmp_path / "records")
+    phase1, phase2 = transfer.plan_legs(tier="cpu", records=records, seeds=[0, 1, 2])
+    source, *scratch = phase1
+    assert [leg.name for leg in phase1] == ["source", "scratch", "scratch", "scratch"]
+    assert len(source.runs) == 3
+    for r in source.runs:
+        assert r.config.method == "balanced" and r.config.scheme == "none"
+        assert list(r.config.data.classes) == [0, 2, 4, 6, 8]
+        assert r.cutoff == r.config.data.head_count == 1000 and r.config.tier == "cpu"
+        assert r.config.model.init_from is None
+        assert r.workdir == (
+            tmp_path
+            / "records/transfer/cpu/source/catalog_balanced/balanced/cutoff1000"
+            / f"seed{r.seed}"
+        )
+    by_start = {"scratch": {}, "pretrained": {}}
+    for leg in scratch + phase2:
+        for r in leg.runs:
+            assert list(r.config.data.classes) == [1, 3, 5, 7, 9] and r.cutoff == 6
+            by_start[leg.name][(r.config.method, r.seed)] = r
+    assert (
+        sorted(by_start["scratch"])
+        == sorted(by_start["pretrained"])
+        == [(m, s) for m in ("inverse", "none", "proposed") for s in (0, 1, 2)]
+    )
+    assert len(phase2) == 9 and all(len(leg.runs) == 1 for leg in phase2)
+    pretrain_of = {r.seed: r.workdir for r in source.runs}
+    for (method, seed), tuned in by_start["pretrained"].items():
+        plain = by_start["scratch"][(method, seed)]
+        assert plain.config.model.init_from is None
+        assert tuned.config.model.init_from == str(pretrain_of[seed])
+        assert tuned.variant == plain.variant and tuned.workdir != plain.workdir
+        assert "/transfer/cpu/pretrained/" in str(tuned.workdir)
+        # Only the start differs (and where the records go).
+        differ = config_differences(json_safe_config(plain.config), json_safe_config(tuned.config))
+        assert differ == ["model.init_from"]
+        assert (tuned.config.backbone_lr_scale, tuned.config.freeze_backbone_epochs) == (1.0, 0.0)
+        if method == "proposed":
+            assert tuned.variant == "proposed(beta=0.999)"
+            assert tuned.config.scheme_params.beta == 0.999
+
+
+def test_a_fine_tuned_runs_recovery_command_repeats_its_overrides(tmp_path):
+    from experiments import execute, transfer
+    from experiments.configs import overrides
+
+    _, phase2 = transfer.plan_legs(tier="smoke", records=str(tmp_path), seeds=[1])
+    (tuned,) = phase2[0].runs
+    command = execute.recovery_command(execute.run_argv(tuned), tuned)
+    assert command.startswith("python -m experiments.run --config catalog_none --tier smoke")
+    assert "--seeds 1 --cutoffs 6" in command and command.endswith("--force")
+    assert "'data.classes=[1, 3, 5, 7, 9]'" in command
+    # The overrides parse back to the run's own values.
+    parsed = dict(
+        overrides.parse_override(a)
+        for a in __import__("shlex").split(command)
+        if a.startswith(("data.classes=", "model.init_from="))
+    )
+    assert parsed == {
+        "data.classes": [1, 3, 5, 7, 9],
+        "model.init_from": tuned.config.model.init_from,
+    }
+
+
+def test_dry_run_prints_both_phases_and_the_time(tmp_path, capsys):
+    from experiments import transfer
+
+    code = transfer.main(
+        ["--dry-run", "--tier", "smoke", "--jobs", "2", "--records", str(tmp_path)]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "phase 1: pretraining and from scratch" in out
+    assert "phase 2: fine-tuned from the pretraining run of the same seed" in out
+    assert out.count("catalog_balanced balanced cutoff=60") == 3  # smoke head count
+    # 12 runs in phase 1 and 9 in phase 2, 2 at a time: 6 + 5 rounds of 5 s (the smoke tier).
+    assert "21 of 21 runs would train (12 in phase 1, 9 in phase 2), 2 at a time" in out
+    assert "(55 s)" in out
+    assert not (tmp_path / "transfer").exists()  # a dry run writes nothing
+
+
+def test_the_cpu_demonstration_fits_in_half_an_hour():
+    from experiments import transfer
+
+    # 3 seeds: phase 1 = 3 pretraining + 9 scratch, phase 2 = 9 fine-tuned; 2 jobs.
+    seconds = transfer.estimate_seconds([12, 9], "cpu", 2)
+    assert seconds == (6 + 5) * tiers_cpu_seconds()
+    assert seconds * 120 / 90 <= 30 * 60  # even at 120 s a run
+
+
+def tiers_cpu_seconds():
+    from experiments.configs import tiers
+
+    return tiers.CPU_SECONDS_PER_RUN
+
+
+def test_fine_tuned_legs_are_validated_once_their_pretraining_has_finished(tmp_path, monkeypatch):
+    from experiments import transfer
+    from experiments.atomic import atomic_write_json
+
+    records = str(tmp_path)
+    checked = []
+    real = transfer.run.resolve_config
+    monkeypatch.setattr(
+        transfer.run, "resolve_config", lambda args: checked.append(args) or real(args)
+    )
+
+    def validated_fine_tuned_legs():
+        checked.clear()
+        transfer.plan_legs(tier="smoke", records=records, seeds=[0])
+        return [a for a in checked if any(p == "model.init_from" for p, _ in a.overrides)]
+
+    assert validated_fine_tuned_legs() == []  # the source folder does not exist yet
+    phase1, _ = transfer.plan_legs(tier="smoke", records=records, seeds=[0])
+    atomic_write_json(phase1[0].runs[0].record_path, {"schema_version": 2, "status": "finished"})
+    assert len(validated_fine_tuned_legs()) == 3  # none, inverse, proposed
