@@ -51,6 +51,7 @@ def create_model(model_config: Mapping[str, Any], num_labels: int) -> ResNet | L
     """The Flax module described by a config's `model` block, with `num_labels` logits."""
     cfg = dict(model_config)
     name = cfg.pop("name", "resnet")
+    cfg.pop("init_from", None)  # where the initial weights come from: experiments.pretrained
     if name not in MODEL_NAMES:
         close = difflib.get_close_matches(str(name), MODEL_NAMES, n=2)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
