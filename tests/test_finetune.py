@@ -144,10 +144,16 @@ def test_defaults_are_the_plain_optimiser_bit_for_bit(optimizer, grad_clip):
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
-def test_head_update_equals_the_plain_optimisers(optimizer):
-    plain = make_optimizer(config_for(optimizer=optimizer), STEPS_PER_EPOCH)
+@pytest.mark.parametrize("grad_clip", [0.0, 1.0])  # clipping is over all gradients, before
+def test_head_update_equals_the_plain_optimisers(optimizer, grad_clip):
+    plain = make_optimizer(config_for(optimizer=optimizer, grad_clip=grad_clip), STEPS_PER_EPOCH)
     recipe = make_optimizer(
-        config_for(optimizer=optimizer, backbone_lr_scale=0.1, freeze_backbone_epochs=1.0),
+        config_for(
+            optimizer=optimizer,
+            grad_clip=grad_clip,
+            backbone_lr_scale=0.1,
+            freeze_backbone_epochs=1.0,
+        ),
         STEPS_PER_EPOCH,
     )
     params = tiny_params()
