@@ -215,7 +215,8 @@ def _print_plan(phases, jobs: int, tier: str, records: str) -> int:
     total = estimate_seconds(todo, tier, jobs)
     print(
         f"{sum(todo)} of {sum(len(p) for p in phases)} runs would train ({todo[0]} in phase 1, "
-        f"{todo[1]} in phase 2), {jobs} at a time: {_minutes(total)}."
+        f"{todo[1]} in phase 2), {jobs} at a time: {_minutes(total)}.",
+        flush=True,  # before worker processes start (they would print an unflushed buffer again)
     )
     return sum(todo)
 
