@@ -280,6 +280,9 @@ RESULT_NEUTRAL_FIELDS = (
     "checkpoint_every_steps",
     "keep_checkpoints",
     "keep_best",
+    # The fine-tune recipe a tier offers: what it does shows in the fields it sets
+    # (`experiments.configs.apply_finetune`), which are compared.
+    "finetune",
 )
 
 
@@ -303,7 +306,12 @@ def is_result_neutral(path: str) -> bool:
 # option with a neutral default neither invalidates finished records nor changes fingerprints.
 ADDED_FIELD_DEFAULTS: dict[str, Any] = {
     "model.padding": "same",
+    # The fine-tune recipe (experiments.steps.make_optimizer): random init, the plain optimiser.
     "model.init_from": None,
+    "backbone_lr_scale": 1.0,
+    "freeze_backbone_epochs": 0.0,
+    # Catalog tasks: all ten Fashion-MNIST classes (experiments.data.catalog).
+    "data.classes": None,
 }
 
 

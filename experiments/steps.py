@@ -9,7 +9,9 @@ checkpoints and the record live in `experiments.train` and `experiments.checkpoi
   gradient directly and the loss does not shrink as C grows.
 - Optimiser: optax adamw (or sgd + momentum) with linear warm-up and cosine decay to 0, weight
   decay on kernels only (not on BatchNorm scales/biases or dense biases), optional global-norm
-  gradient clipping.
+  gradient clipping; optionally the fine-tune recipe (`make_optimizer`): the backbone at a
+  fraction of the head's rate and frozen, weight decay included, for the first epochs.
+  BatchNorm running statistics are never frozen: they follow the training batches throughout.
 - Steps: `jax.jit` over a 1-D mesh ("data",) of all devices: the batch is sharded on the data
   axis, the `TrainState` is replicated and donated. BatchNorm statistics are computed over the
   global batch (the SPMD partitioner inserts the all-reduce; no `axis_name`). Every host builds
@@ -55,6 +57,7 @@ __all__ = [
     "make_optimizer",
     "make_train_step",
     "normalize_images",
+    "param_labels",
     "run_functions",
     "shard_batch",
     "to_host",
@@ -209,8 +212,87 @@ def _decay_mask(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+# The fine-tune recipe's two parameter groups (see `param_labels`).
+HEAD, BACKBONE = "head", "backbone"
+# The top-level parameter module that is the classifier head in every suite model
+# (experiments/models: the ResNet's and the linear model's `nn.Dense(name="head")`).
+HEAD_MODULE = "head"
+
+
+def param_labels(params):
+    """HEAD for the parameters under the top-level `head` module, BACKBONE for all others.
+
+    The label comes from each leaf's tree path, so it holds for any suite model: the ResNet's
+    head is its final Dense; the linear model's only parameters are its Dense `head` (its
+    BatchNorm standardisation has none), so for it every parameter is HEAD and the fine-tune
+    recipe changes nothing.
+    """
+
+    def label(path, _leaf):
+        first = path[0]
+        name = getattr(first, "key", getattr(first, "name", None))
+        return HEAD if name == HEAD_MODULE else BACKBONE
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def backbone_schedule(schedule, *, scale: float, frozen_steps: int):
+    """The backbone's learning rate: 0 for the first `frozen_steps` steps, then `scale` times
+    the base `schedule` at the same step (no second warm-up)."""
+
+    def rate(count):
+        return jnp.where(count < frozen_steps, 0.0, scale * schedule(count))
+
+    return rate
+
+
+def _base_optimizer(config: Any, learning_rate) -> optax.GradientTransformation:
+    """adamw or sgd+momentum at `learning_rate` (a schedule), kernels weight-decayed."""
+    weight_decay = float(config.weight_decay)
+    optimizer = config.optimizer
+    if optimizer == "adamw":
+        return optax.adamw(learning_rate, weight_decay=weight_decay, mask=_decay_mask)
+    if optimizer == "sgd":
+        return optax.chain(
+            optax.add_decayed_weights(weight_decay, mask=_decay_mask),
+            optax.sgd(learning_rate, momentum=float(config.momentum), nesterov=True),
+        )
+    raise ValueError(f"Unknown optimizer {optimizer!r}; use 'adamw' or 'sgd'.")
+
+
+def finetune_recipe(config: Any) -> tuple[float, float]:
+    """(backbone_lr_scale, freeze_backbone_epochs) of a config; (1.0, 0.0), the plain
+    optimiser, for configs written before the recipe existed."""
+    return (
+        float(config.get("backbone_lr_scale", 1.0)),
+        float(config.get("freeze_backbone_epochs", 0.0)),
+    )
+
+
 def make_optimizer(config: Any, steps_per_epoch: int) -> optax.GradientTransformation:
-    """adamw or sgd+momentum; linear warm-up over warmup_epochs, cosine decay to 0 at the end."""
+    """adamw or sgd+momentum; linear warm-up over warmup_epochs, cosine decay to 0 at the end.
+
+    The fine-tune recipe (`backbone_lr_scale`, `freeze_backbone_epochs`): the head (the
+    parameters under the model's `head` module, `param_labels`) follows the schedule above;
+    every other parameter (the backbone) follows `backbone_lr_scale` times it, and is not
+    updated at all during the first `freeze_backbone_epochs` epochs (rounded to whole steps):
+    a linear probe first, then fine-tuning of the whole network (`optax.partition`, one
+    optimiser per group, each with its own moments). The rate multiplies the whole update,
+    decoupled weight decay included (adamw: lr * (adam + wd * w); sgd: the decay is added to
+    the gradient before the rate), so a frozen backbone does not move, not even by decay. Its
+    optimiser state still tracks the backbone's gradients while frozen (Adam's moments, SGD's
+    momentum), so the first unfrozen step is an ordinary step at scale x the schedule's rate
+    at that point. Gradient clipping, when on, is over all gradients, frozen ones included.
+
+    BatchNorm statistics are not parameters and are not frozen: every train step runs the
+    network in training mode, normalising with the batch's statistics and updating the running
+    averages (momentum 0.9), so during frozen epochs the running statistics re-estimate the
+    new task's data under the frozen weights, and they keep adapting while fine-tuning.
+
+    Defaults (scale 1, no frozen epochs) build exactly the plain optimiser (same state tree,
+    bit-identical updates), so earlier configs and checkpoints are unchanged. The linear model
+    is all head: the recipe changes nothing for it.
+    """
     total_steps = int(config.num_epochs) * steps_per_epoch
     warmup_steps = round(float(config.warmup_epochs) * steps_per_epoch)
     warmup_steps = min(max(warmup_steps, 0), max(total_steps - 1, 0))
@@ -221,17 +303,16 @@ def make_optimizer(config: Any, steps_per_epoch: int) -> optax.GradientTransform
         decay_steps=max(total_steps, warmup_steps + 1),
         end_value=0.0,
     )
-    weight_decay = float(config.weight_decay)
-    optimizer = config.optimizer
-    if optimizer == "adamw":
-        tx = optax.adamw(schedule, weight_decay=weight_decay, mask=_decay_mask)
-    elif optimizer == "sgd":
-        tx = optax.chain(
-            optax.add_decayed_weights(weight_decay, mask=_decay_mask),
-            optax.sgd(schedule, momentum=float(config.momentum), nesterov=True),
-        )
+    scale, freeze_epochs = finetune_recipe(config)
+    frozen_steps = round(freeze_epochs * steps_per_epoch)
+    if scale == 1.0 and frozen_steps <= 0:
+        tx = _base_optimizer(config, schedule)
     else:
-        raise ValueError(f"Unknown optimizer {optimizer!r}; use 'adamw' or 'sgd'.")
+        backbone = backbone_schedule(schedule, scale=scale, frozen_steps=frozen_steps)
+        tx = optax.partition(
+            {HEAD: _base_optimizer(config, schedule), BACKBONE: _base_optimizer(config, backbone)},
+            param_labels,
+        )
     if config.grad_clip:  # 0 (or None) disables clipping
         tx = optax.chain(optax.clip_by_global_norm(float(config.grad_clip)), tx)
     return tx

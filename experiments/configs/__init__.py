@@ -10,6 +10,8 @@ ConfigDict, built in layers, each setting only what it is about:
            network on balanced data, the ceiling)
                                                           (experiments/methods.py)
   --set    the command line's overrides (experiments.run)
+  finetune with `model.init_from` set, the tier's fine-tune recipe (`config.finetune`) over the
+           fields it names, except those `--set` gave (`apply_finetune`, applied with --set)
 
 Every config enumerates seeds (default 0-4; each seed a replicate that also draws the data) and
 label-frequency cut-offs (default 6 and 25: 6 fills the tail bucket, 25 the medium one), and
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Collection
 from typing import Any
 
 import ml_collections
@@ -36,7 +39,15 @@ import ml_collections
 from experiments import methods
 from experiments.configs import base, tasks, tiers
 
-__all__ = ["LAYERS", "describe", "get_config", "list_configs", "parse_config_name", "resolve"]
+__all__ = [
+    "LAYERS",
+    "apply_finetune",
+    "describe",
+    "get_config",
+    "list_configs",
+    "parse_config_name",
+    "resolve",
+]
 
 LAYERS = ("base", "task", "tier", "method")
 
@@ -105,6 +116,24 @@ def apply_method(config: ml_collections.ConfigDict, method: methods.Method) -> N
     config.model.update(dict(method.model))
     if method.balanced_data:
         config.cutoffs = [config.data.head_count]
+
+
+def apply_finetune(config: ml_collections.ConfigDict, explicit: Collection[str] = ()) -> list[str]:
+    """The fine-tune layer: when `config.model.init_from` is set, each non-None field of
+    `config.finetune` replaces the top-level field of its name, unless its dotted path is in
+    `explicit` (the fields the command line set itself, which win). Returns the paths set.
+
+    The recipe lives in the config (the gpu tier fills `finetune` for the photo tasks, see
+    `tiers.FINETUNE_RECIPE`); runs without a pretrained backbone keep the plain fields.
+    """
+    if config.model.get("init_from") is None or "finetune" not in config:
+        return []
+    applied = []
+    for key, value in config.finetune.items():
+        if value is not None and key not in explicit:
+            config[key] = value
+            applied.append(key)
+    return applied
 
 
 def flat_values(config: ml_collections.ConfigDict) -> dict[str, Any]:

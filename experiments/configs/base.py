@@ -32,6 +32,19 @@ Fields (the contract between configs, `experiments.train` and `experiments.run`)
   optimisation    batch_size, eval_batch_size, num_epochs, learning_rate (peak, after linear
                   warm-up over warmup_epochs, then cosine decay to 0), weight_decay, optimizer
                   ("adamw" | "sgd"), momentum (sgd only), grad_clip (global norm; 0 disables)
+  fine-tuning     model.init_from: None, or a checkpoint the backbone starts from (a torchvision
+                  ResNet state_dict or a suite run's folder); backbone_lr_scale (1.0): every
+                  parameter but the head's (the model's `head` Dense) trains at this fraction of
+                  the schedule; freeze_backbone_epochs (0.0): for this many first epochs the
+                  backbone is not updated at all, weight decay included (a linear probe first).
+                  BatchNorm running statistics are not frozen: every step trains in training
+                  mode, so they follow the new task's batches, frozen epochs included. The
+                  linear model is all head (no effect). See `experiments.steps.make_optimizer`.
+  finetune        the recipe a tier recommends for a pretrained backbone: backbone_lr_scale,
+                  freeze_backbone_epochs, learning_rate, each None (keep the field) or a value
+                  that replaces the top-level field of that name when model.init_from is set
+                  (`experiments.configs.apply_finetune`), except where `--set` gives the field
+                  itself; all None (the default): no recipe
   augment         "none" | "flip" | "cells" (catalog tasks: shuffle the 2 x 2 grid's items and
                   mirror each), done inside the train step (experiments/augment.py)
   checkpoints     checkpoint_every_steps, keep_checkpoints (how many of the last to keep),
@@ -86,6 +99,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.small_input = True
     config.model.dtype = "float32"
     config.model.padding = "same"
+    # None: random initialisation (see the field list above).
     config.model.init_from = ml_collections.FieldReference(None, field_type=str)
 
     config.batch_size = 32
@@ -97,6 +111,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer = "adamw"
     config.momentum = 0.9
     config.grad_clip = 1.0
+    # The fine-tune recipe; these defaults are the plain optimiser (bit-identical results).
+    config.backbone_lr_scale = 1.0
+    config.freeze_backbone_epochs = 0.0
+    # What a tier recommends for a pretrained backbone; None: keep the field's own value.
+    config.finetune = ml_collections.ConfigDict()
+    config.finetune.backbone_lr_scale = ml_collections.FieldReference(None, field_type=float)
+    config.finetune.freeze_backbone_epochs = ml_collections.FieldReference(None, field_type=float)
+    config.finetune.learning_rate = ml_collections.FieldReference(None, field_type=float)
 
     config.augment = "none"
 

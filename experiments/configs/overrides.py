@@ -5,7 +5,9 @@ Values are parsed as ml_collections' config flags parse a literal (`5`, `0.5`, `
 ConfigDict's type checks apply (an int is accepted for a float field, a string is not).
 New keys may be added only directly under `data`, `scheme_params` and `loss_params`, whose keys
 are checked against the loader's, scheme's and loss's parameters by `validate`.
-`sweep.<path>=[...]` sweeps an existing field; setting a swept field fixes it.
+`sweep.<path>=[...]` sweeps an existing field; setting a swept field fixes it. After the
+overrides, a config with `model.init_from` set takes its fine-tune recipe
+(`experiments.configs.apply_finetune`) over every field the overrides did not set.
 """
 
 from __future__ import annotations
@@ -104,6 +106,9 @@ def apply_overrides(
         except TypeError as e:
             raise ValueError(f"--set {path}={value!r}: {e}") from None
         _drop_sweep(config, path)
+    from experiments.configs import apply_finetune  # the fine-tune layer follows --set
+
+    apply_finetune(config, explicit={path for path, _ in overrides})
     return config
 
 

@@ -71,7 +71,10 @@ class Task:
             config.cutoffs = list(self.cutoffs)
 
 
-_CATALOG_DATA = types.MappingProxyType({"head_count": DEFAULT_HEAD_COUNT, "image_size": 28})
+# classes None: all ten Fashion-MNIST classes; a list of class indices draws from those only.
+_CATALOG_DATA = types.MappingProxyType(
+    {"head_count": DEFAULT_HEAD_COUNT, "image_size": 28, "classes": None}
+)
 _CROP_DATA = types.MappingProxyType({"image_size": 64})
 _TFDS_DATA = types.MappingProxyType(
     {"train_split": "train", "test_split": "test", "val_fraction": 0.1, "image_size": 64}

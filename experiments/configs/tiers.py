@@ -10,6 +10,9 @@
   gpu    ResNet-18 (basic blocks [2, 2, 2, 2], 64 filters) on 56 x 56 catalog images (items at
          full size) or 128 x 128 Fashionpedia crops; for ResNet-50 add
          `--set model.stage_sizes=[3,4,6,3] --set model.block=bottleneck`.
+         With `--set model.init_from=CHECKPOINT` the Fashionpedia (sleevetype, archetype) and
+         MLT (voc_mlt, coco_mlt) tasks train with FINETUNE_RECIPE: the backbone at a tenth of
+         the head's rate, frozen for the warm-up epochs (a linear probe first).
   smoke  a handful of steps on a tiny model and dataset: seconds; for tests and for checking
          that the whole pipeline runs. One seed and one cut-off.
 
@@ -52,6 +55,17 @@ CPU_SECONDS_PER_RUN = 90.0
 EXPECTED_SECONDS_PER_RUN = {"smoke": 5.0, "cpu": CPU_SECONDS_PER_RUN, "gpu": None}
 
 
+# The gpu tier's fine-tune recipe for a pretrained backbone (`config.finetune`, applied only
+# when model.init_from is set): the head keeps the tier's schedule (peak 1e-3 after 2 warm-up
+# epochs); the backbone is frozen over those 2 epochs, so the new head is fitted to the
+# pretrained features first (linear probe, then fine-tuning: Kumar et al., ICLR 2022), and then
+# trains at a tenth of the head's rate, the usual discount for ImageNet weights. Not measured
+# here (no accelerator); a starting point, to be tuned with --set finetune.<field>=... .
+FINETUNE_RECIPE = {"backbone_lr_scale": 0.1, "freeze_backbone_epochs": 2.0}
+# The tasks that use it: photo crops and photos, where ImageNet weights are the norm.
+FINETUNE_TASKS = ("sleevetype", "archetype", "voc_mlt", "coco_mlt")
+
+
 def cpu(config: ml_collections.ConfigDict) -> None:
     """The base config unchanged: small ResNet ([1, 1, 1] basic blocks, 8 filters) on 28 x 28
     catalog images (64 x 64 crops for the other tasks), 24 epochs at learning rate 2e-2: about
@@ -77,6 +91,8 @@ def gpu(config: ml_collections.ConfigDict) -> None:
     config.learning_rate = 1e-3
     config.warmup_epochs = 2.0
     config.checkpoint_every_steps = 500
+    if config.task in FINETUNE_TASKS:
+        config.finetune.update(FINETUNE_RECIPE)
     # Beside the cpu records (runs/), so one report covers both and the two never collide.
     config.output_dir = "runs/gpu"
 

@@ -60,6 +60,23 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "'same' (XLA padding, the default) or 'torchvision' (symmetric, for torchvision weights)",
     ),
     "data.seed": (lambda v: v is None or (_int(v) and v >= 0), "None or an integer >= 0"),
+    "backbone_lr_scale": (
+        lambda v: _num(v) and v > 0,
+        "a finite number > 0 (the backbone's fraction of the head's learning rate; 1.0: the same)",
+    ),
+    "freeze_backbone_epochs": (
+        lambda v: _num(v) and v >= 0,
+        "a finite number >= 0 (epochs before the backbone trains; 0: from the start)",
+    ),
+    "finetune.backbone_lr_scale": (
+        lambda v: v is None or (_num(v) and v > 0),
+        "None or a finite number > 0",
+    ),
+    "finetune.freeze_backbone_epochs": (
+        lambda v: v is None or (_num(v) and v >= 0),
+        "None or a finite number >= 0",
+    ),
+    "finetune.learning_rate": (lambda v: v is None or (_num(v) and v > 0), "None or a number > 0"),
 }
 
 
@@ -150,6 +167,22 @@ def _probe_scheme_and_loss(config: ml_collections.ConfigDict) -> list[str]:
     return []
 
 
+def _finetune_problems(flat: dict[str, Any]) -> list[str]:
+    """The frozen epochs must leave the backbone epochs to train (the recipe's value too)."""
+    found = []
+    epochs = flat.get("num_epochs")
+    if not _int(epochs):
+        return found
+    for path in ("freeze_backbone_epochs", "finetune.freeze_backbone_epochs"):
+        value = flat.get(path)
+        if _num(value) and value >= epochs:
+            found.append(
+                f"{path} must be < num_epochs = {epochs} (the backbone would never train); got "
+                f"{value!r}: lower it, e.g. --set {path}=1, or raise num_epochs"
+            )
+    return found
+
+
 def _data_fields(config: ml_collections.ConfigDict) -> list[str]:
     from experiments.data import get_task_loader
 
@@ -168,6 +201,13 @@ def _data_fields(config: ml_collections.ConfigDict) -> list[str]:
                 found.append(f"data.{key} must be a fraction in [0, 1); got {value!r}")
         elif isinstance(default, str) and not isinstance(value, str):
             found.append(f"data.{key} must be a string; got {value!r}")
+    if "classes" in valid and config.data.get("classes") is not None:
+        from experiments.data.catalog import check_classes
+
+        try:
+            check_classes(config.data.classes)
+        except ValueError as e:
+            found.append(str(e).rstrip("."))
     return found
 
 
@@ -202,6 +242,7 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
         from experiments import pretrained
 
         found += pretrained.source_problems(config.model)
+    found += _finetune_problems(flat)
     if _num(flat.get("bucket_tail")) and _num(flat.get("bucket_head")):
         if flat["bucket_tail"] > flat["bucket_head"]:
             found.append("bucket_tail must be <= bucket_head")

@@ -16,6 +16,12 @@ Validation follows the same profile scaled by `val_fraction`, with at least `val
 of every class so per-label thresholds can be chosen; test is balanced, `test_positives` per class.
 Train and validation draw disjoint items from Fashion-MNIST's training images, test from t10k.
 
+Classes: `classes=None` (the default) uses all ten Fashion-MNIST classes. A list of Fashion-MNIST
+class indices (e.g. [1, 3, 5, 7, 9]; at least 4 for the 2 x 2 grid) draws items from those
+classes only, and the label space is those classes, label j being Fashion-MNIST class
+classes[j] (its name, its items); profiles, ranks and counts are then over len(classes) labels.
+Two catalogs on disjoint class lists share no label and no item (a pretraining/fine-tuning split).
+
 Defaults (CPU tier): head_count 1000 gives about 2,000 training images of 28 x 28, an epoch of a
 small ResNet in seconds on two cores; head_prevalence 0.5 sizes a split so that its most frequent
 class shows in about half its images. Builds take well under a second after Fashion-MNIST is
@@ -392,10 +398,55 @@ def build_catalog(
 # The task loaders: Fashion-MNIST + build + on-disk cache
 
 
+def check_classes(classes: Any) -> tuple[int, ...] | None:
+    """`classes` as a tuple of Fashion-MNIST class indices (None stays None, all ten classes);
+    ValueError naming the problem and the fix otherwise."""
+    if classes is None:
+        return None
+    num = len(CLASS_NAMES)
+    example = "e.g. --set data.classes=[1,3,5,7,9]"
+    if isinstance(classes, str | bytes) or not isinstance(classes, list | tuple):
+        raise ValueError(
+            f"data.classes must be a list of Fashion-MNIST class indices 0..{num - 1} ({example}) "
+            f"or None for all {num}; got {classes!r}."
+        )
+    bad = [c for c in classes if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < num]
+    if bad:
+        raise ValueError(
+            f"data.classes holds {bad!r}, not Fashion-MNIST class indices 0..{num - 1} "
+            f"({', '.join(f'{i} {n}' for i, n in enumerate(CLASS_NAMES))}); {example}."
+        )
+    if len(set(classes)) != len(classes):
+        repeated = sorted({c for c in classes if list(classes).count(c) > 1})
+        raise ValueError(f"data.classes repeats {repeated}; list each class once ({example}).")
+    if len(classes) < CELLS:
+        raise ValueError(
+            f"data.classes has {len(classes)} classes but the 2 x 2 catalog needs at least "
+            f"{CELLS} (no class shows twice in an image); {example}."
+        )
+    return tuple(int(c) for c in classes)
+
+
+def class_subset_labels(item_labels: np.ndarray, classes: tuple[int, ...] | None) -> np.ndarray:
+    """Item labels in the catalog's label space: class classes[j] -> j, other classes -> -1
+    (never drawn); unchanged when `classes` is None."""
+    if classes is None:
+        return item_labels
+    mapped = np.full(item_labels.shape, -1, np.int64)
+    for j, c in enumerate(classes):
+        mapped[item_labels == c] = j
+    return mapped
+
+
 def _as_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or int(value) != value or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
     return int(value)
+
+
+def label_names(classes: tuple[int, ...] | None) -> tuple[str, ...]:
+    """The catalog's label names: Fashion-MNIST's, or those of `classes` in their order."""
+    return CLASS_NAMES if classes is None else tuple(CLASS_NAMES[c] for c in classes)
 
 
 def _cache_path(task: str, params: dict[str, Any], cache_dir, key: str) -> Path:
@@ -411,14 +462,19 @@ def _build(
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Builds the task from Fashion-MNIST: the cached arrays and the provenance."""
     source = load_fashion_mnist(data_dir=data_dir, cache_dir=cache_dir, download=download)
+    params = dict(params)
+    classes = params.pop("classes", None)
+    names = label_names(classes)
     built, wanted = build_catalog(
         source.train_images,
-        source.train_labels,
+        class_subset_labels(source.train_labels, classes),
         source.test_images,
-        source.test_labels,
-        num_classes=len(CLASS_NAMES),
+        class_subset_labels(source.test_labels, classes),
+        num_classes=len(names),
         **params,
     )
+    if classes is not None:
+        params["classes"] = list(classes)
     arrays = {}
     for split in SPLITS:
         arrays[f"{split}_images"] = built[split].images
@@ -431,8 +487,8 @@ def _build(
         "cache_key": key,
         "params": params,
         "source": source.provenance,
-        "label_names": list(CLASS_NAMES),
-        "class_order": class_order(len(CLASS_NAMES), params["seed"]).tolist(),
+        "label_names": list(names),
+        "class_order": class_order(len(names), params["seed"]).tolist(),
         "requested_counts": {s: wanted[s].tolist() for s in SPLITS},
         "achieved_counts": {
             s: built[s].labels.sum(axis=0, dtype=np.int64).tolist() for s in SPLITS
@@ -458,6 +514,9 @@ def _load(
     params = dict(params)
     for name, minimum in (("cutoff", 1), ("seed", 0), ("head_count", 1), ("image_size", 1)):
         params[name] = _as_int(name, params[name], minimum)
+    classes = check_classes(params.pop("classes", None))
+    if classes is not None:  # all ten classes keep the key (and the build) they always had
+        params["classes"] = list(classes)
     key = params_key(
         {"builder_version": BUILDER_VERSION, "source_sha256": SHA256, "params": params}
     )
@@ -476,7 +535,7 @@ def _load(
             Dataset(
                 images=arrays[f"{s}_images"],
                 labels=arrays[f"{s}_labels"],
-                label_names=CLASS_NAMES,
+                label_names=label_names(classes),
                 split=s,
                 provenance=provenance,
             )
@@ -495,6 +554,7 @@ def load_catalog(
     val_min_positives: int = 5,
     test_positives: int = 200,
     head_prevalence: float = 0.5,
+    classes: list[int] | None = None,
     data_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     download: bool = True,
@@ -503,7 +563,8 @@ def load_catalog(
     """The catalog task with the long-tail profile (see the module docstring).
 
     cutoff: training positives of the rarest class; head_count: of the most frequent class;
-    image_size: 28 (items at 14 x 14) or 56 (items at 28 x 28). Reads the build from
+    image_size: 28 (items at 14 x 14) or 56 (items at 28 x 28); classes: Fashion-MNIST class
+    indices to draw from (None: all ten; see the module docstring). Reads the build from
     `<cache>/catalog/` when present, else builds and caches it (npz + JSON provenance).
     """
     params = {
@@ -516,6 +577,7 @@ def load_catalog(
         "val_min_positives": val_min_positives,
         "test_positives": test_positives,
         "head_prevalence": head_prevalence,
+        "classes": classes,
     }
     return _load(
         "catalog",
@@ -538,13 +600,15 @@ def load_catalog_step(
     val_min_positives: int = 5,
     test_positives: int = 200,
     head_prevalence: float = 0.5,
+    classes: list[int] | None = None,
     data_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     download: bool = True,
     use_cache: bool = True,
 ) -> Splits:
     """The catalog task with the step profile: `num_tail_classes` classes (the last ranks of the
-    seeded class order) at `cutoff` training positives, the others at `head_count`."""
+    seeded class order) at `cutoff` training positives, the others at `head_count`; `classes`
+    as for `load_catalog`."""
     params = {
         "profile": "step",
         "cutoff": cutoff,
@@ -556,6 +620,7 @@ def load_catalog_step(
         "val_min_positives": val_min_positives,
         "test_positives": test_positives,
         "head_prevalence": head_prevalence,
+        "classes": classes,
     }
     return _load(
         "catalog_step",

@@ -175,9 +175,12 @@ def read_runs(root: str | os.PathLike) -> list[Run]:
 
 def _check_duplicates(runs: Iterable[Run]) -> None:
     """Two records for one (tier, task, variant, cut-off, seed) would be counted twice."""
+    from experiments.report.transfer import transfer_key
+
     seen: dict[tuple, str] = {}
     for run in runs:
-        key = (run.tier, run.task, run.variant, run.cutoff, run.seed)
+        # A transfer run (experiments.report.transfer) is another run than the main sweep's.
+        key = (run.tier, run.task, run.variant, run.cutoff, run.seed, transfer_key(run.record))
         if key in seen:
             raise ReportError(
                 f"Two run records describe the same run (tier {run.tier}, task {run.task}, "

@@ -17,6 +17,7 @@ from experiments.report.tables import (
     metric_tables,
     paired_tables,
 )
+from experiments.report.transfer import is_transfer, transfer_section
 
 
 def relative(target: str | os.PathLike, start: str | os.PathLike) -> str:
@@ -43,7 +44,8 @@ def build_report(
     """
     out, plots_dir = Path(out), Path(plots_dir)
     base = out.parent
-    groups = group_runs(runs)
+    # Runs from a pretrained backbone or on a class subset have their own section.
+    groups = group_runs([r for r in runs if not is_transfer(r)])
     for group in groups:  # one table, one recipe
         check_one_recipe(group)
     plots: dict[Path, bytes] = {}
@@ -78,6 +80,7 @@ def build_report(
             plots[path] = render(group)
             lines += [f"{caption}:", "", f"![{caption}]({relative(path, base)})", ""]
         lines += ["### Data", "", *data_section(group)]
+    lines += transfer_section(runs)
     lines += ["## Runs and compute", "", *compute_section(runs, groups)]
     text = "\n".join(lines).rstrip("\n") + "\n"
     return text, plots, summary
