@@ -50,7 +50,9 @@ from experiments.configs import tasks
 # its validation mAP is still rising at the end; at batch 32 (1,536 steps) it levels off from
 # epoch 15. The cells augmentation (rare items seen in new places) and lr 2e-2 help; larger
 # batches, or a higher rate in their place, do not. A chosen-recipe run trains ~70 s and takes
-# ~90 s in all on one core once its program is compiled. Used by `--list` and `--dry-run`.
+# ~90 s in all on one core once its program is compiled; in the committed 5-replicate sweep
+# (two runs at a time on 2 cores, programs from the compilation cache) a long-tailed run took
+# 65-90 s and a balanced one ~165 s. Used by `--list` and `--dry-run`.
 CPU_SECONDS_PER_RUN = 90.0
 EXPECTED_SECONDS_PER_RUN = {"smoke": 5.0, "cpu": CPU_SECONDS_PER_RUN, "gpu": None}
 
