@@ -234,6 +234,9 @@ def load_suite_checkpoint(step_dir: Path) -> dict[str, Any]:
     import jax
     import orbax.checkpoint as ocp
 
+    # orbax reads no tree metadata through a relative path (item_metadata is None).
+    step_dir = Path(step_dir).absolute()
+
     # The step's metadata file lies one folder up; orbax warns that "state" has none.
     absl_log, quiet = logging.getLogger("absl"), _Without("_CHECKPOINT_METADATA")
     absl_log.addFilter(quiet)

@@ -20,7 +20,7 @@ from experiments.data import Splits
 from experiments.models import create_model
 from experiments.models.resnet import BottleneckResNetBlock, ResNet, ResNetBlock
 from experiments.pretrained import _flatten as _flat
-from experiments.pretrained import initial_variables, torchvision_to_flax
+from experiments.pretrained import initial_variables, load_suite_checkpoint, torchvision_to_flax
 from tests.test_train import NUM_LABELS, make_config, make_split
 
 
@@ -334,3 +334,18 @@ def test_bad_init_from_paths_are_clear_config_errors(source_run, tmp_path):
     ]
     config.model.name = "resnet"
     assert validate.problems(config) == []
+
+
+def test_a_relative_init_from_path_reads_the_same_checkpoint(source_run, splits, monkeypatch):
+    """orbax reads no tree metadata through a relative path; runs give paths relative to the
+    working folder (`results/runs/...`), so the loader must resolve them first."""
+    workdir, record = source_run
+    step = workdir / "checkpoints" / str(record["val"]["best_step"])
+    absolute = load_suite_checkpoint(step)
+    monkeypatch.chdir(workdir.parent)
+    relative = load_suite_checkpoint(step.relative_to(workdir.parent))
+    for collection in ("params", "batch_stats"):
+        ours, theirs = _flat(relative[collection]), _flat(absolute[collection])
+        assert ours.keys() == theirs.keys() and ours
+        for path, value in ours.items():
+            np.testing.assert_array_equal(np.asarray(value), np.asarray(theirs[path]))

@@ -250,7 +250,9 @@ def test_fine_tuned_legs_are_validated_once_their_pretraining_has_finished(tmp_p
 
     assert validated_fine_tuned_legs() == []  # the source folder does not exist yet
     phase1, _ = transfer.plan_legs(tier="smoke", records=records, seeds=[0])
-    atomic_write_json(phase1[0].runs[0].record_path, {"schema_version": 2, "status": "finished"})
+    source = phase1[0].runs[0]
+    atomic_write_json(source.record_path, {"schema_version": 2, "status": "finished"})
+    (source.workdir / "checkpoints" / "1" / "state").mkdir(parents=True)  # what a run leaves
     assert len(validated_fine_tuned_legs()) == 3  # none, inverse, proposed
 
 
