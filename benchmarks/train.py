@@ -56,10 +56,36 @@ disturbed by other load than wall time) over 8-10 rounds; speed = PyTorch time /
 ResNet-18 at batch 32: 0.787x (2.29 vs 2.91 images/s, 0.72-0.99x), DP / ref 0.95. With
 `--ynnpack` (XLA defaults, a later run under heavier load): cpu tier 0.514x (0.43-0.69x).
 
+Since the cpu tier's recipe moved to batch 32 (experiments/configs/tiers.py), same machine, one
+core, one process per line unless said otherwise:
+
+- `python -m benchmarks.train --tiers cpu` at the tier's batch 32: 0.796x PyTorch (1,080 vs
+  1,350 images/s, per-round 0.64-1.24x) and 0.782x (0.65-1.22x) in two runs: the smaller batch
+  narrows the gap (0.585x at batch 128).
+- oneDNN for XLA's dots and convolutions (`--xla_cpu_use_onednn=true
+  --xla_cpu_experimental_onednn_custom_call=true`; with the first flag alone the step hangs, as
+  above): 0.777x (0.66-0.88x), beside 0.782x with the defaults: no gain.
+- XNNPACK fusions (`--xla_cpu_experimental_xnn_fusion_type=dot,eltwise,reduce`, or
+  `individual_convolution`, or `--xla_cpu_experimental_xnn_graph_fusion_mode=
+  XNN_GRAPH_FUSION_MODE_GREEDY`): 27.0-32.3 ms per step against 29.6 ms with the defaults, in
+  separate processes: inside the machine's drift, no measurable gain.
+- Where the time goes at batch 32 (one process, interleaved rounds, CPU time): the gradient of
+  the loss 28.0 ms, its forward 9.1 ms; with every BatchNorm replaced by a per-channel affine map
+  24.4 ms, so BatchNorm is about 13% of the step. One 8 -> 8 3x3 convolution at 28 x 28: 1.5 ms
+  forward, 2.7 ms for both its gradients; scaled by MACs the network's convolutions account for
+  about 22 of the 28 ms. A free BatchNorm would still leave the step near 0.9x PyTorch's.
+- The 'cells' augmentation inside the step: 0.15-0.24 ms, under 1%. The trainer's loop (metrics
+  read one step late, a checkpoint per epoch) costs no more than the bare step within the
+  machine's drift; reading the metrics synchronously every step would add ~10%.
+- The machine drifts: the same script measured 27 ms and 39 ms per step 15 minutes apart, so
+  only ratios taken in one process, round by round, are comparable.
+
 Where the time goes: the per-op times of the 3x3 convolutions (forward, input gradient, kernel
 gradient of the stem and the six block convolutions) add up to most of the step; XLA's CPU
 convolution kernels run these 8-32-channel convolutions at about 4 GMAC/s, against oneDNN's
-JIT kernels in PyTorch. With the flags above the goal (>= 1.0x) is not reached: best 0.61x.
+JIT kernels in PyTorch. With the flags above the goal (>= 1.0x) is not reached: best 0.61x at
+batch 128 and 0.80x at the tier's batch 32. Closing the rest needs faster convolution kernels in
+XLA's CPU backend than any of its flags selects.
 
 On a CPU the gpu-tier model (ResNet-18 at 56 x 56, batch 256) takes tens of seconds per step,
 so there its batch is cut to `--cpu-gpu-batch` (default 32) and its steps to `--gpu-steps`
