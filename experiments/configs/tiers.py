@@ -54,6 +54,8 @@ from experiments.configs import tasks
 #   96 epochs, data seed 0: balanced 0.943, +0.007 over 48 epochs;
 #   catalog_step cut-off 6 at 48 epochs, data seeds 2 and 3 (where the linear floor led at 24):
 #     none 0.620 and 0.632, linear 0.627 and 0.646: longer training lifts the floor too.
+#   catalog_step cut-off 6, 24 epochs, data seeds 2 and 3 (none 0.605 and 0.622 at weight decay
+#     1e-4): weight decay 1e-2 gave 0.593 and 0.634, 5e-2 gave 0.587 and 0.634: no steady gain.
 #
 # So the convergence test (doubling the epochs moves balanced mAP by < 0.01) needs about
 # 48 epochs, twice the 90 s per run; and the floor margin on catalog_step at cut-off 6 is not a
