@@ -56,6 +56,7 @@ from experiments.configs import tasks
 #     none 0.620 and 0.632, linear 0.627 and 0.646: longer training lifts the floor too.
 #   catalog_step cut-off 6, 24 epochs, data seeds 2 and 3 (none 0.605 and 0.622 at weight decay
 #     1e-4): weight decay 1e-2 gave 0.593 and 0.634, 5e-2 gave 0.587 and 0.634: no steady gain.
+#     16 filters (--set model.num_filters=16, ~170 s per run): 0.596 and 0.619, no gain either.
 #
 # So the convergence test (doubling the epochs moves balanced mAP by < 0.01) needs about
 # 48 epochs, twice the 90 s per run; and the floor margin on catalog_step at cut-off 6 is not a
