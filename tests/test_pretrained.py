@@ -16,12 +16,11 @@ import pytest
 from experiments import train as trainer
 from experiments.checkpoints import Checkpoints
 from experiments.configs import get_config, validate
-from experiments.data import Splits
 from experiments.models import create_model
 from experiments.models.resnet import BottleneckResNetBlock, ResNet, ResNetBlock
 from experiments.pretrained import _flatten as _flat
 from experiments.pretrained import initial_variables, load_suite_checkpoint, torchvision_to_flax
-from tests.test_train import NUM_LABELS, make_config, make_split
+from tests.test_train import make_config, synthetic_splits
 
 
 def _init(stage_sizes, block, channels=3, small_input=False, labels=5):
@@ -201,13 +200,7 @@ def test_unknown_padding_is_a_clear_error():
 
 @pytest.fixture(scope="module")
 def splits():
-    """The trainer tests' synthetic splits (learnable, long-tailed, 28 px, 1 channel)."""
-    probs = np.geomspace(0.5, 0.05, NUM_LABELS)
-    return Splits(
-        make_split(128, 1, "train", probs),
-        make_split(80, 2, "val", np.maximum(probs, 0.2)),
-        make_split(70, 3, "test", np.full(NUM_LABELS, 0.3)),
-    )
+    return synthetic_splits()
 
 
 @pytest.fixture(scope="module")

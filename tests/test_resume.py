@@ -12,14 +12,12 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from experiments import checkpoints as ckpt
 from experiments import records
 from experiments import train as trainer
-from experiments.data import Splits
-from tests.test_train import NUM_LABELS, make_config, make_split
+from tests.test_train import make_config, synthetic_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,18 +28,9 @@ CONFIG = dict(num_epochs=4, learning_rate=3e-2, checkpoint_every_steps=3, keep_c
 BEST_STEP = 16
 
 
-def _splits():
-    probs = np.geomspace(0.5, 0.05, NUM_LABELS)
-    return Splits(
-        make_split(128, 1, "train", probs),
-        make_split(80, 2, "val", np.maximum(probs, 0.2)),
-        make_split(70, 3, "test", np.full(NUM_LABELS, 0.3)),
-    )
-
-
 @pytest.fixture(scope="module")
 def splits():
-    return _splits()
+    return synthetic_splits()
 
 
 def _run(splits, workdir, **kwargs):
@@ -120,7 +109,8 @@ def test_killed_while_writing_a_checkpoint_resumes_to_the_uninterrupted_metrics(
         f"""
         import os, sys
         from experiments import checkpoints
-        from tests.test_resume import _run, _splits
+        from tests.test_resume import _run
+        from tests.test_train import synthetic_splits
 
         save = checkpoints.Checkpoints.save
         def save_then_die(self, step, state, progress):
@@ -128,14 +118,14 @@ def test_killed_while_writing_a_checkpoint_resumes_to_the_uninterrupted_metrics(
             if step == 21:
                 os._exit(9)
         checkpoints.Checkpoints.save = save_then_die
-        _run(_splits(), {str(tmp_path)!r})
+        _run(synthetic_splits(), {str(tmp_path)!r})
         """
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, timeout=600)
     assert done.returncode == 9
     assert not (tmp_path / "record.json").exists()
-    resumed = _run(_splits(), tmp_path)
+    resumed = _run(synthetic_splits(), tmp_path)
     assert _numbers(resumed) == _numbers(uninterrupted[0])
 
 

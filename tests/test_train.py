@@ -34,14 +34,19 @@ def make_split(num_examples, seed, split, probs):
     return Dataset(images, labels, names, split, {"synthetic_seed": seed})
 
 
-@pytest.fixture(scope="module")
-def splits():
+def synthetic_splits() -> Splits:
+    """The trainer tests' synthetic splits (learnable, long-tailed, 28 px, 1 channel)."""
     probs = np.geomspace(0.5, 0.05, NUM_LABELS)
     return Splits(
         make_split(128, 1, "train", probs),
         make_split(80, 2, "val", np.maximum(probs, 0.2)),
         make_split(70, 3, "test", np.full(NUM_LABELS, 0.3)),
     )
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return synthetic_splits()
 
 
 def make_config(**overrides):
