@@ -268,7 +268,7 @@ FITTED_TIER = {
     "data.seed": None,
     "seeds": [0, 1, 2, 3, 4],
     "cutoffs": [6, 25],
-    "num_epochs": 24,
+    "num_epochs": 48,
     "learning_rate": 0.02,
     "batch_size": 32,
 }

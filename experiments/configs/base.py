@@ -104,7 +104,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.batch_size = 32
     config.eval_batch_size = 512
-    config.num_epochs = 24
+    config.num_epochs = 48
     config.learning_rate = 2e-2
     config.warmup_epochs = 1.0
     config.weight_decay = 1e-4
