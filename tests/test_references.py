@@ -207,6 +207,23 @@ def test_report_renders_floor_and_ceiling_rows(tmp_path):
     assert "30 epochs" in regime and "batch 128" in regime
     assert f"Balanced ceiling mAP {ci(0.90, 0.80)}" in regime
     assert f"Linear floor mAP cut-off 6: {ci(0.30, 0.34)}" in regime
+    # none - floor, paired per seed: 0.20 and 0.26, above the 0.05 margin.
+    margin = next(line for line in md.splitlines() if line.startswith("- `none` − linear floor"))
+    assert margin == f"- `none` − linear floor, mAP (paired): cut-off 6: +{ci(0.20, 0.26)}."
+
+
+def test_report_flags_cutoffs_where_none_barely_beats_the_floor(tmp_path):
+    root = tmp_path / "runs"
+    records = _reference_records()
+    for record in records:
+        if record["variant"] == "linear":  # floors 0.46 and 0.58: paired margins 0.04 and 0.02
+            record["test"]["mAP"] = {0: 0.46, 1: 0.58}[record["seed"]]
+        write_record(root, record)
+    report.write_report(root, tmp_path / "REPORT.md", tmp_path / "plots", None)
+    md = (tmp_path / "REPORT.md").read_text(encoding="utf-8")
+    margin = next(line for line in md.splitlines() if line.startswith("- `none` − linear floor"))
+    assert "cut-off 6: +0.030 ± 0.127 (n=2)" in margin  # t(0.975, 1) * 0.01 = 0.127
+    assert "Below the 0.05 margin of a fitted regime at cut-off 6" in margin
 
 
 def test_report_refuses_to_mix_recipes(tmp_path):

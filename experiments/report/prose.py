@@ -20,6 +20,11 @@ from experiments.report.tables import (
 )
 from experiments.stats import MeanCI
 
+# How far the unweighted network must clear the linear floor (mean paired mAP) before its
+# comparisons describe a network that has learned more than a linear model of the pixels.
+FLOOR_MARGIN = 0.05
+UNWEIGHTED = "none"
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -156,6 +161,26 @@ def regime_sentence(group: Group) -> str | None:
     return text
 
 
+def floor_margin_sentence(group: Group) -> str | None:
+    """`none` minus the linear floor (paired, mAP) at every cut-off, and where it falls short of
+    FLOOR_MARGIN: there a weighting's gains are measured on a network that a linear model of the
+    pixels nearly matches."""
+    if FLOOR not in group.references or UNWEIGHTED not in group.variants or not group.cutoffs:
+        return None
+    margins = {c: group.paired(UNWEIGHTED, FLOOR, c, "mAP") for c in group.cutoffs}
+    text = "`none` − linear floor, mAP (paired): " + "; ".join(
+        f"cut-off {c}: {format_ci(ci, signed=True)}" for c, ci in margins.items()
+    )
+    short = [str(c) for c, ci in margins.items() if ci.mean is not None and ci.mean < FLOOR_MARGIN]
+    if short:
+        text += (
+            f". Below the {FLOOR_MARGIN:g} margin of a fitted regime at cut-off "
+            f"{', '.join(short)}: there the network is not clearly better than a linear model "
+            "of the pixels"
+        )
+    return text + "."
+
+
 def network_parameters(run) -> int | None:
     """The parameter count of a run's network, from its config and data (None if unknown)."""
     from experiments.configs import tasks
@@ -175,8 +200,7 @@ def network_parameters(run) -> int | None:
 
 def headline(group: Group) -> list[str]:
     """Plain-language, templated findings for one (tier, task)."""
-    regime = regime_sentence(group)
-    lines = [regime] if regime else []
+    lines = [line for line in (regime_sentence(group), floor_margin_sentence(group)) if line]
     lines += [
         f"{len(group.variants)} variants, cut-offs {', '.join(map(str, group.cutoffs))}, "
         f"{len(group.seeds)} seeds with finished runs; {len(group.finished)} finished runs"
