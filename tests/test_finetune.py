@@ -286,8 +286,8 @@ def valid_config():
         ("backbone_lr_scale", -0.1, "backbone_lr_scale must be a finite number > 0"),
         ("backbone_lr_scale", float("nan"), "backbone_lr_scale must be a finite number > 0"),
         ("freeze_backbone_epochs", -1.0, "freeze_backbone_epochs must be a finite number >= 0"),
-        ("freeze_backbone_epochs", 24.0, "freeze_backbone_epochs must be < num_epochs = 24"),
-        ("freeze_backbone_epochs", 30.0, "the backbone would never train"),
+        ("freeze_backbone_epochs", 48.0, "freeze_backbone_epochs must be < num_epochs = 48"),
+        ("freeze_backbone_epochs", 60.0, "the backbone would never train"),
     ],
 )
 def test_validation_names_bad_recipe_values(field, value, words):
