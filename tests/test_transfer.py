@@ -248,3 +248,140 @@ def test_the_cpu_demonstration_keeps_its_24_epochs_and_its_committed_records():
     later = [r for leg in phase2 for r in leg.runs]
     assert len(later) == 9 and {plan_action(r, force=False)[0] for r in later} == {"skip"}
     assert transfer.schedule_overrides("smoke") == []
+
+
+def test_fine_tuned_legs_are_validated_once_their_pretraining_has_finished(tmp_path, monkeypatch):
+    from experiments import transfer
+    from experiments.atomic import atomic_write_json
+
+    records = str(tmp_path)
+    checked = []
+    real = transfer.run.resolve_config
+    monkeypatch.setattr(
+        transfer.run, "resolve_config", lambda args: checked.append(args) or real(args)
+    )
+
+    def validated_fine_tuned_legs():
+        checked.clear()
+        transfer.plan_legs(tier="smoke", records=records, seeds=[0])
+        return [a for a in checked if any(p == "model.init_from" for p, _ in a.overrides)]
+
+    assert validated_fine_tuned_legs() == []  # the source folder does not exist yet
+    phase1, _ = transfer.plan_legs(tier="smoke", records=records, seeds=[0])
+    source = phase1[0].runs[0]
+    atomic_write_json(source.record_path, {"schema_version": 2, "status": "finished"})
+    (source.workdir / "checkpoints" / "1" / "state").mkdir(parents=True)  # what a run leaves
+    assert len(validated_fine_tuned_legs()) == 3  # none, inverse, proposed
+
+
+# --------------------------------------------------------------------------------------------
+# The report's "Pretrained backbone" section, from synthetic records
+
+# Per seed 0, 1, 2 (target classes [1, 3, 5, 7, 9], cut-off 6):
+#   none      scratch mAP 0.50 0.60 0.70 -> 0.600, s = 0.1, half-width t(0.975, 2) 0.1/sqrt(3)
+#             = 4.302653 x 0.057735 = 0.248
+#             fine-tuned 0.55 0.70 0.76 -> 0.670, s = sqrt(0.0234/2) = 0.108167, hw = 0.269
+#             paired diff 0.05 0.10 0.06 -> 0.070, s = sqrt(0.0014/2) = 0.026458, hw = 0.066
+#             tail: scratch 0.2 each, fine-tuned 0.3 each -> diff 0.100 ± 0.000 (excludes 0)
+#   proposed  scratch mAP = none's + 0.02 every seed; fine-tuned = none's fine-tuned - 0.01
+#             -> proposed - none: +0.020 ± 0.000 from scratch, -0.010 ± 0.000 fine-tuned
+# The main sweep's none at cut-off 6 (all ten classes): 0.40 on seeds 0-2.
+TARGET = [1, 3, 5, 7, 9]
+NONE_SCRATCH = {0: 0.50, 1: 0.60, 2: 0.70}
+NONE_TUNED = {0: 0.55, 1: 0.70, 2: 0.76}
+
+
+def transfer_record(variant, seed, mAP, tail, *, classes=TARGET, init_from=None, cutoff=6):
+    from tests.test_report import make_v2_record
+
+    record = make_v2_record(variant=variant, seed=seed, cutoff=cutoff, mAP=mAP, tail=tail)
+    record["config"]["data"]["classes"] = classes
+    record["config"]["model"] = {"init_from": init_from}
+    record["data"]["label_names"] = [f"class{c}" for c in classes][:4]
+    return record
+
+
+def write_transfer_records(root):
+    from tests.test_report import make_v2_record, write_record
+
+    for seed in range(3):
+        source = f"runs/transfer/cpu/source/catalog_balanced/balanced/cutoff1000/seed{seed}"
+        write_record(root / "cpu", make_v2_record(variant="none", seed=seed, mAP=0.40))
+        write_record(
+            root / "transfer/source",
+            transfer_record("balanced", seed, 0.9, None, classes=[0, 2, 4, 6, 8], cutoff=1000),
+        )
+        for variant, shift in (("none", 0.0), ("proposed(beta=0.999)", 0.02)):
+            write_record(
+                root / "transfer/scratch",
+                transfer_record(variant, seed, NONE_SCRATCH[seed] + shift, 0.2),
+            )
+        for variant, shift in (("none", 0.0), ("proposed(beta=0.999)", -0.01)):
+            write_record(
+                root / "transfer/pretrained",
+                transfer_record(variant, seed, NONE_TUNED[seed] + shift, 0.3, init_from=source),
+            )
+
+
+def report_text(root):
+    from experiments import report
+
+    runs = report.read_runs(root)
+    text, _, _ = report.build_report(
+        runs, records_dir=root, out=root.parent / "R.md", plots_dir=root.parent / "plots"
+    )
+    return text
+
+
+def test_pretrained_backbone_table_from_synthetic_records(tmp_path):
+    from tests.test_report import table_row
+
+    root = tmp_path / "runs"
+    write_transfer_records(root)
+    text = report_text(root)
+    assert text.count("## Pretrained backbone") == 1
+    assert "### cpu tier, classes [1, 3, 5, 7, 9], cut-off 6" in text
+    section = text[text.index("## Pretrained backbone") : text.index("## Runs and compute")]
+    heading = "### cpu tier, classes [1, 3, 5, 7, 9], cut-off 6"
+    assert table_row(section, heading, "`none`") == [
+        "0.600 ± 0.248 (n=3)",
+        "0.670 ± 0.269 (n=3)",
+        "**+0.070 ± 0.066** (n=3)",
+        "0.200 ± 0.000 (n=3)",
+        "0.300 ± 0.000 (n=3)",
+        "**+0.100 ± 0.000** (n=3)",
+    ]
+    comparison = table_row(
+        section,
+        "Does the start change the comparison? Per-seed paired difference proposed − baseline "
+        "within each start:\n",
+        "`proposed(beta=0.999)` − `none`",
+    )
+    assert comparison == [
+        "**+0.020 ± 0.000** (n=3)",
+        "**-0.010 ± 0.000** (n=3)",
+        "+0.000 ± 0.000 (n=3)",  # the tails are equal: no difference, not marked
+        "+0.000 ± 0.000 (n=3)",
+    ]
+    assert "Pretraining: `balanced` on the catalog of Fashion-MNIST classes [0, 2, 4, 6, 8]" in (
+        section
+    )
+    assert "its own test mAP 0.900 ± 0.000 (n=3)" in section
+    # The main tables hold the main sweep's runs only: none at cut-off 6 is 0.400, n=3.
+    main = text[: text.index("## Pretrained backbone")]
+    assert table_row(main, "#### mAP (all labels)", "`none`") == ["0.400 ± 0.000 (n=3)"]
+    assert "catalog (cpu tier): 30 s (0.5 min) over 3 runs" in text  # of 18 records
+    assert "- Runs: 18 (18 finished, 0 failed)." in text
+
+
+def test_no_transfer_records_no_section(tmp_path):
+    from tests.test_report import make_v2_record, write_record
+
+    root = tmp_path / "runs"
+    for seed in range(2):
+        write_record(root, make_v2_record(variant="none", seed=seed))
+    text = report_text(root)
+    assert "Pretrained backbone" not in text
+    # A class subset without fine-tuned runs is kept out of the main tables but has no table.
+    write_record(root / "subset", transfer_record("none", 0, 0.9, 0.2))
+    assert report_text(root).count("Pretrained backbone") == 0
