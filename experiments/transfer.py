@@ -30,7 +30,7 @@ and the report (`python -m experiments.report`, run at the end) shows them in th
 backbone" section of RESULTS.md (experiments/report/transfer.py), apart from the main tables.
 
 Time (cpu tier, 2 cores, 2 jobs): 3 seeds x (1 pretrain + 3 scratch + 3 fine-tuned) = 21 runs of
-~90 s each (CPU_DEMO_SECONDS_PER_RUN: the demonstration trains CPU_DEMO_EPOCHS = 24 epochs, half
+~90 s each (DEMO_SCHEDULES: on the cpu tier the demonstration trains 24 epochs, half
 the cpu tier's 48, so that it fits in half an hour; 2,000 training images per run for either
 half, as for the ten-class catalog), in two phases because fine-tuning needs its pretrained
 run: phase 1 (3 pretrain + 9 scratch = 12 runs, 6 rounds of 2) and phase 2 (9 fine-tuned,
@@ -89,16 +89,23 @@ def leg_overrides(leg: str, method: str, init_from: str | None = None) -> list[t
     return pairs
 
 
-# The cpu demonstration's schedule: the 24 epochs it was sized and recorded at, half the cpu tier's
-# 48. Scratch and fine-tuned legs share it, so their paired difference is still the backbone's
-# effect; at 48 epochs the demonstration would take ~35 min instead of ~17.
-CPU_DEMO_EPOCHS = 24
-CPU_DEMO_SECONDS_PER_RUN = 90.0
+# The demonstration's own schedule, per tier (other tiers keep the tier's): on the cpu tier the 24
+# epochs it was sized and recorded at, half the tier's 48, and the seconds a run takes there.
+# Scratch and fine-tuned legs share it, so their paired difference is still the backbone's effect;
+# at 48 epochs the cpu demonstration would take ~35 min instead of ~17.
+@dataclasses.dataclass(frozen=True)
+class DemoSchedule:
+    num_epochs: int
+    seconds_per_run: float
+
+
+DEMO_SCHEDULES = {"cpu": DemoSchedule(num_epochs=24, seconds_per_run=90.0)}
 
 
 def schedule_overrides(tier: str) -> list[tuple[str, object]]:
-    """The demonstration's own schedule on the cpu tier (other tiers keep theirs)."""
-    return [("num_epochs", CPU_DEMO_EPOCHS)] if tier == "cpu" else []
+    """The demonstration's own schedule where it has one (DEMO_SCHEDULES), else nothing."""
+    schedule = DEMO_SCHEDULES.get(tier)
+    return [] if schedule is None else [("num_epochs", schedule.num_epochs)]
 
 
 def output_dir(records: str, tier: str, leg: str) -> str:
@@ -137,7 +144,7 @@ def make_leg(
     return Leg(leg, tuple(argv), tuple(runs))
 
 
-def pretraining_finished(source: Leg, seed: int) -> bool:
+def pretraining_available(source: Leg, seed: int) -> bool:
     """Whether the seed's pretraining run finished and its checkpoints are here (a clone holds
     the committed records but never the checkpoints: there the fine-tuned legs are planned
     unvalidated, and their finished records are skipped as usual)."""
@@ -163,7 +170,7 @@ def plan_legs(*, tier: str, records: str, seeds: Sequence[int]) -> tuple[list[Le
             records=records,
             seeds=[s],
             init_from=str(pretrained[s]),
-            check=pretraining_finished(source, s),
+            check=pretraining_available(source, s),
         )
         for m in METHODS
         for s in seeds
@@ -173,8 +180,8 @@ def plan_legs(*, tier: str, records: str, seeds: Sequence[int]) -> tuple[list[Le
 
 def estimate_seconds(num_runs: Sequence[int], tier: str, jobs: int) -> float | None:
     """Rounds of `jobs` runs per phase times the tier's seconds per run (None: not measured)."""
-    if tier == "cpu":
-        seconds = CPU_DEMO_SECONDS_PER_RUN
+    if tier in DEMO_SCHEDULES:
+        seconds = DEMO_SCHEDULES[tier].seconds_per_run
     else:
         seconds = tiers.EXPECTED_SECONDS_PER_RUN.get(tier)
     if seconds is None:

@@ -222,7 +222,7 @@ def test_the_cpu_demonstration_fits_in_half_an_hour():
 
     # 3 seeds: phase 1 = 3 pretraining + 9 scratch, phase 2 = 9 fine-tuned; 2 jobs.
     seconds = transfer.estimate_seconds([12, 9], "cpu", 2)
-    assert seconds == (6 + 5) * transfer.CPU_DEMO_SECONDS_PER_RUN
+    assert seconds == (6 + 5) * transfer.DEMO_SCHEDULES["cpu"].seconds_per_run
     assert seconds * 120 / 90 <= 30 * 60  # even at 120 s a run
 
 
