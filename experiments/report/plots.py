@@ -102,7 +102,7 @@ def plot_ap_vs_frequency(group: Group) -> bytes:
     ncols = min(len(cutoffs), 2)
     nrows = math.ceil(len(cutoffs) / ncols)
     with style.context("default"):
-        fig = Figure(figsize=(5.0 * ncols + 2.4, 3.8 * nrows), dpi=_DPI, layout="constrained")
+        fig = Figure(figsize=(5.0 * ncols + 0.4, 3.8 * nrows + 1.0), dpi=_DPI, layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
         for ax in axes.flat[len(cutoffs) :]:
             ax.set_visible(False)
@@ -138,7 +138,8 @@ def plot_ap_vs_frequency(group: Group) -> bytes:
             )
             for v in variants
         ]
-        fig.legend(handles=handles, loc="outside right upper", fontsize="small")
+        # Below the panels, not beside them: a tall legend at the side ran into the title.
+        fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize="small")
         fig.suptitle(f"Test AP against training frequency, pooled over class orders: {group.title}")
         return _render_png(fig)
 
@@ -151,7 +152,7 @@ def plot_map_vs_cutoff(group: Group) -> bytes:
     cutoffs, variants = group.cutoffs, [*group.variants, *group.references]
     styles = _variant_styles(variants)
     with style.context("default"):
-        fig = Figure(figsize=(12.4, 4.2), dpi=_DPI, layout="constrained")
+        fig = Figure(figsize=(10.4, 5.2), dpi=_DPI, layout="constrained")
         axes = fig.subplots(1, 2, squeeze=False, sharex=True)[0]
         for ax, (metric, title) in zip(
             axes, (("mAP", "test mAP"), ("tail", "test tail mAP")), strict=True
@@ -190,7 +191,7 @@ def plot_map_vs_cutoff(group: Group) -> bytes:
         handles, labels = axes[0].get_legend_handles_labels()
         if not handles:
             handles, labels = axes[1].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside right upper", fontsize="small")
+        fig.legend(handles, labels, loc="outside lower center", ncols=4, fontsize="small")
         fig.suptitle(f"Test mAP against cut-off: {group.title}")
         return _render_png(fig)
 
