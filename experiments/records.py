@@ -27,7 +27,11 @@ Schema (version 2); every key is present, values JSON-native:
                                          split_provenance: per split, the fields that differ
                                          ({} when none do)
   environment: {packages: {name: version}, git_commit: str | null, git_dirty: bool,
-                devices: [str], num_devices: int, platform: str, python: str, hostname: str}
+                devices: [str], num_devices: int, platform: str, python: str, hostname: str,
+                cpu: {cpu_model, cpu_family, isa: [str], cpu_threads, xla_flags},
+                gpu: null | {names, platform, driver_version, cuda_runtime, ...}}
+                                         cpu and gpu: `experiments.hardware`; absent from
+                                         records made before they were recorded
   curves: [{epoch, step, train_loss, val_mAP, val_macro_f1, images_per_s}]
   val: metrics dict (best/last epoch, see ltweights.metrics.evaluate)
   test: metrics dict from ltweights.metrics.evaluate with per-label thresholds chosen on val:
@@ -56,6 +60,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from experiments import hardware
 from experiments.atomic import atomic_open, atomic_write_json, atomic_write_text  # noqa: F401
 
 SCHEMA_VERSION = 2
@@ -162,6 +167,9 @@ def environment() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "hostname": socket.gethostname(),
         "machine": platform.machine(),
+        # Which kernels XLA ran: bitwise reproduction holds on the same CPU type and threads.
+        "cpu": hardware.cpu_identity(),
+        "gpu": hardware.gpu_identity(devices),
     }
 
 

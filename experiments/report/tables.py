@@ -489,6 +489,18 @@ def data_section(group: Group) -> list[str]:
     return [*lines, ""]
 
 
+def cpu_type(record: dict[str, Any]) -> str:
+    """A record's CPU type as the report names it: model and the widest vector extension, or
+    "not recorded" for records made before `environment.cpu` existed."""
+    cpu = (record.get("environment") or {}).get("cpu")
+    if not isinstance(cpu, dict):
+        return "not recorded"
+    isa = [f for f in cpu.get("isa") or [] if f.startswith(("avx", "sve", "asimd", "sse"))]
+    widest = next((f for f in ("avx512f", "avx2", "avx", "sve2", "sve", "asimd") if f in isa), "")
+    threads = cpu.get("cpu_threads")
+    return f"{cpu.get('cpu_model', '?')} ({widest or 'no AVX'}, {threads} threads)"
+
+
 def compute_section(runs: Sequence[Run], groups: Sequence[Group]) -> list[str]:
     wall = math.fsum(wall_time(r) for r in runs)
     failed = [r for r in runs if not r.finished]
@@ -521,6 +533,20 @@ def compute_section(runs: Sequence[Run], groups: Sequence[Group]) -> list[str]:
     lines.append(
         "- Devices: " + "; ".join(f"{d}: {n} runs" for d, n in sorted(devices.items())) + "."
     )
+    cpu_types: dict[str, int] = defaultdict(int)
+    for run in runs:
+        cpu_types[cpu_type(run.record)] += 1
+    lines.append(
+        "- CPU types: " + "; ".join(f"{c}: {n} runs" for c, n in sorted(cpu_types.items())) + "."
+    )
+    for group in groups:
+        kinds = sorted({cpu_type(r.record) for r in group.runs})
+        if len(kinds) > 1:
+            lines.append(
+                f"  - {group.title} mixes {len(kinds)} CPU types ({'; '.join(kinds)}): its "
+                "numbers agree across them within the measured drift, not bit for bit "
+                "(results/NOTES.md)."
+            )
     if pythons:
         lines.append(f"- Python: {distinct(pythons)}.")
     if packages:
