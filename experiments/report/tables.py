@@ -498,7 +498,8 @@ def cpu_type(record: dict[str, Any]) -> str:
     isa = [f for f in cpu.get("isa") or [] if f.startswith(("avx", "sve", "asimd", "sse"))]
     widest = next((f for f in ("avx512f", "avx2", "avx", "sve2", "sve", "asimd") if f in isa), "")
     threads = cpu.get("cpu_threads")
-    return f"{cpu.get('cpu_model', '?')} ({widest or 'no AVX'}, {threads} threads)"
+    plural = "" if threads == 1 else "s"
+    return f"{cpu.get('cpu_model', '?')} ({widest or 'no AVX'}, {threads} thread{plural})"
 
 
 def compute_section(runs: Sequence[Run], groups: Sequence[Group]) -> list[str]:
