@@ -245,26 +245,53 @@ def test_rows_are_ordered_schemes_then_swept_values(generated):
     assert rows == ["`none`", "`inverse`", "`proposed(beta=0.9)`", "`proposed(beta=0.99)`"]
 
 
-def test_paired_difference_cells(generated):
-    md = generated["md"]
-    heading = "#### `proposed` − `none`"
-    # Constant shift of +0.05 on every seed: difference 0.05, zero width, marked.
-    cells = table_row(md, heading, "`proposed(beta=0.99)`")
-    assert cells[:2] == ["6", "**+0.050 ± 0.000** (n=3)"]
-    # beta=0.9 minus none: 0.01, -0.01, 0.02 -> mean 0.006667, sd 0.015275,
-    # half-width 4.302653 * 0.015275 / sqrt(3) = 0.037946: not marked.
-    cells = table_row(md, heading, "`proposed(beta=0.9)`")
-    assert cells[:2] == ["6", "+0.007 ± 0.038 (n=3)"]
-    # Tail column (last) at cut-off 6 is defined, at cut-off 25 empty.
-    rows = [
-        line for line in md.split(heading)[1].split("####")[0].splitlines() if "beta=0.99)" in line
+def table_rows(md: str, heading: str, occurrence: int = 0) -> list[list[str]]:
+    """Cells of every body row of the table after the n-th `heading`."""
+    starts = [m.end() for m in re.finditer(re.escape(heading) + "\n", md)]
+    section = md[starts[occurrence] :]
+    begin = section.find("\n|")
+    section = section[begin + 1 : section.find("\n\n", begin)]
+    lines = section.splitlines()[2:]  # header and rule
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+
+
+def test_paired_difference_rows(generated):
+    rows = {tuple(r[:3]): r[3:] for r in table_rows(generated["md"], "#### `proposed` − `none`")}
+    # Constant shift of +0.05 on every seed: difference 0.05, zero width, t p = 0, so the Holm
+    # p is 0 too: bold. Wilcoxon needs n >= 6: not shown with 3 pairs.
+    assert rows[("`proposed(beta=0.99)`", "6", "all")] == [
+        "**+0.050 ± 0.000** (n=3)",
+        "<0.001",
+        "–",
+        "<0.001",
     ]
-    assert rows[0].rstrip(" |").endswith("**+0.050 ± 0.000** (n=3)")
-    assert rows[1].rstrip(" |").endswith("–")
+    # beta=0.9 minus none: 0.01, -0.01, 0.02 -> mean 0.006667, sd 0.015275, half-width
+    # 4.302653 * 0.015275 / sqrt(3) = 0.037946; t = 0.755929 on 2 df, p = 1 - t / sqrt(2 + t^2)
+    # = 0.529. Holm: 21 tests of the 28 have p >= 0.499, so its multiplier makes it 1.
+    assert rows[("`proposed(beta=0.9)`", "6", "all")] == [
+        "+0.007 ± 0.038 (n=3)",
+        "0.529",
+        "–",
+        "1.000",
+    ]
+    # The tail bucket is defined at cut-off 6 only: the empty one at 25 has no row.
+    assert ("`proposed(beta=0.99)`", "6", "tail") in rows
+    assert ("`proposed(beta=0.99)`", "25", "tail") not in rows
+    assert len(rows) == 14
     # beta=0.99 minus inverse: -0.05, -0.07, +0.10 -> mean -0.006667, squared deviations sum
-    # to 0.017267, sd 0.092916, half-width 4.302653 * 0.092916 / sqrt(3) = 0.230815: not marked.
-    cells = table_row(md, "#### `proposed` − `inverse`", "`proposed(beta=0.99)`")
-    assert cells[1] == "-0.007 ± 0.231 (n=3)"
+    # to 0.017267, sd 0.092916, half-width 4.302653 * 0.092916 / sqrt(3) = 0.230815: not bold.
+    rows = {tuple(r[:3]): r[3:] for r in table_rows(generated["md"], "#### `proposed` − `inverse`")}
+    assert rows[("`proposed(beta=0.99)`", "6", "all")][0] == "-0.007 ± 0.231 (n=3)"
+
+
+def test_other_methods_against_none_are_their_own_family(generated):
+    md = generated["md"]
+    rows = table_rows(md, "#### Every other method − `none`")
+    # inverse minus none: 0.10, 0.12, -0.05 -> mean 0.056667; 7 rows (no tail at 25).
+    assert [r[:3] for r in rows][:2] == [["`inverse`", "6", "all"], ["`inverse`", "6", "head"]]
+    assert len(rows) == 7 and rows[0][3].startswith("+0.057 ± ")
+    assert "over the 7 tests of this second family" in md
+    assert "over the 28 tests of this family" in md
 
 
 def test_headline_sentences(generated):
@@ -279,8 +306,13 @@ def test_headline_sentences(generated):
     assert "`proposed` vs `none`, tail mAP: higher in 1 of 2" in head
     assert "`proposed` vs `inverse`, mAP (all labels): higher in 0 of 4" in head
     assert "2 failed (left out)" in head
-    # 14 intervals per baseline (4 + 4 + 4 mAP comparisons, 2 tail), 28 in all: 1.4 by chance.
-    assert "These are 28 separate 95% intervals" in head and "about 1.4 of them" in head
+    # 14 tests per baseline (4 + 4 + 4 mAP comparisons, 2 tail), 28 in all; the 7 of
+    # beta=0.99 - none (a constant shift: p = 0) survive Holm, nothing else does.
+    assert (
+        "Corrected for multiple comparisons (Holm, family-wise error 0.05, over the 28 paired "
+        "t-tests of `proposed` against the baselines): 7 of 28 survive: proposed(beta=0.99) − "
+        "none, all labels at cut-off 6 +0.050 (Holm p<0.001); " in head
+    )
     # Best beta by mean mAP: beta=0.99 (0.500) over beta=0.9 (0.457) at both cut-offs.
     assert (
         "cut-off 6: proposed(beta=0.99) 0.500 ± 0.124 (n=3); cut-off 25: proposed(beta=0.99)"

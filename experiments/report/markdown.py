@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from experiments.report.comparisons import paired_tables
 from experiments.report.loading import Run
 from experiments.report.plots import PLOTS
 from experiments.report.prose import headline, short_summary
@@ -15,7 +16,6 @@ from experiments.report.tables import (
     data_section,
     group_runs,
     metric_tables,
-    paired_tables,
 )
 from experiments.report.transfer import is_transfer, transfer_section
 
