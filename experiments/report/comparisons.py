@@ -186,4 +186,4 @@ def holm_sentence(group: Group) -> str | None:
             f"{c.name} {number(c.test.ci.mean, signed=True)} ({p_words(c.holm_p, 'Holm p')})"
             for c in survivors
         )
-    return text + "."
+    return text + ". The higher / lower counts above read each 95% interval alone, uncorrected."

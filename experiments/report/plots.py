@@ -20,7 +20,7 @@ from experiments import records as records_lib
 from experiments.report.comparisons import UNWEIGHTED, headline_family, others_family
 from experiments.report.loading import ReportError
 from experiments.report.ranks import RANKED_METRICS, TITLES, Ranking, cliques, rankings
-from experiments.report.tables import CEILING, REFERENCES, Group
+from experiments.report.tables import CEILING, REFERENCES, Group, p_words
 from experiments.stats import MeanCI, defined
 
 MANIFEST_NAME = "report_manifest.json"
@@ -104,27 +104,38 @@ def plot_ap_difference_vs_frequency(group: Group) -> bytes:
 
     variants = [v for v in (*group.variants, *group.references) if v != UNWEIGHTED]
     colours = _cutoff_colours(group.cutoffs)
+    curves = {
+        (v, c): [(n, d) for n, d, _ in ap_difference_by_frequency(group, v, c) if n > 0]
+        for v in variants
+        for c in group.cutoffs
+    }
+    # The compared variants share one y scale; the reference rows (the ceiling gains far more)
+    # get their own, so that they do not flatten the others.
+    compared = [d for (v, _), points in curves.items() if v not in REFERENCES for _, d in points]
+    low, high = min([0.0, *compared]), max([0.0, *compared])
+    pad = 0.08 * (high - low) or 0.05
     ncols = min(4, max(1, len(variants)))
     nrows = math.ceil(len(variants) / ncols)
     with style.context("default"):
         fig = Figure(figsize=(3.2 * ncols + 0.4, 2.6 * nrows + 1.0), dpi=_DPI, layout="constrained")
-        axes = _grid(fig, max(1, len(variants)), ncols, sharex=True, sharey=True)
+        axes = _grid(fig, max(1, len(variants)), ncols, sharex=True)
         for ax, variant in zip(axes, variants, strict=False):
             for cutoff in group.cutoffs:
-                points = [(n, d) for n, d, _ in ap_difference_by_frequency(group, variant, cutoff)]
-                points = [(n, d) for n, d in points if n > 0]
-                if points:
-                    xs, ys = zip(*points, strict=True)
+                if curves[(variant, cutoff)]:
+                    xs, ys = zip(*curves[(variant, cutoff)], strict=True)
                     ax.plot(
                         xs, ys, color=colours[cutoff], marker="o", markersize=3, linewidth=1,
                         linestyle=_line(variant), label=f"cut-off {cutoff}",
                     )  # fmt: skip
+            if variant not in REFERENCES:
+                ax.set_ylim(low - pad, high + pad)
             ax.axhline(0.0, color="0.3", linewidth=0.8)
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
             ax.xaxis.set_minor_formatter(ticker.NullFormatter())
             ax.tick_params(labelbottom=True, labelleft=True, labelsize="small")
-            ax.set_title(variant, fontsize="small")
+            own = " (own y scale)" if variant in REFERENCES else ""
+            ax.set_title(f"{variant}{own}", fontsize="small")
             ax.set_xlabel("training positives", fontsize="small")
             ax.grid(True, alpha=0.3)
         fig.supylabel("test AP − none's (same label and seed)")
@@ -166,6 +177,8 @@ def forest_rows(group: Group) -> dict[tuple[int, str], list[tuple[str, MeanCI, b
 def _forest_panel(ax, rows: list[tuple[str, MeanCI, bool]], title: str) -> None:
     """One row per variant: the mean difference with its 95% interval; filled where it
     survives Holm's correction, open otherwise."""
+    from matplotlib.ticker import MaxNLocator
+
     ns = set()
     for row, (_, ci, survives) in enumerate(rows):
         if ci.mean is None:
@@ -177,6 +190,7 @@ def _forest_panel(ax, rows: list[tuple[str, MeanCI, bool]], title: str) -> None:
             markerfacecolor=None if survives else "white",
         )  # fmt: skip
     ax.axvline(0.0, color="0.3", linewidth=0.8)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
     ax.set_yticks(range(len(rows)), [v for v, _, _ in rows], fontsize="small")
     ax.set_ylim(max(len(rows), 1) - 0.5, -0.5)
     ax.grid(True, axis="x", alpha=0.3)
@@ -240,7 +254,7 @@ def _cd_panel(ax, ranking: Ranking) -> None:
         ax.text(0.5, 0.5, "too few blocks to rank", transform=ax.transAxes, ha="center")
         return
     p = ranking.test.p_value
-    title += f", Friedman p={'<0.001' if p < 0.001 else f'{p:.3f}'}"
+    title += f", Friedman {p_words(p)}"
     ax.set_title(title, fontsize="small")
     order = sorted(range(k), key=lambda i: (ranking.test.mean_ranks[i], i))
     ranks = [ranking.test.mean_ranks[i] for i in order]

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from experiments.report.comparisons import UNWEIGHTED, holm_sentence
+from experiments.report.ranks import ranks_sentence
 from experiments.report.tables import (
     BASELINES,
     CEILING,
@@ -217,4 +218,6 @@ def headline(group: Group) -> list[str]:
         best = _best_sentence(group, group.variants, metric, f"{lead} over all variants")
         if best:
             lines.append(best)
+    if ranks := ranks_sentence(group):
+        lines.append(ranks)
     return lines

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from experiments.report.tables import ALPHA, METRICS, Group, markdown_table
+from experiments.report.tables import ALPHA, METRICS, Group, markdown_table, p_words
 from experiments.stats import Friedman, defined, friedman, nemenyi_critical_difference
 
 TITLES = dict(METRICS)
@@ -79,12 +79,10 @@ def friedman_words(ranking: Ranking, cutoffs: list[int]) -> str:
     text = f"{TITLES[ranking.metric]}: {_blocks_words(ranking, cutoffs)}"
     if ranking.test is None:
         return text + "; too few to test (Friedman needs 2 blocks and 3 variants)."
-    p = ranking.test.p_value
-    shown = "p<0.001" if p < 0.001 else f"p={p:.3f}"
     return (
         f"{text}; Friedman χ²({len(ranking.variants) - 1}) = {ranking.test.statistic:.2f}, "
-        f"{shown}; Nemenyi critical difference {ranking.critical_difference:.2f} "
-        f"(α = {ALPHA:g})."
+        f"{p_words(ranking.test.p_value)}; Nemenyi critical difference "
+        f"{ranking.critical_difference:.2f} (α = {ALPHA:g})."
     )
 
 
@@ -123,3 +121,23 @@ def ranks_section(group: Group, plot_link: str | None) -> list[str]:
         )
         lines += [f"{caption}:", "", f"![{caption}]({plot_link})", ""]
     return lines
+
+
+def ranks_sentence(group: Group, top: int = 3) -> str | None:
+    """The headline's line on ranks: per bucket, N, Friedman's p and the best mean ranks."""
+    parts = []
+    for r in rankings(group):
+        if r.test is None:
+            continue
+        best = sorted(range(len(r.variants)), key=lambda i: (r.test.mean_ranks[i], i))[:top]
+        names = ", ".join(f"{r.variants[i]} {r.test.mean_ranks[i]:.2f}" for i in best)
+        parts.append(
+            f"{TITLES[r.metric]} (N={len(r.blocks)}, Friedman {p_words(r.test.p_value)}): {names}"
+        )
+    if not parts:
+        return None
+    return (
+        f"Best mean ranks of the {len(group.variants)} compared variants (1 = best, over "
+        "complete (cut-off, seed) blocks; the ranks section has all of them and the Nemenyi "
+        "critical differences): " + "; ".join(parts) + "."
+    )
