@@ -106,7 +106,9 @@ def ranks_section(group: Group, plot_link: str | None) -> list[str]:
         "Mean rank of every compared variant (1 = highest mAP) over the complete (cut-off, "
         "seed) blocks, N per column: the blocks in which every variant has a value (a bucket "
         "with no labels at a cut-off, or a missing run, leaves its blocks out). The reference "
-        "rows are not ranked.",
+        "rows are not ranked. Friedman's test and the Nemenyi critical difference treat the "
+        "blocks as independent; the two cut-offs of one seed share its class order, so they "
+        "are not quite, and the p-values are somewhat optimistic where both cut-offs count.",
         "",
         *rank_table(group, found),
         "",
