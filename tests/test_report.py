@@ -923,15 +923,15 @@ def test_friedman_uses_complete_blocks_only(unequal):
         "Friedman χ²(3) = 27.00, p<0.001; Nemenyi critical difference 1.56 (α = 0.05)." in md
     )
     assert (
-        "| variant | tail mAP (N=7) | medium mAP (N=9) | head mAP (N=9) | mAP (all labels) (N=9) |"
+        "| variant | tail mAP, N=7 | medium mAP, N=9 | head mAP, N=9 | mAP (all labels), N=9 |"
         in md
     )
     head = md.split("## Headline")[1].split("\n## ")[0]
     assert (
-        "mAP (all labels) (N=9, Friedman p<0.001): proposed(beta=0.99) 1.00, focal(gamma=2) "
+        "mAP (all labels), N=9, Friedman p<0.001: proposed(beta=0.99) 1.00, focal(gamma=2) "
         "2.00, inverse 3.00." in head
     )
-    assert "tail mAP (N=7, Friedman p<0.001): " in head
+    assert "tail mAP, N=7, Friedman p<0.001: " in head
     ranks = "### Ranks over cut-offs and seeds"
     assert table_row(md, ranks, "`proposed(beta=0.99)`") == ["1.00", "1.00", "1.00", "1.00"]
     assert table_row(md, ranks, "`none`") == ["4.00", "4.00", "4.00", "4.00"]

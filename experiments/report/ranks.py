@@ -87,7 +87,7 @@ def friedman_words(ranking: Ranking, cutoffs: list[int]) -> str:
 
 
 def rank_table(group: Group, found: list[Ranking]) -> list[str]:
-    header = ["variant"] + [f"{TITLES[r.metric]} (N={len(r.blocks)})" for r in found]
+    header = ["variant"] + [f"{TITLES[r.metric]}, N={len(r.blocks)}" for r in found]
     rows = []
     for i, variant in enumerate(group.variants):
         cells = [f"`{variant}`"]
@@ -134,7 +134,7 @@ def ranks_sentence(group: Group, top: int = 3) -> str | None:
         best = sorted(range(len(r.variants)), key=lambda i: (r.test.mean_ranks[i], i))[:top]
         names = ", ".join(f"{r.variants[i]} {r.test.mean_ranks[i]:.2f}" for i in best)
         parts.append(
-            f"{TITLES[r.metric]} (N={len(r.blocks)}, Friedman {p_words(r.test.p_value)}): {names}"
+            f"{TITLES[r.metric]}, N={len(r.blocks)}, Friedman {p_words(r.test.p_value)}: {names}"
         )
     if not parts:
         return None
