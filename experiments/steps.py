@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -109,14 +108,6 @@ def _as_dict(x: Any) -> dict[str, Any]:
     return dict(x)
 
 
-def _keyword_params(fn: Callable) -> set[str]:
-    return {
-        name
-        for name, p in inspect.signature(fn).parameters.items()
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-    }
-
-
 @dataclasses.dataclass(frozen=True)
 class Objective:
     """A training objective: `fn(logits, labels, args) -> scalar` and its per-label `args`.
@@ -141,7 +132,8 @@ def make_loss_fn(config: Any, counts: weights.LabelCounts) -> Objective:
 
     pos/neg weights come from `ltweights.weights.scheme_weights(config.scheme, counts,
     **config.scheme_params)` with the TRAIN split's counts; the elementwise loss is
-    `LOSSES[config.loss]` with `config.loss_params`:
+    `LOSSES[config.loss]` with `config.loss_params` and the inputs that
+    `methods.loss_inputs` supplies from the counts and weights:
 
       weighted_sigmoid_bce   (logits, labels, pos_weight, neg_weight)
       sigmoid_focal          (..., gamma, alpha, pos_weight, neg_weight)
@@ -158,9 +150,10 @@ def make_loss_fn(config: Any, counts: weights.LabelCounts) -> Objective:
     if name not in LOSSES:
         raise ValueError(f"Unknown loss {name!r}; valid losses: {', '.join(LOSSES)}.")
     fn = LOSSES[name]
-    accepted = _keyword_params(fn)
+    accepted = methods.keyword_parameters(fn)
     params = _as_dict(config.loss_params)
-    known_anywhere = set().union(*(_keyword_params(f) for f in LOSSES.values())) - set(_SUPPLIED)
+    known_anywhere = set().union(*(methods.keyword_parameters(f) for f in LOSSES.values()))
+    known_anywhere -= set(_SUPPLIED)
     unknown = sorted(set(params) - known_anywhere)
     if unknown:
         raise ValueError(
@@ -175,25 +168,14 @@ def make_loss_fn(config: Any, counts: weights.LabelCounts) -> Objective:
     pos_weight, neg_weight = weights.scheme_weights(
         config.scheme, counts, **_as_dict(config.scheme_params)
     )
-    weighted = config.scheme != "none"
-    args: dict[str, jax.Array] = {}  # per-label arrays: arguments of the step, not constants
-    if "pos_weight" in accepted:
-        args["pos_weight"], args["neg_weight"] = pos_weight, neg_weight
-    elif weighted:
+    if "pos_weight" not in accepted and config.scheme != "none":
         raise ValueError(
             f"Loss {name!r} does its own label re-weighting and takes no scheme weights, but the "
             f"config sets scheme={config.scheme!r}. Set scheme='none' for this loss."
         )
-    positives = np.asarray(counts.positives, np.float32)
-    if "positives" in accepted:
-        args["positives"] = jnp.asarray(positives)
-        kwargs["num_examples"] = int(counts.num_examples)
-    if "prior" in accepted:
-        # A label with no positives (or no negatives) would give log(0); clip to half a count.
-        half = 0.5 / counts.num_examples
-        args["prior"] = jnp.asarray(
-            np.clip(positives / counts.num_examples, half, 1.0 - half), jnp.float32
-        )
+    supplied = methods.loss_inputs(name, counts, pos_weight, neg_weight)
+    kwargs.update(supplied.static)
+    args = supplied.per_label  # per-label arrays: arguments of the step, not constants
 
     def loss_fn(logits: jax.Array, labels: jax.Array, args: dict[str, jax.Array]) -> jax.Array:
         elementwise = fn(logits, labels, **kwargs, **args)
