@@ -34,8 +34,8 @@ from experiments.report.cli import (
     write_report,
 )
 from experiments.report.loading import (
+    RecordedRun,
     ReportError,
-    Run,
     normalise_record,
     read_runs,
 )
@@ -73,8 +73,8 @@ __all__ = [
     "METRICS",
     "VARIANT_ORDER",
     "Group",
+    "RecordedRun",
     "ReportError",
-    "Run",
     "UsageError",
     "build_report",
     "compare",

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments.report.loading import Run
+from experiments.report.loading import RecordedRun
 from experiments.report.plots import PLOTS
 from experiments.report.prose import headline, short_summary
 from experiments.report.tables import (
@@ -29,7 +29,7 @@ def relative(target: str | os.PathLike, start: str | os.PathLike) -> str:
 
 
 def build_report(
-    runs: Sequence[Run],
+    runs: Sequence[RecordedRun],
     *,
     records_dir: str | os.PathLike,
     out: str | os.PathLike,
