@@ -24,6 +24,7 @@ import ml_collections
 from experiments import methods
 from experiments.augment import AUGMENTATIONS
 from experiments.configs import base, tasks
+from experiments.configs.base import flat_values
 
 # Blocks whose keys are keyword arguments of a loader, scheme or loss: `--set` may add keys.
 OPEN_BLOCKS = ("data", "scheme_params", "loss_params")
@@ -110,8 +111,6 @@ def _unknown(block: str, given: Any, valid: dict[str, Any], owner: str) -> list[
 
 def _fixed_fields(config: ml_collections.ConfigDict) -> list[str]:
     """Unknown or missing fields outside the open blocks and the sweep."""
-    from experiments.configs import flat_values
-
     reference = {p for p in flat_values(base.get_config())}
     reference |= {"data", "sweep", "scheme_params", "loss_params"}
     found = []
@@ -198,8 +197,6 @@ def _data_fields(config: ml_collections.ConfigDict) -> list[str]:
 
 def problems(config: ml_collections.ConfigDict) -> list[str]:
     """Every problem of the resolved run config, one line each ([] when it is valid)."""
-    from experiments.configs import flat_values
-
     if config.get("task") not in tasks.TASKS:
         return [f"task {config.get('task')!r} is not one of {', '.join(tasks.TASKS)}"]
     if config.get("method") not in methods.METHODS:
