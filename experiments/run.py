@@ -9,7 +9,7 @@ run trains with `experiments.train.train_and_evaluate` and leaves an atomically 
 with its checkpoints beside it (experiments/runs.py). Usage:
 
   python -m experiments.run --list                        # every config, runs and time
-  python -m experiments.run --config catalog_proposed     # 4 betas x 4 cut-offs x 3 seeds
+  python -m experiments.run --config catalog_proposed     # 2 betas x 2 cut-offs x 5 seeds
   python -m experiments.run --config catalog_proposed --seeds 0 --cutoffs 6,12
   python -m experiments.run --config catalog_focal --set loss_params.gamma=1.0 --set num_epochs=5
   python -m experiments.run --config catalog_none --tier smoke     # or: --config catalog_none_smoke

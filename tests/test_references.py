@@ -241,7 +241,8 @@ def test_report_refuses_to_mix_recipes(tmp_path):
 
 def test_reference_rows_are_not_compared_variants():
     runs = [
-        report.Run(f"r{i}", report.normalise_record(r)) for i, r in enumerate(_reference_records())
+        report.RecordedRun(f"r{i}", report.normalise_record(r))
+        for i, r in enumerate(_reference_records())
     ]
     (group,) = group_runs(runs)
     assert group.variants == ["none"] and group.references == ["linear", "balanced"]

@@ -45,8 +45,8 @@ from experiments.report.comparisons import (
     others_family,
 )
 from experiments.report.loading import (
+    RecordedRun,
     ReportError,
-    Run,
     normalise_record,
     read_runs,
 )
@@ -90,8 +90,8 @@ __all__ = [
     "Comparison",
     "Group",
     "Ranking",
+    "RecordedRun",
     "ReportError",
-    "Run",
     "UsageError",
     "ap_difference_by_frequency",
     "build_report",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from experiments.report.comparisons import paired_tables
-from experiments.report.loading import Run
+from experiments.report.loading import RecordedRun
 from experiments.report.plots import PLOTS, RANKS_PLOT, plot_critical_difference
 from experiments.report.prose import headline, short_summary
 from experiments.report.ranks import ranks_section
@@ -30,7 +30,7 @@ def relative(target: str | os.PathLike, start: str | os.PathLike) -> str:
 
 
 def build_report(
-    runs: Sequence[Run],
+    runs: Sequence[RecordedRun],
     *,
     records_dir: str | os.PathLike,
     out: str | os.PathLike,

@@ -13,7 +13,7 @@ from typing import Any
 
 from experiments.methods import METHODS
 from experiments.records import flatten
-from experiments.report.loading import ReportError, Run
+from experiments.report.loading import RecordedRun, ReportError
 from experiments.stats import MeanCI, PairedTest, defined, mean_ci, paired_difference, paired_test
 
 # (key, column title); the first four are the mAP columns of the paired-difference tables.
@@ -128,14 +128,14 @@ class Group:
 
     tier: str
     task: str
-    runs: tuple[Run, ...]
+    runs: tuple[RecordedRun, ...]
 
     @property
-    def finished(self) -> list[Run]:
+    def finished(self) -> list[RecordedRun]:
         return [r for r in self.runs if r.finished]
 
     @property
-    def failed(self) -> list[Run]:
+    def failed(self) -> list[RecordedRun]:
         return [r for r in self.runs if not r.finished]
 
     @property
@@ -177,7 +177,7 @@ class Group:
             if r.variant == variant and r.cutoff == cutoff
         }
 
-    def long_tailed_peer(self, seed: int, cutoff: int) -> Run | None:
+    def long_tailed_peer(self, seed: int, cutoff: int) -> RecordedRun | None:
         """A finished compared run at (seed, cut-off): its record says which labels were rare
         in that seed's class order (None when there is none)."""
         for run in self.finished:
@@ -226,7 +226,7 @@ class Group:
         )
 
 
-def recipe(run: Run) -> dict[str, Any]:
+def recipe(run: RecordedRun) -> dict[str, Any]:
     """The fields of `RECIPE_FIELDS` in the run's config (absent ones as None)."""
     flat = flatten(run.record.get("config") or {})
     return {
@@ -253,8 +253,8 @@ def check_one_recipe(group: Group) -> None:
             )
 
 
-def group_runs(runs: Iterable[Run]) -> list[Group]:
-    by_key: dict[tuple[str, str], list[Run]] = defaultdict(list)
+def group_runs(runs: Iterable[RecordedRun]) -> list[Group]:
+    by_key: dict[tuple[str, str], list[RecordedRun]] = defaultdict(list)
     for run in runs:
         by_key[(run.tier, run.task)].append(run)
     keys = sorted(by_key, key=lambda k: (_tier_sort_key(k[0]), k[1]))
@@ -386,7 +386,7 @@ def duration(seconds: float) -> str:
     return f"{seconds:.0f} s ({minutes / 60.0:.2f} h)"
 
 
-def wall_time(run: Run) -> float:
+def wall_time(run: RecordedRun) -> float:
     value = run.record["wall_time_s"]
     return float(value) if defined(value) else 0.0
 
@@ -504,7 +504,7 @@ def cpu_type(record: dict[str, Any]) -> str:
     return f"{cpu.get('cpu_model', '?')} ({widest or 'no AVX'}, {threads} thread{plural})"
 
 
-def compute_section(runs: Sequence[Run], groups: Sequence[Group]) -> list[str]:
+def compute_section(runs: Sequence[RecordedRun], groups: Sequence[Group]) -> list[str]:
     wall = math.fsum(wall_time(r) for r in runs)
     failed = [r for r in runs if not r.finished]
     lines = [
