@@ -285,6 +285,7 @@ def test_torchvision_file_needs_torchvision_padding_at_validation(tmp_path):
 
 def _resnet18_config(path):
     config = get_config("sleevetype_none", tier="gpu")  # the ResNet-18 shape, RGB photos
+    config.model.dtype = "float32"  # torch's logits are float32 (the tier computes in bfloat16)
     config.model.padding = "torchvision"
     config.model.init_from = str(path)
     return config

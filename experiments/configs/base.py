@@ -22,7 +22,10 @@ Fields (the contract between configs, `experiments.train` and `experiments.run`)
   loss            `ltweights.losses` function name (`experiments.methods.LOSSES` key), e.g.
                   "weighted_sigmoid_bce"; `loss_params` its keyword arguments (gamma, tau, ...)
   model           Flax ResNet: name, stage_sizes, num_filters, block ("basic" | "bottleneck"),
-                  small_input (3x3 stem without max-pool, for 28-64 px images), dtype,
+                  small_input (3x3 stem without max-pool, for 28-64 px images), dtype (the
+                  compute dtype, "float32" or "bfloat16": mixed precision, with parameters,
+                  optimiser state, BatchNorm statistics, logits and loss in float32; the gpu
+                  tier's default is "bfloat16"),
                   padding ("same" (default) | "torchvision": symmetric padding of stride-2
                   convolutions and the max-pool as torchvision's ResNet; needed for weights
                   imported from torchvision), init_from (None (default): random initialisation;

@@ -55,7 +55,11 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.num_filters": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "model.block": (lambda v: v in ("basic", "bottleneck"), "'basic' or 'bottleneck'"),
     "model.small_input": (lambda v: isinstance(v, bool), "True or False"),
-    "model.dtype": (lambda v: v in ("float32", "bfloat16", "float16"), "a float dtype name"),
+    "model.dtype": (
+        lambda v: v in ("float32", "bfloat16"),
+        "'float32' or 'bfloat16' (compute dtype; parameters and loss stay float32; float16 would "
+        "need loss scaling, which the trainer does not do)",
+    ),
     "model.padding": (
         lambda v: v in ("same", "torchvision"),
         "'same' (XLA padding, the default) or 'torchvision' (symmetric, for torchvision weights)",
