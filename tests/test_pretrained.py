@@ -506,3 +506,13 @@ def test_safetensors_weights_start_a_run_without_torch(without_torch, tmp_path, 
     record = json.loads((out / "catalog_none/none/cutoff6/seed0/record.json").read_text())
     assert record["status"] == "finished"
     assert record["data"]["provenance"]["init_from"] == provenance
+
+
+def test_a_safetensors_file_without_the_package_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    path = tmp_path / "resnet18.safetensors"
+    path.write_bytes(b"{}")
+    assert validate.problems(_file_config(path)) == [
+        f"model.init_from {str(path)!r} needs safetensors: " + resnet_weights.SAFETENSORS_INSTALL
+    ]
+    assert "[experiments,safetensors]" in resnet_weights.SAFETENSORS_INSTALL
