@@ -138,7 +138,7 @@ def _file_problems(source: InitSource, model_config: Any, channels: int | None) 
         found.append(f"{name} {missing}")
         if source.format == "torchvision":
             problem = resnet_weights.torch_file_problem(source.path)
-            found += [] if problem is None else [f"{name}: {problem}"]
+            found += [] if problem is None else [_naming(source.path, problem)]
         return found
     try:
         torchvision_to_flax(
@@ -147,8 +147,15 @@ def _file_problems(source: InitSource, model_config: Any, channels: int | None) 
             stage_sizes=_stage_sizes(model_config),
         )
     except (ValueError, ImportError) as e:
-        found.append(f"{name}: {e}")
+        found.append(_naming(source.path, str(e)))
     return found
+
+
+def _naming(path: Path, message: str) -> str:
+    """A problem of the file `path` as one line that names it once."""
+    if str(path) in message:
+        return f"model.init_from: {message}"
+    return f"model.init_from {str(path)!r}: {message}"
 
 
 def _suite_problems(source: InitSource, model_config: Any, channels: int | None) -> list[str]:

@@ -105,6 +105,9 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
+        problem = torch_file_problem(path)  # plainer words than torch's for what is no file of it
+        if problem is not None:
+            raise ValueError(problem) from err
         raise ValueError(
             f"{str(path)!r} cannot be read as a torch state_dict ({type(err).__name__}: "
             f"{first_line(err)}); {_SAVE_HINT}"

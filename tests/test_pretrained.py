@@ -413,8 +413,8 @@ def _file_config(path):
     "content, problem",
     [
         (b"", "is empty"),
-        (b"weights, I promise\n", "is not a file torch.save writes"),
-        (bytes(range(256)) * 4, "is not a file torch.save writes"),
+        (b"weights, I promise\n", "is not a file torch.save writes (no zip archive, no pickle)"),
+        (bytes(range(256)) * 4, "is not a file torch.save writes (no zip archive, no pickle)"),
     ],
 )
 def test_a_bad_pth_without_torch_names_the_file_the_problem_and_the_package(
@@ -425,7 +425,9 @@ def test_a_bad_pth_without_torch_names_the_file_the_problem_and_the_package(
     found = validate.problems(_file_config(path))
     assert len(found) == 2, found
     assert found[0] == f"model.init_from {str(path)!r} needs torch: " + resnet_weights.TORCH_INSTALL
-    assert found[1].startswith(f"model.init_from {str(path)!r}: {str(path)!r} {problem}")
+    assert found[1] == f"model.init_from: {str(path)!r} {problem}; " + (
+        "save one with torch.save(model.state_dict(), path)"
+    )
 
 
 def test_a_torch_zip_without_torch_only_needs_torch(without_torch, tmp_path):
@@ -450,7 +452,7 @@ def test_a_bad_safetensors_file_stops_at_validation(tmp_path, content, problem):
     path = tmp_path / "resnet18.safetensors"
     path.write_bytes(content)
     (found,) = validate.problems(_file_config(path))
-    assert found.startswith(f"model.init_from {str(path)!r}: {str(path)!r} cannot be read"), found
+    assert found.startswith(f"model.init_from: {str(path)!r} cannot be read"), found
     assert problem in found and "model.safetensors" in found
 
 

@@ -338,9 +338,16 @@ def test_resnet50_safetensors_into_a_resnet18_config_stop_at_validation(tmp_path
 
 
 @pytest.mark.parametrize(
-    "content", [b"", b"weights, I promise\n", bytes(range(256)) * 4], ids=["empty", "text", "bytes"]
+    "content, problem",
+    [
+        (b"", "is empty"),
+        (b"weights, I promise\n", "is not a file torch.save writes (no zip archive, no pickle)"),
+        (bytes(range(256)) * 4, "is not a file torch.save writes (no zip archive, no pickle)"),
+        (b"\x80\x02garbage", "cannot be read as a torch state_dict (UnpicklingError: "),
+    ],
+    ids=["empty", "text", "bytes", "bad pickle"],
 )
-def test_a_pth_that_holds_no_weights_stops_before_any_run(tmp_path, capsys, content):
+def test_a_pth_that_holds_no_weights_stops_before_any_run(tmp_path, capsys, content, problem):
     """Issue 27: such a file used to pass validation, start the run, print a long traceback
     and leave a failed record and a lock; now it is a config error (exit 2), nothing written."""
     path = tmp_path / "resnet18.pth"
@@ -350,7 +357,6 @@ def test_a_pth_that_holds_no_weights_stops_before_any_run(tmp_path, capsys, cont
     code = _smoke(out, *shape, "model.padding=torchvision", f"model.init_from={path}")
     assert code == run_mod.EXIT_USAGE
     err = capsys.readouterr().err
-    name = repr(str(path))
-    assert f"model.init_from {name}: {name} cannot be read as a torch state_dict" in err
+    assert f"  model.init_from: {str(path)!r} {problem}" in err, err
     assert "Traceback" not in err and len(err.splitlines()) < 8, err
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
