@@ -354,6 +354,9 @@ def benchmark_tier(
     """Images/s of the data-parallel, reference and (when installed) PyTorch steps of one
     tier's model, timed interleaved round by round."""
     config = get_config("catalog_inverse", tier=tier)
+    # float32 whatever the tier's default (the gpu tier's is bfloat16): the PyTorch mirror
+    # computes in float32. benchmarks.gpu_check times the bfloat16 step.
+    config.model.dtype = "float32"
     batch_size = int(batch_size or config.batch_size)
     mesh = trainer.make_mesh()
     if batch_size % mesh.size:
@@ -381,6 +384,7 @@ def benchmark_tier(
         "tier": tier,
         "model": f"resnet {list(config.model.stage_sizes)} {config.model.block} "
         f"x{config.model.num_filters}",
+        "precision": config.model.dtype,
         "num_params": num_params,
         "image_size": image_size,
         "batch_size": batch_size,

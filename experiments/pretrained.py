@@ -1,4 +1,4 @@
-"""Initial weights from elsewhere: a torchvision ResNet `state_dict` or a suite run's checkpoint.
+"""Initial weights from elsewhere: a ResNet weights file (torchvision, timm) or a suite checkpoint.
 
 `initial_variables(config, variables) -> (variables, provenance)` is the trainer's one entry
 point. With `config.model.init_from` None it returns `variables` unchanged and provenance None.
@@ -7,14 +7,15 @@ source, and the head `head` keeps its fresh initialisation from `variables` (the
 are those of the run, whatever the source was trained on; the head is re-initialised always,
 also when the source has the same label count, since its labels mean something else).
 
-Accepted `model.init_from` values (`resolve_source` checks them; config validation calls it):
+Accepted `model.init_from` values (`resolve_source` tells them apart):
 
-- a file ending in `.pth` or `.pt`: a torchvision ResNet-18/34/50 `state_dict` saved with
-  `torch.save(model.state_dict(), path)`, read with torch (an optional dependency) and converted
-  by `torchvision_to_flax`. The config must be the same architecture (`model.name` "resnet18" /
-  "resnet34" / "resnet50" or the equivalent stage_sizes/block, num_filters 64,
-  small_input False) with `model.padding="torchvision"`, so that the network computes what
-  torchvision's does;
+- a ResNet-18/34/50 weights file with torchvision's parameter names (torchvision's and timm's
+  ResNets share them): a `.pth`/`.pt` state_dict saved with `torch.save(model.state_dict(),
+  path)` (read with torch, an optional dependency) or a `.safetensors` file (read with the
+  `safetensors` package, no torch); `experiments.resnet_weights` reads and converts them. The
+  config must be the same architecture (`model.name` "resnet18" / "resnet34" / "resnet50" or
+  the equivalent stage_sizes/block, num_filters 64, small_input False) with
+  `model.padding="torchvision"`, so that the network computes what torchvision's does;
 - a suite run folder (`<output_dir>/<config>/<variant>/cutoff<k>/seed<s>`, holding
   `checkpoints/`), or its `checkpoints` folder: the checkpoint of its best epoch by validation
   mAP (the one its final evaluation used), found from the curves saved in its latest checkpoint;
@@ -25,53 +26,50 @@ source's devices); its optimiser state is not used. The network must have the so
 (stage_sizes, block, num_filters, small_input, input channels); the source run's padding is
 checked against the config's when the run folder holds its record.
 
-Conversion from torchvision (`torchvision_to_flax`):
-
-- conv kernels OIHW -> HWIO; `conv1` -> `conv_init`, `bn1` -> `bn_init`;
-- `layerS.B.convK`/`bnK` -> `ResNetBlock_N`/`BottleneckResNetBlock_N` `Conv_{K-1}`/`BatchNorm_{K-1}`
-  (blocks numbered in order over all stages);
-- `downsample.0`/`downsample.1` -> `conv_proj`/`norm_proj`;
-- BatchNorm weight/bias -> params scale/bias, running_mean/running_var -> batch_stats mean/var;
-- the head `fc` is re-initialised (kept from `variables`) unless `map_head=True` (for tests).
-
-A 1-channel model (Fashion-MNIST) takes the sum of the stem's RGB kernels over the input
-channels: a grey image then gives exactly the activations that the RGB network gives for that
-image copied to three channels. Any other mismatch raises a ValueError naming the first
-mismatching parameter and the fix: a checkpoint parameter without a counterpart, a shape that
-differs, or a parameter of the suite's network that the checkpoint does not provide.
+Config validation (`source_problems`, called by `experiments.configs.validate`, so also by
+`--dry-run`) opens the source before any run: the file's tensors (a safetensors header, a whole
+torch file) or the suite checkpoint's metadata, and runs the same shape checks as the run
+against the config's network (`jax.eval_shape`, nothing initialised), so an empty, corrupt or
+mismatched source stops there with the first mismatching parameter. Without torch a `.pth` is
+checked to be a file torch.save could have written, and the missing package is named.
 
 Provenance (stored by the trainer in the record's `data.provenance.init_from`):
-`{"format": "torchvision" | "suite", "name": file or folder name, "sha256": ..., "step": int}`
-(`step` for suite checkpoints only). For a file, sha256 is the SHA-256 of its bytes. For a
-suite checkpoint it is `folder_sha256` of the restored step folder: the SHA-256 of the lines
-`<relative POSIX path>\\0<SHA-256 of the file>\\n` over every file below it, sorted by path.
-Nothing is ever downloaded.
+`{"format": "torchvision" | "safetensors" | "suite", "name": file or folder name,
+"sha256": ..., "step": int}` (`step` for suite checkpoints only). For a file, sha256 is the
+SHA-256 of its bytes. For a suite checkpoint it is `folder_sha256` of the restored step folder:
+the SHA-256 of the lines `<relative POSIX path>\\0<SHA-256 of the file>\\n` over every file below
+it, sorted by path. Nothing is ever downloaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-TORCH_SUFFIXES = (".pth", ".pt")
-_TORCH_INSTALL = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+from experiments import resnet_weights
+from experiments.resnet_weights import first_line as _first_line
+from experiments.resnet_weights import flatten, load_weights, torchvision_to_flax
+
 _SOURCE_FORMS = (
-    "a torchvision ResNet state_dict file (.pth or .pt), a suite run folder (holding "
-    "checkpoints/), its checkpoints folder, or one checkpoint step folder (checkpoints/<step>)"
+    "a ResNet weights file of torchvision or timm (.pth/.pt state_dict or .safetensors), a "
+    "suite run folder (holding checkpoints/), its checkpoints folder, or one checkpoint step "
+    "folder (checkpoints/<step>)"
 )
+_FILE_FORMATS = ("torchvision", "safetensors")
 
 
 @dataclasses.dataclass(frozen=True)
 class InitSource:
-    """Where initial weights come from: `format` "torchvision" (path: the file) or "suite"
-    (path: the checkpoints folder; step: the step folder to read, None for the best epoch)."""
+    """Where initial weights come from: `format` "torchvision" or "safetensors" (path: the
+    file) or "suite" (path: the checkpoints folder; step: the step folder to read, None for
+    the best epoch)."""
 
     format: str
     path: Path
@@ -84,11 +82,12 @@ def resolve_source(init_from: str | Path) -> InitSource:
     if not path.exists():
         raise ValueError(f"model.init_from {str(init_from)!r} does not exist; give {_SOURCE_FORMS}")
     if path.is_file():
-        if path.suffix.lower() in TORCH_SUFFIXES:
-            return InitSource("torchvision", path)
+        fmt = resnet_weights.file_format(path)
+        if fmt is not None:
+            return InitSource(fmt, path)
         raise ValueError(
-            f"model.init_from {str(init_from)!r} is a file without a .pth/.pt suffix; give "
-            f"{_SOURCE_FORMS}"
+            f"model.init_from {str(init_from)!r} is a file without a .pth/.pt/.safetensors "
+            f"suffix; give {_SOURCE_FORMS}"
         )
     from experiments.checkpoints import CHECKPOINT_DIR
 
@@ -104,8 +103,11 @@ def resolve_source(init_from: str | Path) -> InitSource:
     )
 
 
-def source_problems(model_config: Any) -> list[str]:
-    """Config-time problems of `model.init_from` (path, format, torch, padding), one line each."""
+def source_problems(model_config: Any, *, channels: int | None = None) -> list[str]:
+    """Config-time problems of `model.init_from`, one line each: the path and its form, the
+    package that reads it, model.padding, and the source itself, opened and checked against
+    the config's network for images of `channels` channels (None: not known before the data
+    is loaded; the stem's input channels are then checked by the run only)."""
     init_from = model_config.get("init_from")
     if init_from is None:
         return []
@@ -117,23 +119,106 @@ def source_problems(model_config: Any) -> list[str]:
         source = resolve_source(init_from)
     except ValueError as e:
         return [str(e)]
-    found = []
-    if source.format == "torchvision":
-        import importlib.util
+    if source.format in _FILE_FORMATS:
+        return _file_problems(source, model_config, channels)
+    return _suite_problems(source, model_config, channels)
 
-        if importlib.util.find_spec("torch") is None:
-            found.append(f"model.init_from {str(init_from)!r} needs PyTorch: {_TORCH_INSTALL}")
-        if model_config.get("padding", "same") != "torchvision":
-            found.append(
-                "model.init_from is a torchvision state_dict: set model.padding=torchvision "
-                "(torchvision pads stride-2 convolutions symmetrically; 'same' would shift them)"
-            )
-    else:
-        try:
-            _check_padding(source.path.parent, model_config.get("padding", "same"))
-        except ValueError as e:
-            found.append(str(e))
+
+def _file_problems(source: InitSource, model_config: Any, channels: int | None) -> list[str]:
+    """A weights file: padding, the package that reads it, then its tensors against the network."""
+    name = f"model.init_from {str(model_config.init_from)!r}"
+    found = []
+    if model_config.get("padding", "same") != "torchvision":
+        found.append(
+            f"{name} is a torchvision/timm ResNet: set model.padding=torchvision (torchvision "
+            "pads stride-2 convolutions symmetrically; 'same' would shift them)"
+        )
+    missing = resnet_weights.missing_package(source.format)
+    if missing is not None:
+        found.append(f"{name} {missing}")
+        if source.format == "torchvision":
+            problem = resnet_weights.torch_file_problem(source.path)
+            found += [] if problem is None else [_naming(source.path, problem)]
+        return found
+    try:
+        torchvision_to_flax(
+            _file_shapes(*_file_key(source.path)),
+            _variable_shapes(_model_key(model_config), channels or 3),
+            stage_sizes=_stage_sizes(model_config),
+        )
+    except (ValueError, ImportError) as e:
+        found.append(_naming(source.path, str(e)))
     return found
+
+
+def _naming(path: Path, message: str) -> str:
+    """A problem of the file `path` as one line that names it once."""
+    if str(path) in message:
+        return f"model.init_from: {message}"
+    return f"model.init_from {str(path)!r}: {message}"
+
+
+def _suite_problems(source: InitSource, model_config: Any, channels: int | None) -> list[str]:
+    """A suite checkpoint: the source run's padding, then its saved shapes against the network."""
+    found = []
+    try:
+        _check_padding(source.path.parent, model_config.get("padding", "same"))
+    except ValueError as e:
+        found.append(str(e))
+    try:
+        step = source.step if source.step is not None else best_step(source.path)
+        step_dir = source.path / str(step)
+        check_same_backbone(
+            _variable_shapes(_model_key(model_config), channels or 1),
+            load_suite_checkpoint(step_dir, shapes_only=True),
+            source=str(step_dir),
+            any_stem_channels=channels is None,
+        )
+    except ValueError as e:
+        found.append(f"model.init_from {str(model_config.init_from)!r}: {e}")
+    return found
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    """(resolved path, size, modification time): a file's identity for the cache."""
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=4)
+def _file_shapes(path: str, size: int, mtime_ns: int) -> dict[str, np.ndarray]:
+    """`resnet_weights.file_shapes`, once per file version (configs validate every variant)."""
+    del size, mtime_ns  # part of the cache key only
+    return resnet_weights.file_shapes(path)
+
+
+def _model_key(model_config: Any) -> tuple:
+    """The model block as a hashable key (init_from left out: not a shape field)."""
+    items = dict(model_config)
+    items.pop("init_from", None)
+    return tuple(
+        sorted((k, tuple(v) if isinstance(v, list | tuple) else v) for k, v in items.items())
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _variable_shapes(model_key: tuple, channels: int) -> dict[str, Any]:
+    """The variables of the network `model_key` describes, as shapes (nothing initialised)."""
+    import jax
+    import jax.numpy as jnp
+
+    from experiments.models import create_model
+
+    model = create_model({k: list(v) if isinstance(v, tuple) else v for k, v in model_key}, 2)
+    image = jnp.zeros((1, 32, 32, channels), jnp.float32)
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), image, train=False))
+
+
+def _stage_sizes(model_config: Any) -> list[int]:
+    from experiments.models import PRESETS
+
+    name = model_config.get("name")
+    return list(PRESETS[name][0] if name in PRESETS else model_config.stage_sizes)
 
 
 def initial_variables(config: Any, variables: dict[str, Any]) -> tuple[dict[str, Any], Any]:
@@ -147,13 +232,11 @@ def initial_variables(config: Any, variables: dict[str, Any]) -> tuple[dict[str,
         return variables, None
     source = resolve_source(init_from)
     host = {k: _to_numpy(v) for k, v in variables.items()}
-    if source.format == "torchvision":
-        from experiments.models import PRESETS
-
-        stage_sizes = PRESETS[model.name][0] if model.name in PRESETS else model.stage_sizes
-        out = torchvision_to_flax(load_state_dict(source.path), host, stage_sizes=stage_sizes)
+    if source.format in _FILE_FORMATS:
+        weights = load_weights(source.path)
+        out = torchvision_to_flax(weights, host, stage_sizes=_stage_sizes(model))
         provenance = {
-            "format": "torchvision",
+            "format": source.format,
             "name": source.path.name,
             "sha256": file_sha256(source.path),
         }
@@ -170,27 +253,6 @@ def initial_variables(config: Any, variables: dict[str, Any]) -> tuple[dict[str,
             "sha256": folder_sha256(step_dir),
         }
     return _placed_like(out, variables), provenance
-
-
-def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
-    """Reads a `.pth`/`.pt` state_dict with torch (optional dependency) as NumPy arrays."""
-    try:
-        import torch
-    except ImportError as err:
-        raise ImportError(f"reading {str(path)!r} needs PyTorch: {_TORCH_INSTALL}") from err
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(
-            f"{str(path)!r} cannot be read as a torch state_dict ({type(err).__name__}: {err}); "
-            "save one with torch.save(model.state_dict(), path)"
-        ) from err
-    if not isinstance(state, dict) or not all(hasattr(v, "numpy") for v in state.values()):
-        raise ValueError(
-            f"{str(path)!r} does not hold a state_dict of tensors; save one with "
-            "torch.save(model.state_dict(), path)"
-        )
-    return {k: v.detach().cpu().numpy() for k, v in state.items()}
 
 
 def _steps(checkpoint_dir: Path) -> list[int]:
@@ -212,9 +274,15 @@ def best_step(checkpoint_dir: Path) -> int:
     steps = _steps(checkpoint_dir)
     if not steps:
         raise ValueError(f"{checkpoint_dir} holds no finished checkpoint; give {_SOURCE_FORMS}")
-    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
-        meta = checkpointer.restore(checkpoint_dir / str(steps[-1]) / "meta")
-    curves = meta.get("curves") or []
+    try:
+        with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
+            meta = checkpointer.restore(checkpoint_dir / str(steps[-1]) / "meta")
+    except Exception as err:
+        raise ValueError(
+            f"{checkpoint_dir / str(steps[-1])} cannot be read as a suite checkpoint "
+            f"({type(err).__name__}: {_first_line(err)}); give {_SOURCE_FORMS}"
+        ) from err
+    curves = (meta.get("curves") if isinstance(meta, dict) else None) or []
     if not curves:
         raise ValueError(
             f"the run of {checkpoint_dir} has not finished an epoch yet, so it has no best "
@@ -229,8 +297,10 @@ def best_step(checkpoint_dir: Path) -> int:
     return step
 
 
-def load_suite_checkpoint(step_dir: Path) -> dict[str, Any]:
-    """{"params", "batch_stats"} of a suite checkpoint step folder, as NumPy arrays."""
+def load_suite_checkpoint(step_dir: Path, *, shapes_only: bool = False) -> dict[str, Any]:
+    """{"params", "batch_stats"} of a suite checkpoint step folder, as NumPy arrays; with
+    `shapes_only`, read-only zero-copy stand-ins of their shapes from the checkpoint's
+    metadata (no array data is read)."""
     import jax
     import orbax.checkpoint as ocp
 
@@ -243,14 +313,18 @@ def load_suite_checkpoint(step_dir: Path) -> dict[str, Any]:
     try:
         with ocp.PyTreeCheckpointer() as checkpointer:
             tree = checkpointer.metadata(step_dir / "state").item_metadata.tree
-            restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-            state = checkpointer.restore(
-                step_dir / "state", args=ocp.args.PyTreeRestore(restore_args=restore_args)
-            )
+            if shapes_only:
+                zero = np.zeros((), np.float32)
+                state = jax.tree.map(lambda m: np.broadcast_to(zero, tuple(m.shape)), tree)
+            else:
+                args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+                state = checkpointer.restore(
+                    step_dir / "state", args=ocp.args.PyTreeRestore(restore_args=args)
+                )
     except Exception as err:
         raise ValueError(
-            f"{step_dir} cannot be read as a suite checkpoint ({type(err).__name__}: {err}); "
-            f"give {_SOURCE_FORMS}"
+            f"{step_dir} cannot be read as a suite checkpoint ({type(err).__name__}: "
+            f"{_first_line(err)}); give {_SOURCE_FORMS}"
         ) from err
     finally:
         absl_log.removeFilter(quiet)
@@ -259,22 +333,23 @@ def load_suite_checkpoint(step_dir: Path) -> dict[str, Any]:
     return {"params": state["params"], "batch_stats": state["batch_stats"]}
 
 
-def suite_to_flax(
-    loaded: dict[str, Any], variables: dict[str, Any], *, source: str = "the checkpoint"
-) -> dict[str, Any]:
-    """`variables` with every params and batch_stats leaf but the head's from `loaded`.
-
-    Raises a ValueError naming the first leaf that is missing on either side or differs in
-    shape (the networks differ), with the fix.
-    """
+def check_same_backbone(
+    variables: dict[str, Any],
+    loaded: dict[str, Any],
+    *,
+    source: str = "the checkpoint",
+    any_stem_channels: bool = False,
+) -> None:
+    """A ValueError naming the first params or batch_stats leaf but the head's that is missing
+    on either side or differs in shape (the networks differ), with the fix. With
+    `any_stem_channels` the stem kernel's input channels may differ (not known yet)."""
     fix = (
         "give the config the source run's model (stage_sizes, block, num_filters, small_input) "
         "and its number of image channels"
     )
-    out = dict(variables)
     for collection in ("params", "batch_stats"):
-        mine = _flatten(variables.get(collection, {}))
-        theirs = _flatten(loaded.get(collection, {}))
+        mine = flatten(variables.get(collection, {}))
+        theirs = flatten(loaded.get(collection, {}))
         for path in list(mine) + [p for p in theirs if p not in mine]:
             if path[0] == "head":
                 continue
@@ -287,14 +362,28 @@ def suite_to_flax(
                 raise ValueError(
                     f"first mismatching parameter: {name} of {source} is not in this network; {fix}"
                 )
-            if np.shape(mine[path]) != np.shape(theirs[path]):
+            ours, their = list(np.shape(mine[path])), list(np.shape(theirs[path]))
+            if any_stem_channels and path == ("conv_init", "kernel") and len(ours) == 4:
+                ours[2] = their[2]
+            if ours != their:
                 raise ValueError(
-                    f"first mismatching parameter: {name} has shape {np.shape(theirs[path])} in "
-                    f"{source} and {np.shape(mine[path])} here; {fix}"
+                    f"first mismatching parameter: {name} has shape {tuple(their)} in "
+                    f"{source} and {tuple(ours)} here; {fix}"
                 )
+
+
+def suite_to_flax(
+    loaded: dict[str, Any], variables: dict[str, Any], *, source: str = "the checkpoint"
+) -> dict[str, Any]:
+    """`variables` with every params and batch_stats leaf but the head's from `loaded`; a
+    ValueError naming the first mismatching leaf otherwise (`check_same_backbone`)."""
+    check_same_backbone(variables, loaded, source=source)
+    out = dict(variables)
+    for collection in ("params", "batch_stats"):
+        theirs = flatten(loaded.get(collection, {}))
         merged = {
             p: (v if p[0] == "head" else np.asarray(theirs[p], np.asarray(v).dtype))
-            for p, v in mine.items()
+            for p, v in flatten(variables.get(collection, {})).items()
         }
         out[collection] = _unflatten(merged)
     return out
@@ -362,15 +451,6 @@ def _to_numpy(tree: Any) -> Any:
     return np.asarray(tree)
 
 
-def _flatten(tree: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    if hasattr(tree, "items"):
-        flat: dict[tuple[str, ...], Any] = {}
-        for k, v in tree.items():
-            flat.update(_flatten(v, (*prefix, str(k))))
-        return flat
-    return {prefix: tree}
-
-
 def _unflatten(flat: dict[tuple[str, ...], Any]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for path, value in flat.items():
@@ -393,120 +473,3 @@ def _placed_like(new: Any, like: Any) -> Any:
         return jax.make_array_from_callback(old.shape, old.sharding, lambda index: value[index])
 
     return jax.tree.map(place, new, like)
-
-
-def _flax_path(key: str, block_names: dict[tuple[int, int], str]) -> tuple[str, ...] | None:
-    """torchvision key (without the last field) -> flax module path, or None if unknown."""
-    if key == "conv1":
-        return ("conv_init",)
-    if key == "bn1":
-        return ("bn_init",)
-    if key == "fc":
-        return ("head",)
-    m = re.fullmatch(r"layer(\d+)\.(\d+)\.(conv|bn|downsample\.)(\d+)", key)
-    if not m:
-        return None
-    block = block_names.get((int(m.group(1)), int(m.group(2))))
-    if block is None:
-        return None
-    kind, k = m.group(3), int(m.group(4))
-    if kind == "downsample.":
-        return (block, "conv_proj" if k == 0 else "norm_proj")
-    return (block, f"{'Conv' if kind == 'conv' else 'BatchNorm'}_{k - 1}")
-
-
-def _block_names(params: dict[str, Any], stage_sizes: list[int]) -> dict[tuple[int, int], str]:
-    blocks = sorted(
-        (n for n in params if re.fullmatch(r"\w*ResNetBlock_\d+", n)),
-        key=lambda n: int(n.rsplit("_", 1)[1]),
-    )
-    names, i = {}, 0
-    for s, size in enumerate(stage_sizes):
-        for b in range(size):
-            if i < len(blocks):
-                names[(s + 1, b)] = blocks[i]
-            i += 1
-    return names
-
-
-def torchvision_to_flax(
-    state_dict: dict[str, Any],
-    variables: dict[str, Any],
-    *,
-    stage_sizes: list[int],
-    map_head: bool = False,
-) -> dict[str, Any]:
-    """Returns `variables` with the backbone (and the head if `map_head`) from `state_dict`."""
-    params = _deep_copy(variables["params"])
-    stats = _deep_copy(variables.get("batch_stats", {}))
-    names = _block_names(params, list(stage_sizes))
-    done: set[tuple[str, ...]] = set()  # (collection, *path, name) of every leaf set
-    for key, value in state_dict.items():
-        module, _, field = key.rpartition(".")
-        if field == "num_batches_tracked":
-            continue
-        path = _flax_path(module, names)
-        if path is None:
-            raise ValueError(
-                f"torchvision parameter {key!r} has no counterpart in the suite's ResNet: check "
-                "model.stage_sizes/model.block match the checkpoint (resnet18/34/50)"
-            )
-        if path == ("head",) and not map_head:
-            continue
-        value = np.asarray(value, np.float32)
-        if field == "weight" and value.ndim == 4:
-            target, name, value = params, "kernel", value.transpose(2, 3, 1, 0)
-        elif path == ("head",):
-            target = params
-            name, value = ("kernel", value.T) if field == "weight" else ("bias", value)
-        elif field in ("weight", "bias"):
-            target, name = params, "scale" if field == "weight" else "bias"
-        elif field in ("running_mean", "running_var"):
-            target, name = stats, "mean" if field == "running_mean" else "var"
-        else:
-            raise ValueError(f"torchvision parameter {key!r}: unknown field {field!r}")
-        node = target
-        for p in path:
-            if p not in node:
-                raise ValueError(
-                    f"torchvision parameter {key!r} -> {'/'.join(path)} is missing in the suite's "
-                    "ResNet: the architectures differ; use the matching model preset"
-                )
-            node = node[p]
-        if name not in node:
-            raise ValueError(
-                f"torchvision parameter {key!r} -> {'/'.join(path)}/{name} is missing in the "
-                "suite's ResNet: the architectures differ; use the matching model preset"
-            )
-        have = np.shape(node[name])
-        if path == ("conv_init",) and name == "kernel" and have[2] == 1 and value.shape[2] == 3:
-            value = value.sum(axis=2, keepdims=True)
-        if tuple(have) != value.shape:
-            raise ValueError(
-                f"first mismatching parameter: torchvision {key!r} has shape {value.shape} after "
-                f"conversion, the suite's {'/'.join(path)}/{name} has {tuple(have)}; use the model "
-                "preset of the checkpoint (resnet18/34/50) and small_input=False for a 7x7 stem"
-            )
-        node[name] = value
-        done.add(("params" if target is params else "batch_stats", *path, name))
-    for collection, tree in (("params", params), ("batch_stats", stats)):
-        for path in _flatten(tree):
-            if path[0] == "head" and not map_head:
-                continue
-            if (collection, *path) not in done:
-                raise ValueError(
-                    f"first mismatching parameter: the suite's {collection}/{'/'.join(path)} "
-                    "has no counterpart in the torchvision checkpoint (is it of a smaller "
-                    "network?); use the model preset of the checkpoint (resnet18/34/50)"
-                )
-    out = dict(variables)
-    out["params"] = params
-    if "batch_stats" in variables:
-        out["batch_stats"] = stats
-    return out
-
-
-def _deep_copy(tree: Any) -> Any:
-    if hasattr(tree, "items"):
-        return {k: _deep_copy(v) for k, v in tree.items()}
-    return tree

@@ -205,6 +205,7 @@ def test_train_benchmark_writes_ratios_for_the_cpu_tier(tmp_path, capsys):
     tier = get_config("catalog_inverse", tier="cpu")
     assert row["tier"] == "cpu" and row["batch_size"] == tier.batch_size
     assert row["image_size"] == tier.data.image_size
+    assert row["precision"] == "float32"  # the PyTorch mirror's, at every tier
     assert row["ratio_dp_over_ref"] == pytest.approx(row["dp_step_s"] / row["ref_step_s"])
     if train_bench.torch_available():
         assert row["speed_dp_over_torch"] == pytest.approx(row["torch_step_s"] / row["dp_step_s"])

@@ -205,6 +205,19 @@ def test_tiers_size_the_model_and_data():
     # Tiers write to separate folders, so a smoke record never stands in for a cpu one.
     assert len({cpu.output_dir, gpu.output_dir, smoke.output_dir}) == 3
     assert cpu.output_dir == "runs"
+    # Mixed precision on the accelerator only: the cpu and smoke tiers keep their float32 numbers.
+    assert (cpu.model.dtype, smoke.model.dtype, gpu.model.dtype) == ("float32",) * 2 + ("bfloat16",)
+
+
+def test_model_dtype_is_float32_or_bfloat16():
+    from experiments.configs import validate
+
+    config = configs.get_config("catalog_none", tier="gpu")
+    assert validate.problems(config) == []
+    for bad in ("float16", "bf16"):
+        config.model.dtype = bad
+        (found,) = validate.problems(config)
+        assert found.startswith("model.dtype must be 'float32' or 'bfloat16'"), found
 
 
 @pytest.mark.parametrize(
@@ -287,6 +300,9 @@ def test_every_config_and_tier_resolves_to_the_values_before_the_redesign():
         now = {k: v for k, v in now.items() if not k.startswith("finetune.")}
         catalog = name.split("_")[0] == "catalog"
         assert now.pop("augment") == ("cells" if catalog and tier != "smoke" else "none"), key
+        # The gpu tier trains in mixed precision since (issue 30); the others as before.
+        assert now["model.dtype"] == ("bfloat16" if tier == "gpu" else "float32"), key
+        now["model.dtype"] = before["model.dtype"]
         if "sweep.scheme_params.beta" in before:
             assert now["sweep.scheme_params.beta"] == [0.99, 0.999]
             assert before["sweep.scheme_params.beta"] == [0.9, 0.99, 0.999, 0.9999]

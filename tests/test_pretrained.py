@@ -6,20 +6,26 @@ no torch.
 """
 
 import hashlib
+import json
+import re
 import shutil
+import sys
+import zipfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import resnet_weights
 from experiments import train as trainer
 from experiments.checkpoints import Checkpoints
 from experiments.configs import get_config, validate
 from experiments.models import create_model
 from experiments.models.resnet import BottleneckResNetBlock, ResNet, ResNetBlock
-from experiments.pretrained import _flatten as _flat
-from experiments.pretrained import initial_variables, load_suite_checkpoint, torchvision_to_flax
+from experiments.pretrained import initial_variables, load_suite_checkpoint
+from experiments.resnet_weights import flatten as _flat
+from experiments.resnet_weights import torchvision_to_flax
 from tests.test_train import make_config, synthetic_splits
 
 
@@ -311,7 +317,7 @@ def test_bad_init_from_paths_are_clear_config_errors(source_run, tmp_path):
     (tmp_path / "empty").mkdir()
     cases = {
         str(tmp_path / "missing.pth"): "does not exist",
-        str(tmp_path / "weights.npz"): "a file without a .pth/.pt suffix",
+        str(tmp_path / "weights.npz"): "a file without a .pth/.pt/.safetensors suffix",
         str(tmp_path / "empty"): "a folder holding no suite checkpoint",
     }
     for path, message in cases.items():
@@ -342,3 +348,173 @@ def test_a_relative_init_from_path_reads_the_same_checkpoint(source_run, splits,
         assert ours.keys() == theirs.keys() and ours
         for path, value in ours.items():
             np.testing.assert_array_equal(np.asarray(value), np.asarray(theirs[path]))
+
+
+def test_a_run_folder_of_another_network_stops_at_validation(source_run):
+    """A cpu-tier source (8 filters) into a smoke-tier config (4) is refused before any run,
+    naming the first mismatching parameter, as the run itself would."""
+    workdir, _ = source_run
+    config = get_config("catalog_none_smoke")
+    config.model.num_filters = 8
+    config.model.init_from = str(workdir)
+    (found,) = validate.problems(config)
+    # The message of the run's own check (test above), before any run.
+    assert re.search(
+        r"first mismatching parameter: params/ResNetBlock_0/BatchNorm_0/bias has shape "
+        r"\(4,\) in .* and \(8,\) here; .*num_filters",
+        found,
+    ), found
+    assert found.startswith(f"model.init_from {str(workdir)!r}: ")
+
+
+def test_an_unreadable_suite_checkpoint_stops_at_validation(source_run, tmp_path):
+    workdir, record = source_run
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir / "checkpoints", copy / "checkpoints")
+    step = copy / "checkpoints" / str(record["val"]["best_step"])
+    for f in (step / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"not a checkpoint")
+    config = get_config("catalog_none_smoke")
+    config.model.init_from = str(step)
+    (found,) = validate.problems(config)
+    assert f"{step.absolute()} cannot be read as a suite checkpoint" in found, found
+
+
+# ---------------------------------------------------------------------------------------------
+# model.init_from: weights files, with torch absent (a torch-free environment, simulated)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def without_torch(monkeypatch):
+    """`import torch` fails and `importlib.util.find_spec("torch")` is None, as without it."""
+    monkeypatch.setitem(sys.modules, "torch", None)
+
+
+def _tiny_safetensors(path, dtype=np.float32, **kwargs):
+    """A one-stage torchvision/timm-named ResNet (4 filters, 7x7 RGB stem) as safetensors."""
+    save_file = pytest.importorskip("safetensors.numpy").save_file
+    sd = _fake_torchvision((1,), False, **kwargs)
+    save_file({k: np.asarray(v, np.int64 if v.ndim == 0 else dtype) for k, v in sd.items()}, path)
+    return sd
+
+
+def _file_config(path):
+    """The smoke catalog config with the tiny file's network (7x7 stem, torchvision padding)."""
+    config = get_config("catalog_none_smoke")
+    config.model.small_input = False
+    config.model.padding = "torchvision"
+    config.model.init_from = str(path)
+    return config
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b"", "is empty"),
+        (b"weights, I promise\n", "is not a file torch.save writes (no zip archive, no pickle)"),
+        (bytes(range(256)) * 4, "is not a file torch.save writes (no zip archive, no pickle)"),
+    ],
+)
+def test_a_bad_pth_without_torch_names_the_file_the_problem_and_the_package(
+    without_torch, tmp_path, content, problem
+):
+    path = tmp_path / "resnet18.pth"
+    path.write_bytes(content)
+    found = validate.problems(_file_config(path))
+    assert len(found) == 2, found
+    assert found[0] == f"model.init_from {str(path)!r} needs torch: " + resnet_weights.TORCH_INSTALL
+    assert found[1] == f"model.init_from: {str(path)!r} {problem}; " + (
+        "save one with torch.save(model.state_dict(), path)"
+    )
+
+
+def test_a_torch_zip_without_torch_only_needs_torch(without_torch, tmp_path):
+    path = tmp_path / "resnet18.pth"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("resnet18/data.pkl", b"\x80\x02}q\x00.")
+    assert validate.problems(_file_config(path)) == [
+        f"model.init_from {str(path)!r} needs torch: " + resnet_weights.TORCH_INSTALL
+    ]
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b"", "header too small"),
+        (b"weights, I promise\n", "cannot be read as a safetensors file"),
+        (bytes(range(256)) * 4, "cannot be read as a safetensors file"),
+    ],
+)
+def test_a_bad_safetensors_file_stops_at_validation(tmp_path, content, problem):
+    pytest.importorskip("safetensors")
+    path = tmp_path / "resnet18.safetensors"
+    path.write_bytes(content)
+    (found,) = validate.problems(_file_config(path))
+    assert found.startswith(f"model.init_from: {str(path)!r} cannot be read"), found
+    assert problem in found and "model.safetensors" in found
+
+
+def test_a_bfloat16_safetensors_file_is_refused_with_the_fix(tmp_path):
+    pytest.importorskip("safetensors")
+    path = tmp_path / "bf16.safetensors"
+    header = json.dumps({"x": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}}).encode()
+    path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(4))
+    (found,) = validate.problems(_file_config(path))
+    assert "holds BF16 tensors" in found and "convert it to float32" in found, found
+
+
+def test_safetensors_of_another_network_name_the_first_mismatch_at_validation(tmp_path):
+    path = tmp_path / "wide.safetensors"
+    _tiny_safetensors(path, filters=8)
+    (found,) = validate.problems(_file_config(path))
+    # safetensors keeps its tensors sorted by name: bn1.bias comes first.
+    assert "first mismatching parameter: torchvision 'bn1.bias' has shape (8,)" in found, found
+    assert found.startswith(f"model.init_from {str(path)!r}: ")
+
+
+def test_safetensors_weights_start_a_run_without_torch(without_torch, tmp_path, monkeypatch):
+    """The issue's done-criterion: a safetensors ResNet initialises a run where torch is absent;
+    the backbone is the file's (converted), the head fresh, the provenance the file's."""
+    from experiments import records
+    from experiments import run as run_mod
+
+    monkeypatch.setattr(records, "environment", lambda: {"packages": {}, "git_commit": None})
+    path = tmp_path / "tiny.safetensors"
+    sd = _tiny_safetensors(path, dtype=np.float16)  # half precision, as some hub files are
+    config = _file_config(path)
+    assert validate.problems(config) == []
+    model = create_model(config.model.to_dict(), 10)
+    fresh = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), train=False)
+    variables, provenance = initial_variables(config, fresh)
+    assert provenance == {
+        "format": "safetensors",
+        "name": "tiny.safetensors",
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+    stem = np.asarray(sd["conv1.weight"], np.float16).astype(np.float32).sum(axis=1)
+    np.testing.assert_allclose(
+        variables["params"]["conv_init"]["kernel"][:, :, 0, :], stem.transpose(1, 2, 0), rtol=1e-6
+    )
+    np.testing.assert_array_equal(
+        variables["params"]["head"]["kernel"], fresh["params"]["head"]["kernel"]
+    )
+    out = tmp_path / "runs"
+    argv = ["--config", "catalog_none_smoke", "--output-dir", str(out), "--no-progress"]
+    for field in ("small_input=False", "padding=torchvision", f"init_from={path}"):
+        argv += ["--set", f"model.{field}"]
+    assert run_mod.main(argv) == 0
+    record = json.loads((out / "catalog_none/none/cutoff6/seed0/record.json").read_text())
+    assert record["status"] == "finished"
+    assert record["data"]["provenance"]["init_from"] == provenance
+
+
+def test_a_safetensors_file_without_the_package_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    path = tmp_path / "resnet18.safetensors"
+    path.write_bytes(b"{}")
+    assert validate.problems(_file_config(path)) == [
+        f"model.init_from {str(path)!r} needs safetensors: " + resnet_weights.SAFETENSORS_INSTALL
+    ]
+    assert "[experiments,safetensors]" in resnet_weights.SAFETENSORS_INSTALL

@@ -26,7 +26,8 @@ from experiments import records  # noqa: E402
 from experiments import run as run_mod  # noqa: E402
 from experiments.configs import get_config, validate  # noqa: E402
 from experiments.models import create_model  # noqa: E402
-from experiments.pretrained import torchvision_to_flax  # noqa: E402
+from experiments.pretrained import initial_variables  # noqa: E402
+from experiments.resnet_weights import torchvision_to_flax  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # torchvision's ResNet, re-implemented
@@ -270,7 +271,92 @@ def test_torchvision_file_needs_torchvision_padding_at_validation(tmp_path):
     path = tmp_path / "weights.pt"
     torch.save(TorchResNet(BasicBlock, [1], 3, width=4).state_dict(), path)
     config = get_config("catalog_none_smoke")
+    config.model.small_input = False  # the file's 7x7 stem (validation checks every shape)
     config.model.init_from = str(path)
     assert any("set model.padding=torchvision" in p for p in validate.problems(config))
     config.model.padding = "torchvision"
     assert validate.problems(config) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# safetensors files (torchvision and timm names) and files that are no weights
+# ---------------------------------------------------------------------------------------------
+
+
+def _resnet18_config(path):
+    config = get_config("sleevetype_none", tier="gpu")  # the ResNet-18 shape, RGB photos
+    config.model.dtype = "float32"  # torch's logits are float32 (the tier computes in bfloat16)
+    config.model.padding = "torchvision"
+    config.model.init_from = str(path)
+    return config
+
+
+def test_safetensors_give_the_variables_of_the_pth_route_and_torchs_logits(tmp_path):
+    """One network saved three ways: torch.save (.pth), safetensors with torchvision's keys,
+    and safetensors as timm's hub files hold it (same names, no num_batches_tracked, float16
+    would be lossy so float32 here); all three initialise the same variables, and with the
+    head mapped those give the logits of torch's own forward pass."""
+    save_file = pytest.importorskip("safetensors.numpy").save_file
+    reference = torch_resnet("resnet18")
+    state = state_dict_of(reference)
+    paths = {"pth": tmp_path / "r18.pth", "tv": tmp_path / "r18.safetensors"}
+    torch.save(reference.state_dict(), paths["pth"])
+    save_file(state, str(paths["tv"]))
+    paths["timm"] = tmp_path / "model.safetensors"
+    save_file({k: v for k, v in state.items() if "num_batches" not in k}, str(paths["timm"]))
+
+    model = create_model(_resnet18_config(paths["pth"]).model.to_dict(), 7)
+    fresh = model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False)
+    got = {}
+    for name, path in paths.items():
+        config = _resnet18_config(path)
+        assert validate.problems(config) == [], name
+        got[name], provenance = initial_variables(config, fresh)
+        assert provenance["format"] == ("torchvision" if name == "pth" else "safetensors")
+        assert provenance["name"] == path.name
+        assert provenance["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    for name in ("tv", "timm"):
+        for a, b in zip(jax.tree.leaves(got["pth"]), jax.tree.leaves(got[name]), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    variables = got["timm"]
+    variables["params"]["head"] = {"kernel": state["fc.weight"].T, "bias": state["fc.bias"]}
+    x = np.random.default_rng(2).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    expected = torch_logits(reference, x)
+    logits = np.asarray(model.apply(variables, x.transpose(0, 2, 3, 1), train=False))
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4 * np.max(np.abs(expected)))
+
+
+def test_resnet50_safetensors_into_a_resnet18_config_stop_at_validation(tmp_path):
+    save_file = pytest.importorskip("safetensors.numpy").save_file
+    path = tmp_path / "resnet50.safetensors"
+    save_file(state_dict_of(torch_resnet("resnet50")), str(path))
+    (found,) = validate.problems(_resnet18_config(path))
+    # In the file's (sorted) order, the first of ResNet-50's parameters without a place here.
+    assert found.startswith(f"model.init_from {str(path)!r}: torchvision parameter 'layer1.0.bn3")
+    assert "the architectures differ; use the matching model preset" in found
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b"", "is empty"),
+        (b"weights, I promise\n", "is not a file torch.save writes (no zip archive, no pickle)"),
+        (bytes(range(256)) * 4, "is not a file torch.save writes (no zip archive, no pickle)"),
+        (b"\x80\x02garbage", "cannot be read as a torch state_dict (UnpicklingError: "),
+    ],
+    ids=["empty", "text", "bytes", "bad pickle"],
+)
+def test_a_pth_that_holds_no_weights_stops_before_any_run(tmp_path, capsys, content, problem):
+    """Issue 27: such a file used to pass validation, start the run, print a long traceback
+    and leave a failed record and a lock; now it is a config error (exit 2), nothing written."""
+    path = tmp_path / "resnet18.pth"
+    path.write_bytes(content)
+    out = tmp_path / "runs"
+    shape = ["model.stage_sizes=[1]", "model.num_filters=4", "model.small_input=False"]
+    code = _smoke(out, *shape, "model.padding=torchvision", f"model.init_from={path}")
+    assert code == run_mod.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"  model.init_from: {str(path)!r} {problem}" in err, err
+    assert "Traceback" not in err and len(err.splitlines()) < 8, err
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))

@@ -251,9 +251,12 @@ def test_the_cpu_demonstration_keeps_its_24_epochs_and_its_committed_records():
 
 
 def test_fine_tuned_legs_are_validated_once_their_pretraining_has_finished(tmp_path, monkeypatch):
-    from experiments import transfer
+    from experiments import pretrained, transfer
     from experiments.atomic import atomic_write_json
 
+    # The source below is an empty stand-in for a run's checkpoint; validation opens and checks
+    # a real one (tests/test_pretrained.py), so that check is left out here.
+    monkeypatch.setattr(pretrained, "source_problems", lambda model_config, **_: [])
     records = str(tmp_path)
     checked = []
     real = transfer.run.resolve_config

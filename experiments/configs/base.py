@@ -22,21 +22,26 @@ Fields (the contract between configs, `experiments.train` and `experiments.run`)
   loss            `ltweights.losses` function name (`experiments.methods.LOSSES` key), e.g.
                   "weighted_sigmoid_bce"; `loss_params` its keyword arguments (gamma, tau, ...)
   model           Flax ResNet: name, stage_sizes, num_filters, block ("basic" | "bottleneck"),
-                  small_input (3x3 stem without max-pool, for 28-64 px images), dtype,
+                  small_input (3x3 stem without max-pool, for 28-64 px images), dtype (the
+                  compute dtype, "float32" or "bfloat16": mixed precision, with parameters,
+                  optimiser state, BatchNorm statistics, logits and loss in float32; the gpu
+                  tier's default is "bfloat16"),
                   padding ("same" (default) | "torchvision": symmetric padding of stride-2
                   convolutions and the max-pool as torchvision's ResNet; needed for weights
-                  imported from torchvision), init_from (None (default): random initialisation;
-                  or a torchvision ResNet state_dict file (.pth/.pt), a suite run folder, its
-                  checkpoints folder or one checkpoint step folder: the backbone starts from
-                  those weights, the head is re-initialised; see experiments/pretrained.py)
+                  imported from torchvision or timm), init_from (None (default): random
+                  initialisation; or a torchvision/timm ResNet weights file (.pth/.pt
+                  state_dict, or .safetensors), a suite run folder, its checkpoints folder or
+                  one checkpoint step folder: the backbone starts from those weights, the head
+                  is re-initialised; see experiments/pretrained.py)
   optimisation    batch_size, eval_batch_size, num_epochs, learning_rate (peak, after linear
                   warm-up over warmup_epochs, then cosine decay to 0), weight_decay, optimizer
                   ("adamw" | "sgd"), momentum (sgd only), grad_clip (global norm; 0 disables)
-  fine-tuning     model.init_from: None, or a checkpoint the backbone starts from (a torchvision
-                  ResNet state_dict or a suite run's folder); backbone_lr_scale (1.0): every
-                  parameter but the head's (the model's `head` Dense) trains at this fraction of
-                  the schedule; freeze_backbone_epochs (0.0): for this many first epochs the
-                  backbone is not updated at all, weight decay included (a linear probe first).
+  fine-tuning     model.init_from: None, or a checkpoint the backbone starts from (a
+                  torchvision or timm ResNet weights file or a suite run's folder);
+                  backbone_lr_scale (1.0): every parameter but the head's (the model's `head`
+                  Dense) trains at this fraction of the schedule; freeze_backbone_epochs (0.0):
+                  for this many first epochs the backbone is not updated at all, weight decay
+                  included (a linear probe first).
                   BatchNorm running statistics are not frozen: every step trains in training
                   mode, so they follow the new task's batches, frozen epochs included. The
                   linear model is all head (no effect). See `experiments.steps.make_optimizer`.

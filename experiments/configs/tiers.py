@@ -7,7 +7,8 @@
          (two runs at once on a 2-core machine). 48 epochs, not 24, because 24 left the
          balanced ceiling short of converged; docs/recipe.md has the measurements.
   gpu    ResNet-18 (basic blocks [2, 2, 2, 2], 64 filters) on 56 x 56 catalog images (items at
-         full size) or 128 x 128 Fashionpedia crops; for ResNet-50 add
+         full size) or 128 x 128 Fashionpedia crops, in mixed precision (bfloat16 compute,
+         float32 parameters and loss; `--set model.dtype=float32` for full); for ResNet-50 add
          `--set model.stage_sizes=[3,4,6,3] --set model.block=bottleneck`.
          With `--set model.init_from=CHECKPOINT` the Fashionpedia (sleevetype, archetype) and
          MLT (voc_mlt, coco_mlt) tasks train with FINETUNE_RECIPE: the backbone at a tenth of
@@ -56,8 +57,9 @@ def cpu(config: ml_collections.ConfigDict) -> None:
 
 
 def gpu(config: ml_collections.ConfigDict) -> None:
-    """ResNet-18 on 56 x 56 catalog images (128 x 128 crops for the other tasks), 30 epochs;
-    run time not yet measured (no accelerator was available when the tiers were sized)."""
+    """ResNet-18 on 56 x 56 catalog images (128 x 128 crops for the other tasks), 30 epochs,
+    bfloat16 compute; run time not yet measured (no accelerator was available when the tiers
+    were sized)."""
     config.tier = "gpu"
     if tasks.TASKS[config.task].fashion_mnist_items:
         config.data.image_size = 56
@@ -67,6 +69,10 @@ def gpu(config: ml_collections.ConfigDict) -> None:
         config.model.small_input = False
     config.model.stage_sizes = [2, 2, 2, 2]
     config.model.num_filters = 64
+    # Mixed precision: bfloat16 convolutions and matmuls; float32 parameters, optimiser state,
+    # BatchNorm statistics, logits and loss (experiments/models/resnet.py). The record's
+    # config.model.dtype says which; --set model.dtype=float32 trains in full precision.
+    config.model.dtype = "bfloat16"
     config.batch_size = 256
     config.eval_batch_size = 1024
     config.num_epochs = 30

@@ -3,12 +3,13 @@
 `problems(config)` lists every problem of one resolved run config (sweep values applied): types
 and ranges of the trainer's fields, unknown keys at any depth (the fixed blocks against the base
 config; `scheme_params` and `loss_params` against the keyword parameters of the method's scheme
-and loss; `data` against the task loader's signature), the values of the scheme's, the
-loss's and the task's parameters, and `model.init_from` (the path exists and is a form
-`experiments.pretrained.resolve_source` accepts; torch is installed and model.padding is
-"torchvision" for a torchvision file). The scheme and loss check their own values: they are called
-once on a tiny made-up label count, so the library's own range checks (beta in [0, 1], ...)
-are the ones applied. `check(config)` raises one ValueError listing them all.
+and loss; `data` against the task loader's signature), the values of the scheme's, the loss's
+and the task's parameters, and `model.init_from` (`experiments.pretrained.source_problems`: the
+path is a form it accepts, the package that reads it is installed, model.padding fits, and the
+file or checkpoint opens and matches the config's network, parameter by parameter). The scheme
+and loss check their own values: they are called once on a tiny made-up label count, so the
+library's own range checks (beta in [0, 1], ...) are the ones applied. `check(config)` raises
+one ValueError listing them all.
 """
 
 from __future__ import annotations
@@ -55,7 +56,11 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.num_filters": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "model.block": (lambda v: v in ("basic", "bottleneck"), "'basic' or 'bottleneck'"),
     "model.small_input": (lambda v: isinstance(v, bool), "True or False"),
-    "model.dtype": (lambda v: v in ("float32", "bfloat16", "float16"), "a float dtype name"),
+    "model.dtype": (
+        lambda v: v in ("float32", "bfloat16"),
+        "'float32' or 'bfloat16' (compute dtype; parameters and loss stay float32; float16 would "
+        "need loss scaling, which the trainer does not do)",
+    ),
     "model.padding": (
         lambda v: v in ("same", "torchvision"),
         "'same' (XLA padding, the default) or 'torchvision' (symmetric, for torchvision weights)",
@@ -195,6 +200,21 @@ def _data_fields(config: ml_collections.ConfigDict) -> list[str]:
     return found
 
 
+def _image_channels(config: ml_collections.ConfigDict) -> int | None:
+    """The channels of the task's images where the config fixes them (1 for the Fashion-MNIST
+    catalogs; the loader's `channels`, set or by default; 3 for loaders without one, whose
+    photos are RGB); None where the dataset decides."""
+    from experiments.data import get_task_loader
+
+    if tasks.TASKS[config.task].fashion_mnist_items:
+        return 1
+    loader = _keywords(get_task_loader(config.task), _LOADER_SUPPLIED)
+    if "channels" not in loader:
+        return 3
+    channels = config.data.get("channels", loader["channels"].default)
+    return channels if channels in (1, 3) else None
+
+
 def problems(config: ml_collections.ConfigDict) -> list[str]:
     """Every problem of the resolved run config, one line each ([] when it is valid)."""
     if config.get("task") not in tasks.TASKS:
@@ -223,7 +243,7 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
     if isinstance(config.get("model"), ml_collections.ConfigDict):
         from experiments import pretrained
 
-        found += pretrained.source_problems(config.model)
+        found += pretrained.source_problems(config.model, channels=_image_channels(config))
     found += _finetune_problems(flat)
     if _num(flat.get("bucket_tail")) and _num(flat.get("bucket_head")):
         if flat["bucket_tail"] > flat["bucket_head"]:
