@@ -208,7 +208,7 @@ def _image_channels(config: ml_collections.ConfigDict) -> int | None:
 
     if tasks.TASKS[config.task].fashion_mnist_items:
         return 1
-    loader = _keywords(get_task_loader(config.task), _LOADER_SUPPLIED)
+    loader = methods.keyword_parameters(get_task_loader(config.task), _LOADER_SUPPLIED)
     if "channels" not in loader:
         return 3
     channels = config.data.get("channels", loader["channels"].default)
