@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from experiments.data import mlt
+from experiments.data.tfds_features import canonical_id
 
 
 def synthetic_pool(num_images=6000, num_classes=20, seed=0):
@@ -79,10 +80,10 @@ def test_sampler_records_a_shortfall_rather_than_inventing_images():
 
 
 def test_canonical_ids_and_id_files(tmp_path):
-    assert mlt.canonical_id("2008_000008.jpg") == "2008_000008"
-    assert mlt.canonical_id(b"000000391895.jpg") == "391895"
-    assert mlt.canonical_id(np.int64(391895)) == "391895"
-    assert mlt.canonical_id("train2017/000000000009.jpg") == "9"
+    assert canonical_id("2008_000008.jpg") == "2008_000008"
+    assert canonical_id(b"000000391895.jpg") == "391895"
+    assert canonical_id(np.int64(391895)) == "391895"
+    assert canonical_id("train2017/000000000009.jpg") == "9"
     f = tmp_path / "ids.txt"
     f.write_text("# VOC-MLT\n2008_000008\n\n2008_000015.jpg  \n")
     assert mlt.read_image_ids(f) == ["2008_000008", "2008_000015"]
