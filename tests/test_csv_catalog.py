@@ -366,3 +366,36 @@ def test_no_warning_without_skips(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataSkipWarning)
         load(path)
+
+
+def write_unseen_catalog(root: Path) -> Path:
+    """20 rows split train/val/test/train in turn; 'only-test' is on every test row and
+    'only-val' on one val row, never on a training row."""
+    images = write_images(root, 20)
+    lines = ["image,labels,split"]
+    for i, image in enumerate(images):
+        split = ("train", "val", "test", "train")[i % 4]
+        extra = {"test": ["only-test"], "val": ["only-val"] if i == 1 else []}.get(split, [])
+        lines.append(f"{image},{'|'.join(labels_of(i) + extra)},{split}")
+    path = root / "catalog.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_label_seen_only_in_val_or_test_is_an_error_naming_it(tmp_path):
+    path = write_unseen_catalog(tmp_path)
+    with pytest.raises(DataError, match=r"'only-test' \(0 val, 5 test rows\)") as info:
+        load(path)
+    assert "'only-val' (1 val, 0 test rows)" in str(info.value)
+    assert "on_unseen_label='drop'" in str(info.value)
+
+
+def test_label_seen_only_in_val_or_test_is_dropped_with_a_warning_on_request(tmp_path):
+    path = write_unseen_catalog(tmp_path)
+    with pytest.warns(DataSkipWarning, match="only-test.*only-val"):
+        splits = load(path, on_unseen_label="drop")
+    assert "only-test" not in splits.train.label_names
+    assert set(splits.train.label_names) == {"common", "mid", "rare"}
+    assert splits.train.provenance["unseen_labels"] == ["only-test", "only-val"]
+    with pytest.raises(ValueError, match="on_unseen_label must be one of"):
+        load(path, on_unseen_label="keep")

@@ -19,7 +19,8 @@ Validation (a clear error naming the row and the fix, or, under a skip policy, a
 reported skip; never silent): missing or empty image path, empty label names ("a||b", a
 trailing "|"), a label repeated in a row, unknown split values, an empty split, a duplicated
 image path (`on_duplicate`: "error", or "skip" keeping the first row), missing or undecodable
-image files (`on_bad_image`: "error" or "skip").
+image files (`on_bad_image`: "error" or "skip"), a label that val or test rows carry but no
+training row does (`on_unseen_label`: "error", or "drop" with a warning naming the labels).
 
 Images are whole product photos: padded to square (black) and resized to `image_size`, RGB
 (`channels=3`) or grey (`channels=1`); decoded once and cached as arrays. The cache key covers
@@ -243,6 +244,36 @@ def _split_provenance(
     }
 
 
+UNSEEN_LABEL_POLICIES = ("error", "drop")
+
+
+def _unseen_labels(
+    path: Path, labels: np.ndarray, idx: dict[str, np.ndarray], names: list[str], policy: str
+) -> list[str]:
+    """Labels that no training row carries but some val or test row does: an error naming them
+    (policy "error"), or dropped with a warning naming them ("drop"). Returns their names."""
+    in_train = labels[idx["train"]].any(axis=0)
+    elsewhere = {s: labels[idx[s]].sum(axis=0, dtype=np.int64) for s in ("val", "test")}
+    unseen = [j for j in np.flatnonzero(~in_train) if any(c[j] for c in elsewhere.values())]
+    if not unseen:
+        return []
+    listed = ", ".join(
+        f"{names[j]!r} ({elsewhere['val'][j]} val, {elsewhere['test'][j]} test rows)"
+        for j in unseen
+    )
+    message = (
+        f"Catalog {path.name}: {len(unseen)} label(s) appear in val/test rows but in no "
+        f"training row, so no model can learn them: {listed}."
+    )
+    if policy == "error":
+        raise DataError(
+            f"{message} Move some of their rows to the train split, or pass "
+            "on_unseen_label='drop' (--set data.on_unseen_label=drop) to drop these labels."
+        )
+    warnings.warn(f"{message} Dropped (on_unseen_label='drop').", DataSkipWarning, stacklevel=3)
+    return [names[j] for j in unseen]
+
+
 def _warn_skips(path: Path, meta: dict[str, Any]) -> None:
     skipped = SkipLog(**meta["skipped_rows"])
     if skipped.total:
@@ -290,6 +321,7 @@ def load_csv_catalog(
     label_separator: str = "|",
     on_bad_image: str = "error",
     on_duplicate: str = "error",
+    on_unseen_label: str = "error",
     progress: bool = True,
 ) -> Splits:
     """Splits of a bring-your-own catalog (see the module docstring for the file format).
@@ -301,9 +333,15 @@ def load_csv_catalog(
       data_dir: folder that a relative `path` and the default `image_root` are taken from.
       path: the catalog file (.csv or .jsonl).
       image_root: folder the image paths are relative to.
+      on_unseen_label: a label carried by val/test rows but by no training row is an error
+        naming it ("error"), or is dropped with a warning naming it ("drop").
     """
     check_policy("on_bad_image", on_bad_image)
     check_policy("on_duplicate", on_duplicate)
+    if on_unseen_label not in UNSEEN_LABEL_POLICIES:
+        raise ValueError(
+            f"on_unseen_label must be one of {UNSEEN_LABEL_POLICIES}; got {on_unseen_label!r}."
+        )
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grey) or 3 (RGB); got {channels}.")
     path, root = _resolve_files(path, data_dir, image_root)
@@ -329,8 +367,9 @@ def load_csv_catalog(
         test_fraction=test_fraction,
         seed=seed,
     )
-    result = apply_cutoff(arrays["labels"][idx["train"]], cutoff, seed)
     names = meta["label_names"]
+    unseen = _unseen_labels(path, arrays["labels"], idx, names, on_unseen_label)
+    result = apply_cutoff(arrays["labels"][idx["train"]], cutoff, seed)
     idx["train"] = idx["train"][result.train_keep]
     kept = result.kept_labels
     provenance = {
@@ -345,6 +384,7 @@ def load_csv_catalog(
         "cutoff": cutoff,
         "seed": seed,
         **result.provenance(names),
+        "unseen_labels": unseen,
         "num_examples": {s: len(i) for s, i in idx.items()},
         "image_size": image_size,
         "channels": channels,
