@@ -186,12 +186,13 @@ def test_image_is_padded_to_square(tmp_path):
     arrays, _ = cc._build(
         path,
         tmp_path,
+        cc.read_catalog(path),
         image_size=16,
         channels=3,
-        label_separator="|",
         on_bad_image="error",
         on_duplicate="error",
         progress=False,
+        workers=1,
     )
     x = arrays["images"][0]
     np.testing.assert_array_equal(x[2:13], np.broadcast_to([0, 100, 50], (11, 16, 3)))
@@ -399,3 +400,22 @@ def test_label_seen_only_in_val_or_test_is_dropped_with_a_warning_on_request(tmp
     assert splits.train.provenance["unseen_labels"] == ["only-test", "only-val"]
     with pytest.raises(ValueError, match="on_unseen_label must be one of"):
         load(path, on_unseen_label="keep")
+
+
+def test_decoding_on_a_process_pool_equals_the_one_process_build_byte_for_byte(tmp_path):
+    path = write_csv(tmp_path, 40)
+    one = load(path, workers=1, cache_dir=tmp_path / "one")
+    pool = load(path, workers=2, cache_dir=tmp_path / "pool")
+    for a, b in zip(one, pool, strict=True):
+        assert a.images.dtype == b.images.dtype and a.images.tobytes() == b.images.tobytes()
+        assert a.labels.tobytes() == b.labels.tobytes()
+    assert trace(pool.train) == trace(one.train)
+
+
+def test_a_build_stopped_by_a_bad_image_on_the_pool_leaves_no_cache(tmp_path):
+    path = write_csv(tmp_path, 40)
+    (tmp_path / "img" / "p030.png").write_bytes(b"not an image")  # after the calibration rows
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match=r"line 32.*p030\.png.*cannot be decoded"):
+        load(path, workers=2, cache_dir=cache)
+    assert not [p for p in cache.rglob("*") if p.is_file()]  # nothing a rerun could trust
