@@ -1,13 +1,14 @@
 """Decoding images on every core: an ordered map over a process pool, with a first-build estimate.
 
 `map_in_order(fn, tasks, ...)` yields `fn(task)` for every task, in task order, so what a caller
-stacks is the same, byte for byte, whatever the number of workers. It runs in three steps:
-  1. the first `CALIBRATION_TASKS` tasks run in this process, timed;
-  2. the estimate of the whole build is printed before the long work starts: the calibration's
-     seconds per unit of cost (pixels, for images) times the remaining cost, divided by the
-     workers, plus their start-up;
-  3. the remaining tasks run in a pool of `workers` processes (`imap`, chunked), one progress
-     bar (tqdm, with its ETA) over all tasks.
+stacks is the same, byte for byte, whatever the number of workers. The tasks run in a pool of
+`workers` processes (`imap`, small chunks), or in this process when `workers` is 1, under one
+progress bar (tqdm, with its ETA). The estimate of the whole build is printed before the long
+work starts: once the first `calibration_tasks(n)` results have come back from the running
+workers, the seconds they took per unit of cost (pixels or bytes, for images) times the
+remaining cost, plus the seconds spent so far (the workers' start-up included). Timing the
+running pool, rather than one image in this process, counts what the pool really delivers on
+this machine (cores shared with other work, the transfer of the results).
 The pool's processes are started with "spawn", not "fork": the parent may hold JAX's threads
 (fork is unsafe then) and a parsed annotation table of gigabytes, which forked children would
 copy page by page as Python's garbage collector touches it. `fn` must therefore be a module-level
@@ -33,9 +34,13 @@ from typing import Any
 
 __all__ = ["DecodeTiming", "available_cores", "map_in_order", "resolve_workers"]
 
-CALIBRATION_TASKS = 8
 MIN_TASKS_PER_WORKER = 64
-WORKER_START_S = 2.0  # spawning a worker and importing numpy, Pillow and the task module
+MAX_CHUNK = 4  # tasks per message to a worker: images take tens of ms, so messages are cheap
+
+
+def calibration_tasks(num_tasks: int, workers: int) -> int:
+    """Results timed for the estimate: a few chunks per worker, at most a tenth of the tasks."""
+    return max(1, min(4 * workers * MAX_CHUNK, num_tasks // 10))
 
 
 def available_cores() -> int:
@@ -60,14 +65,18 @@ class DecodeTiming:
 
     tasks: int = 0
     workers: int = 1
-    estimate_s: float | None = None  # printed before the pool started
-    seconds: float = 0.0  # all tasks, calibration included
+    estimate_s: float | None = None  # printed after the calibration results, before the rest
+    seconds: float = 0.0  # all tasks, the workers' start-up included
 
 
-def _estimate(calibration_s: float, done_cost: float, rest_cost: float, workers: int) -> float:
-    rate = calibration_s / max(done_cost, 1e-12)
-    start = WORKER_START_S if workers > 1 else 0.0
-    return calibration_s + rate * rest_cost / workers + start
+def _results(fn, tasks, workers: int, pool_holder: list) -> Iterator[Any]:
+    """fn over tasks in order: in this process, or on a spawned pool put in `pool_holder`."""
+    if workers == 1:
+        return map(fn, tasks)
+    pool = multiprocessing.get_context("spawn").Pool(workers)
+    pool_holder.append(pool)
+    chunk = max(1, min(MAX_CHUNK, math.ceil(len(tasks) / (workers * 16))))
+    return pool.imap(fn, tasks, chunksize=chunk)
 
 
 def map_in_order(
@@ -82,46 +91,40 @@ def map_in_order(
     timing: DecodeTiming | None = None,
 ) -> Iterator[Any]:
     """Yields fn(task) for each of `tasks` in order (module docstring); `costs` (default 1 each)
-    scale the estimate; `timing`, if given, is filled in."""
+    weigh the tasks for the estimate; `timing`, if given, is filled in."""
     from tqdm.auto import tqdm
 
     costs = [1.0] * len(tasks) if costs is None else [float(c) for c in costs]
+    total_cost = sum(costs)
     workers = resolve_workers(workers, len(tasks))
     timing = timing if timing is not None else DecodeTiming()
     timing.tasks, timing.workers = len(tasks), workers
-    split = min(CALIBRATION_TASKS, len(tasks))
+    calibrate = calibration_tasks(len(tasks), workers)
     start = time.perf_counter()
-    with tqdm(total=len(tasks), desc=desc, unit=unit, disable=not progress) as bar:
-        for task in tasks[:split]:
-            yield fn(task)
-            bar.update()
-        if split == len(tasks):
-            timing.seconds = time.perf_counter() - start
-            return
-        calibration_s = time.perf_counter() - start
-        timing.estimate_s = _estimate(
-            calibration_s, sum(costs[:split]), sum(costs[split:]), workers
-        )
-        message = (
-            f"{desc}: {len(tasks)} {unit} on {workers} process(es); first build estimated at "
-            f"{timing.estimate_s / 60:.1f} min (from the first {split} {unit}: "
-            f"{calibration_s:.2f} s)"
-        )
-        tqdm.write(message, file=sys.stderr)
-        rest = tasks[split:]
-        if workers == 1:
-            results = map(fn, rest)
-            pool = None
-        else:
-            pool = multiprocessing.get_context("spawn").Pool(workers)
-            chunk = max(1, min(16, math.ceil(len(rest) / (workers * 8))))
-            results = pool.imap(fn, rest, chunksize=chunk)
-        try:
-            for result in results:
+    pool_holder: list = []
+    done_cost, first = 0.0, None
+    try:
+        with tqdm(total=len(tasks), desc=desc, unit=unit, disable=not progress) as bar:
+            for i, result in enumerate(_results(fn, tasks, workers, pool_holder)):
                 yield result
                 bar.update()
-        finally:
-            if pool is not None:
-                pool.terminate()  # no-op cost after the last result; stops workers on an error
-                pool.join()
+                now = time.perf_counter()
+                if first is None:  # the first result: the workers have started
+                    first = (now, costs[0])
+                done_cost += costs[i]
+                if i + 1 == 1 + calibrate and i + 1 < len(tasks):
+                    rate = (now - first[0]) / max(done_cost - first[1], 1e-12)
+                    timing.estimate_s = now - start + rate * (total_cost - done_cost)
+                    tqdm.write(_estimate_line(desc, unit, timing, i + 1), file=sys.stderr)
+    finally:
+        for pool in pool_holder:
+            pool.terminate()  # after the last result a no-op; on an error it stops the workers
+            pool.join()
     timing.seconds = time.perf_counter() - start
+
+
+def _estimate_line(desc: str, unit: str, timing: DecodeTiming, done: int) -> str:
+    return (
+        f"{desc}: {timing.tasks} {unit} on {timing.workers} process(es); first build estimated "
+        f"at {timing.estimate_s / 60:.1f} min (timed on the first {done} {unit})"
+    )
