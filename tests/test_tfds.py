@@ -352,3 +352,22 @@ def test_an_unprepared_dataset_stops_with_the_build_command(tmp_path):
         ts.load_tfds(dataset="voc/2007", data_dir=tmp_path / "empty", cache_dir=tmp_path)
     with pytest.raises(ts.DataNotFoundError, match="TFDS has no dataset 'no_such_set'"):
         ts.load_tfds(dataset="no_such_set", cache_dir=tmp_path)
+
+
+def test_decoding_on_a_process_pool_equals_the_one_process_decode_byte_for_byte():
+    with mock_tfds(40):
+        builder = ts.open_builder("voc/2007", None)
+        image = ts.find_image_key(builder.info.features)
+        spec = ts.find_label(builder.info.features)
+        select = np.array([1, 4, 5, 17, 30, 31, 39])
+        common = {"image_size": 16, "mode": "RGB", "select": select}
+        one = tfds_decode.decode_split(builder, "test", image, spec, workers=1, **common)
+        pool = tfds_decode.decode_split(builder, "test", image, spec, workers=2, **common)
+        everything = tfds_decode.decode_split(
+            builder, "test", image, spec, image_size=16, mode="RGB", workers=2
+        )
+    for key in ("images", "labels", "ids"):
+        assert one[key].dtype == pool[key].dtype
+        assert one[key].tobytes() == pool[key].tobytes(), key
+    assert len(one["images"]) == len(select)
+    assert everything["images"][select].tobytes() == one["images"].tobytes()

@@ -2,7 +2,8 @@
 
 `map_in_order(fn, tasks, ...)` yields `fn(task)` for every task, in task order, so what a caller
 stacks is the same, byte for byte, whatever the number of workers. The tasks run in a pool of
-`workers` processes (`imap`, small chunks), or in this process when `workers` is 1, under one
+`workers` processes (small chunks, a bounded number in flight, so a stream of tasks is read
+only as fast as it is decoded), or in this process when `workers` is 1, under one
 progress bar (tqdm, with its ETA). The estimate of the whole build is printed before the long
 work starts: once the first `calibration_tasks(n)` results have come back from the running
 workers, the seconds they took per unit of cost (pixels or bytes, for images) times the
@@ -23,19 +24,21 @@ one per `MIN_TASKS_PER_WORKER` tasks, so a fixture of a few images never pays fo
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-import math
+import itertools
 import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 __all__ = ["DecodeTiming", "available_cores", "map_in_order", "resolve_workers"]
 
 MIN_TASKS_PER_WORKER = 64
 MAX_CHUNK = 4  # tasks per message to a worker: images take tens of ms, so messages are cheap
+WINDOW_CHUNKS = 4  # chunks in flight per worker
 
 
 def calibration_tasks(num_tasks: int, workers: int) -> int:
@@ -69,20 +72,32 @@ class DecodeTiming:
     seconds: float = 0.0  # all tasks, the workers' start-up included
 
 
-def _results(fn, tasks, workers: int, pool_holder: list) -> Iterator[Any]:
-    """fn over tasks in order: in this process, or on a spawned pool put in `pool_holder`."""
-    if workers == 1:
-        return map(fn, tasks)
-    pool = multiprocessing.get_context("spawn").Pool(workers)
-    pool_holder.append(pool)
-    chunk = max(1, min(MAX_CHUNK, math.ceil(len(tasks) / (workers * 16))))
-    return pool.imap(fn, tasks, chunksize=chunk)
+def _apply_all(fn: Callable[[Any], Any], chunk: list) -> list:
+    return [fn(task) for task in chunk]
+
+
+def _in_order(pool, fn, tasks: Iterable, workers: int) -> Iterator[Any]:
+    """fn over tasks on `pool`, in order, with at most WINDOW_CHUNKS chunks per worker in
+    flight: tasks are taken from `tasks` (which may be a stream of encoded images) only as
+    results come back, so memory stays bounded whatever the number of tasks."""
+    pending: collections.deque = collections.deque()
+    source = iter(tasks)
+    while True:
+        while len(pending) < WINDOW_CHUNKS * workers:
+            chunk = list(itertools.islice(source, MAX_CHUNK))
+            if not chunk:
+                break
+            pending.append(pool.apply_async(_apply_all, (fn, chunk)))
+        if not pending:
+            return
+        yield from pending.popleft().get()
 
 
 def map_in_order(
     fn: Callable[[Any], Any],
-    tasks: Sequence[Any],
+    tasks: Iterable[Any],
     *,
+    total: int | None = None,
     costs: Sequence[float] | None = None,
     workers: int | None = None,
     progress: bool = True,
@@ -90,34 +105,43 @@ def map_in_order(
     unit: str = "img",
     timing: DecodeTiming | None = None,
 ) -> Iterator[Any]:
-    """Yields fn(task) for each of `tasks` in order (module docstring); `costs` (default 1 each)
-    weigh the tasks for the estimate; `timing`, if given, is filled in."""
+    """Yields fn(task) for each of `tasks` in order (module docstring).
+
+    `tasks` is a sequence, or any iterable with `total` items (read as the workers need them);
+    `costs` (default 1 each) weigh the tasks for the estimate; `timing`, if given, is filled in.
+    """
     from tqdm.auto import tqdm
 
-    costs = [1.0] * len(tasks) if costs is None else [float(c) for c in costs]
+    total = len(tasks) if total is None else int(total)  # type: ignore[arg-type]
+    costs = [1.0] * total if costs is None else [float(c) for c in costs]
     total_cost = sum(costs)
-    workers = resolve_workers(workers, len(tasks))
+
+    def cost(i: int) -> float:  # a stream may hold more than `total` tasks: 1 each beyond
+        return costs[i] if i < len(costs) else 1.0
+
+    workers = resolve_workers(workers, total)
     timing = timing if timing is not None else DecodeTiming()
-    timing.tasks, timing.workers = len(tasks), workers
-    calibrate = calibration_tasks(len(tasks), workers)
+    timing.tasks, timing.workers = total, workers
+    calibrate = calibration_tasks(total, workers)
     start = time.perf_counter()
-    pool_holder: list = []
+    pool = None if workers == 1 else multiprocessing.get_context("spawn").Pool(workers)
+    results = map(fn, tasks) if pool is None else _in_order(pool, fn, tasks, workers)
     done_cost, first = 0.0, None
     try:
-        with tqdm(total=len(tasks), desc=desc, unit=unit, disable=not progress) as bar:
-            for i, result in enumerate(_results(fn, tasks, workers, pool_holder)):
+        with tqdm(total=total or None, desc=desc, unit=unit, disable=not progress) as bar:
+            for i, result in enumerate(results):
                 yield result
                 bar.update()
                 now = time.perf_counter()
                 if first is None:  # the first result: the workers have started
-                    first = (now, costs[0])
-                done_cost += costs[i]
-                if i + 1 == 1 + calibrate and i + 1 < len(tasks):
+                    first = (now, cost(0))
+                done_cost += cost(i)
+                if i + 1 == 1 + calibrate and i + 1 < total:
                     rate = (now - first[0]) / max(done_cost - first[1], 1e-12)
                     timing.estimate_s = now - start + rate * (total_cost - done_cost)
                     tqdm.write(_estimate_line(desc, unit, timing, i + 1), file=sys.stderr)
     finally:
-        for pool in pool_holder:
+        if pool is not None:
             pool.terminate()  # after the last result a no-op; on an error it stops the workers
             pool.join()
     timing.seconds = time.perf_counter() - start

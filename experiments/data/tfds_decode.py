@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments.data.decode_pool import map_in_order
 from experiments.data.images import (
     DataError,
     DataNotFoundError,
@@ -110,6 +111,21 @@ def decode_image(encoded: bytes, *, image_size: int, mode: str) -> np.ndarray:
     return square_resize(converted, image_size)
 
 
+def decode_task(task: tuple[bytes, int, str]) -> np.ndarray:
+    """A pool worker's function: (encoded image, image_size, mode) -> `decode_image`."""
+    encoded, image_size, mode = task
+    return decode_image(encoded, image_size=image_size, mode=mode)
+
+
+def _split_size(builder, split: str, select: np.ndarray | None) -> int | None:
+    if select is not None:
+        return len(select)
+    try:
+        return int(builder.info.splits[split].num_examples)
+    except Exception:  # split expressions TFDS cannot size
+        return None
+
+
 def decode_split(
     builder,
     split: str,
@@ -121,50 +137,55 @@ def decode_split(
     select: np.ndarray | None = None,
     expected_ids: np.ndarray | None = None,
     progress: bool = False,
+    workers: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Decodes the rows `select` (sorted indices; None: all) of `split` into one array.
 
     Returns {images uint8 [M, S, S, ch], labels uint8 [M, C], ids [M] str}. `expected_ids`
-    (the ids of all rows, from `read_labels`) checks that the order has not changed.
+    (the ids of all rows, from `read_labels`) checks that the order has not changed. The
+    records are read in this process; the images decode on `workers` processes (None: every
+    core; `experiments.data.decode_pool`), in row order, read only as fast as they decode.
     """
-    from tqdm.auto import tqdm
-
-    total = None
-    if select is not None:
-        select = np.asarray(select, np.int64)
-        total = len(select)
-    else:
-        try:
-            total = int(builder.info.splits[split].num_examples)
-        except Exception:  # split expressions TFDS cannot size
-            total = None
-    channels = 1 if mode == "L" else 3
-    capacity = total if total is not None else 1024
-    images = np.zeros((capacity, image_size, image_size, channels), np.uint8)
+    select = None if select is None else np.asarray(select, np.int64)
+    total = _split_size(builder, split, select)
     labels, ids = [], []
-    wanted = None if select is None else set(select.tolist())
+
+    def selected():
+        """(encoded image, size, mode) of each selected row; its labels and id noted."""
+        wanted = None if select is None else set(select.tolist())
+        last = None if select is None else int(select[-1])
+        for i, example in enumerate(read_examples(builder, split, image_key, keep_image=True)):
+            if wanted is not None and i not in wanted:
+                continue
+            this_id = example_id(example)
+            if expected_ids is not None and expected_ids[i] != this_id:
+                raise DataError(
+                    f"{builder.info.full_name} {split}: row {i} is {this_id!r} now but was "
+                    f"{expected_ids[i]!r} when the labels were read; the prepared data changed. "
+                    "Delete the tfds cache folder and rerun."
+                )
+            labels.append(spec.multi_hot(example))
+            ids.append(this_id)
+            yield example[image_key], image_size, mode
+            if i == last:
+                return  # the rows are sorted: nothing after the last one is needed
+
+    channels = 1 if mode == "L" else 3
+    images = np.zeros((total or 1024, image_size, image_size, channels), np.uint8)
     n = 0
-    bar = tqdm(total=total, desc=f"decode {builder.name} {split}", unit="img", disable=not progress)
-    for i, example in enumerate(read_examples(builder, split, image_key, keep_image=True)):
-        if wanted is not None and i not in wanted:
-            continue
-        this_id = example_id(example)
-        if expected_ids is not None and expected_ids[i] != this_id:
-            raise DataError(
-                f"{builder.info.full_name} {split}: row {i} is {this_id!r} now but was "
-                f"{expected_ids[i]!r} when the labels were read; the prepared data changed. "
-                "Delete the tfds cache folder and rerun."
-            )
+    decoded = map_in_order(
+        decode_task,
+        selected(),
+        total=total or 0,
+        workers=1 if total is None else workers,  # an unsized split: no pool, no estimate
+        progress=progress,
+        desc=f"decode {builder.name} {split}",
+    )
+    for image in decoded:
         if n == len(images):
             images = np.concatenate([images, np.zeros_like(images)])
-        images[n] = decode_image(example[image_key], image_size=image_size, mode=mode)
-        labels.append(spec.multi_hot(example))
-        ids.append(this_id)
+        images[n] = image
         n += 1
-        bar.update()
-        if select is not None and n == len(select):
-            break  # the rows are sorted: nothing after the last one is needed
-    bar.close()
     if select is not None and n != len(select):
         raise DataError(
             f"{builder.info.full_name} {split}: {len(select)} rows selected but {n} read; the "
