@@ -1,4 +1,5 @@
-"""A synthetic Fashionpedia at the real size, in the real file layout and JSON schema.
+"""A synthetic Fashionpedia at the real size, in the real file layout and JSON schema; and a
+synthetic bring-your-own CSV catalog (`write_csv_catalog`, 100,000 images is the common case).
 
 `write_fashionpedia(root, fraction=1.0)` writes what the Fashionpedia downloads unpack to:
 
@@ -295,3 +296,40 @@ def write_fashionpedia(
         counts["train_images" if split == "train2020" else "val_images"] = num_images
         counts["annotations"] += len(table["annotations"])
     return counts
+
+
+CSV_IMAGES = 100_000
+CSV_LABELS = 30
+
+
+def write_csv_catalog(root: str | os.PathLike, *, num_images: int, seed: int = 0) -> Path:
+    """A bring-your-own catalog of `num_images` product photos: root/catalog.csv (image, labels,
+    split: 70% train, 10% val, 20% test) and root/images/. Each row carries 1-3 of CSV_LABELS
+    labels drawn from a long tail; the first CSV_LABELS training rows carry one label each, so
+    every label has a training row. Images are hard links to the Fashionpedia templates."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    sizes = _image_sizes(rng)
+    templates = _write_templates(root / ".templates", sizes, rng)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    p = _zipf(rng, CSV_LABELS, 1.2)
+    lines = ["image,labels,split"]
+    train_rows = 0
+    for i in range(num_images):
+        split = ("train",) * 7 + ("val",) + ("test",) * 2
+        split = split[i % 10]
+        if split == "train" and train_rows < CSV_LABELS:
+            labels = [train_rows]
+        else:
+            labels = sorted(set(rng.choice(CSV_LABELS, size=rng.integers(1, 4), p=p).tolist()))
+        train_rows += split == "train"
+        name = f"images/p{i:06d}.jpg"
+        target = root / name
+        try:
+            os.link(templates[int(rng.integers(NUM_TEMPLATES))], target)
+        except OSError:
+            shutil.copyfile(templates[int(rng.integers(NUM_TEMPLATES))], target)
+        lines.append(f"{name},{'|'.join(f'label {j:02d}' for j in labels)},{split}")
+    path = root / "catalog.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

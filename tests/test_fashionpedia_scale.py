@@ -42,9 +42,8 @@ def test_generator_writes_the_real_layout_schema_and_tables(tmp_path):
 
 def test_small_fraction_rehearsal_builds_both_tasks_and_reads_them_back(tmp_path, capsys):
     out = tmp_path / "scale.json"
-    result = fashionpedia_scale.main(
-        ["--fraction", "0.005", "--no-progress", "--workers", "2", "--out", str(out)]
-    )
+    argv = ["--fraction", "0.005", "--csv-images", "120", "--no-progress", "--workers", "2"]
+    result = fashionpedia_scale.main([*argv, "--out", str(out)])
     assert json.loads(out.read_text())["fraction"] == 0.005
     printed = capsys.readouterr().out
     assert "| sleevetype |" in printed and "| archetype |" in printed
@@ -56,6 +55,22 @@ def test_small_fraction_rehearsal_builds_both_tasks_and_reads_them_back(tmp_path
         num = result["tasks"][task]["cached"]["num_examples"]
         assert sum(num.values()) == sum(s["crops"] for s in build["splits"].values())
     assert build["splits"]["train2020"]["crop_estimate_s"] is not None  # printed before the pool
+    assert "| csv catalog images |" in printed
+    csv = result["csv"]
+    assert csv["build"]["rows"] == 120
+    assert sum(csv["build"]["num_examples"].values()) == 120
+    assert csv["cached"]["num_examples"] == csv["build"]["num_examples"]
+
+
+def test_csv_generator_gives_every_label_a_training_row(tmp_path):
+    from experiments.data import csv_catalog as cc
+
+    path = fashionpedia_synth.write_csv_catalog(tmp_path, num_images=60, seed=2)
+    rows = cc.read_catalog(path)
+    assert len(rows) == 60 and all((tmp_path / r.image).is_file() for r in rows)
+    in_train = {n for r in rows if r.split == "train" for n in r.labels}
+    assert in_train == {n for r in rows for n in r.labels}
+    assert len(in_train) == fashionpedia_synth.CSV_LABELS
 
 
 @pytest.mark.parametrize("fraction", [0, 1.5])
