@@ -42,6 +42,9 @@ Prepare and cache: `prepare(task, ...)` crops, pads to square, resizes and store
 each annotation file once in `<cache>/fashionpedia/*.npz` (atomic), keyed by the annotation
 file's SHA-256, the image folder, the image size, the label set and the bad-item policies.
 Splitting and the cut-off are applied in memory on load, so every seed and cut-off shares it.
+The crops are made on every core (`workers`, default all; `experiments.data.decode_pool`), the
+estimate of the build printed before the long work; the arrays do not depend on the number of
+processes. `python -m benchmarks.fashionpedia_scale` measures a build at the real size.
 
 Code: `fashionpedia_labels` chooses the categories and label attributes by name,
 `fashionpedia_crops` crops one annotation file; this module finds the files, caches the crops
