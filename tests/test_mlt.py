@@ -134,3 +134,15 @@ def test_the_core_configs_and_other_tasks_never_import_tensorflow_datasets():
         "assert 'tensorflow_datasets' not in sys.modules and 'tensorflow' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_mlt_scale_rehearsal_labels_have_cocos_shape():
+    from benchmarks.mlt_scale import coco_like_labels
+
+    labels = coco_like_labels(20_000, 80, seed=0)
+    per_class = labels.mean(axis=0)
+    assert labels.shape == (20_000, 80) and labels.any(axis=1).all()
+    assert 2.7 < labels.sum(axis=1).mean() < 3.2  # COCO train: 2.9 classes per image
+    assert abs(per_class.max() - 0.54) < 0.02  # person on 54% of the images
+    assert per_class.min() < 0.005  # a long tail (COCO's rarest class: ~200 of 118,287)
+    np.testing.assert_array_equal(labels, coco_like_labels(20_000, 80, seed=0))
