@@ -654,3 +654,15 @@ def test_a_build_stopped_by_a_bad_image_on_the_pool_leaves_no_cache(tmp_path):
     with pytest.warns(DataSkipWarning, match="skipped 2"):
         single = load(data_dir=root, cache_dir=tmp_path / "one", workers=1, on_bad_image="skip")
     assert pooled.train.images.tobytes() == single.train.images.tobytes()
+
+
+def test_worker_count_rule():
+    from experiments.data.decode_pool import available_cores, resolve_workers
+
+    assert resolve_workers(1, 10_000) == 1
+    assert resolve_workers(8, 3) == 3  # never more processes than images
+    assert resolve_workers(None, 10) == 1  # a fixture of a few images never pays for a pool
+    assert resolve_workers(None, 10_000_000) == available_cores()
+    for bad in (0, -1, True, 2.0):
+        with pytest.raises(ValueError, match="workers must be"):
+            resolve_workers(bad, 100)

@@ -336,14 +336,20 @@ def load_mlt(
         task, protocol, source, spec, data_dir=data_dir, download=download, label_key=label_key
     )
     common = {"image_size": image_size, "mode": mode, "cache_dir": cache_dir, "progress": progress}
-    train_split = (source, protocol.train_split, image, spec)
-    paths = {  # built one split at a time, each written and released before the next
-        "train": ts.ensure_split(
-            *train_split, select=train_rows, expected_ids=ids, tag=f"{task}-train", **common
-        ),
-        "val": ts.ensure_split(
-            *train_split, select=val_rows, expected_ids=ids, tag=f"{task}-val", **common
-        ),
+    # Train and val come from one read of the training source (COCO train: 18 GB of records),
+    # then test; each written and released before the next.
+    sampled = ts.ensure_selections(
+        source,
+        protocol.train_split,
+        image,
+        spec,
+        selections={f"{task}-train": train_rows, f"{task}-val": val_rows},
+        expected_ids=ids,
+        **common,
+    )
+    paths = {
+        "train": sampled[f"{task}-train"],
+        "val": sampled[f"{task}-val"],
         "test": ts.ensure_split(test_source, protocol.test_split, test_image, test_spec, **common),
     }
     provenance = _provenance(

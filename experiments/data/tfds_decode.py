@@ -13,6 +13,7 @@ MLT sampler) are read once without decoding any image, and cached the same way.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -236,6 +237,94 @@ def cached_labels(builder, split: str, image_key: str, spec: LabelSpec, *, cache
     return labels, ids, path.name
 
 
+def _selection_file(builder, split, image_key, spec, *, image_size, mode, cache_dir, select, tag):
+    """(cache file, its build parameters) of the rows `select` (None: all) of `split`."""
+    params = {
+        **_dataset_params(builder, image_key, spec),
+        "split": split,
+        "image_size": int(image_size),
+        "mode": mode,
+        "rows": None
+        if select is None
+        else hashlib.sha256(np.asarray(select, "<i8").tobytes()).hexdigest(),
+    }
+    name = f"{_slug(split)}-{_slug(tag)}-{image_size}px-{cache_key(params)}.npz"
+    return _cache_dir(builder, cache_dir) / name, params
+
+
+def ensure_selections(
+    builder,
+    split: str,
+    image_key: str,
+    spec: LabelSpec,
+    *,
+    selections: dict[str, np.ndarray | None],
+    image_size: int,
+    mode: str,
+    cache_dir,
+    expected_ids: np.ndarray | None = None,
+    progress: bool = False,
+) -> dict[str, Path]:
+    """{tag: cache file} of each selection of rows of `split` (sorted indices; None: all rows,
+    alone), the missing ones built from ONE read of the split: their union is decoded
+    (`decode_split`) and each written to its own file, which holds exactly what a build of that
+    selection alone holds. The arrays are released before this returns."""
+    files = {
+        tag: _selection_file(
+            builder,
+            split,
+            image_key,
+            spec,
+            image_size=image_size,
+            mode=mode,
+            cache_dir=cache_dir,
+            select=select,
+            tag=tag,
+        )
+        for tag, select in selections.items()
+    }
+    missing = [tag for tag, (path, _) in files.items() if not path.is_file()]
+    if missing:
+        rows = [selections[tag] for tag in missing]
+        if any(r is None for r in rows) and len(rows) > 1:
+            raise ValueError("A selection of all rows (None) is built alone, not with others.")
+        union = rows[0] if len(rows) == 1 else functools.reduce(np.union1d, rows)
+        start = time.perf_counter()
+        arrays = decode_split(
+            builder,
+            split,
+            image_key,
+            spec,
+            image_size=image_size,
+            mode=mode,
+            select=union,
+            expected_ids=expected_ids,
+            progress=progress,
+        )
+        seconds = time.perf_counter() - start
+        for tag in missing:
+            path, params = files[tag]
+            picked = arrays if len(missing) == 1 else _pick(arrays, union, selections[tag])
+            save_arrays(path, picked, {**params, "num_examples": len(picked["labels"])})
+            print(
+                f"tfds: cached {len(picked['labels'])} {builder.name} {split} images in {path}",
+                file=sys.stderr,
+            )
+        rate = len(arrays["labels"]) / max(seconds, 1e-9)
+        print(
+            f"tfds: decoded {len(arrays['labels'])} {builder.name} {split} images in one read "
+            f"({seconds:.1f} s, {rate:.0f} images/s)",
+            file=sys.stderr,
+        )
+    return {tag: path for tag, (path, _) in files.items()}
+
+
+def _pick(arrays: dict[str, np.ndarray], union: np.ndarray, rows: np.ndarray) -> dict:
+    """The entries of `rows` (a subset of the sorted `union`) from arrays built over `union`."""
+    at = np.searchsorted(union, np.asarray(rows, np.int64))
+    return {key: value[at] for key, value in arrays.items()}
+
+
 def ensure_split(
     builder,
     split: str,
@@ -250,43 +339,21 @@ def ensure_split(
     tag: str = "all",
     progress: bool = False,
 ) -> Path:
-    """The cache file of `decode_split(...)`, built first if absent. The decoded arrays are
-    written and released before this returns, so building several splits one after another
-    never holds more than one of them."""
-    params = {
-        **_dataset_params(builder, image_key, spec),
-        "split": split,
-        "image_size": int(image_size),
-        "mode": mode,
-        "rows": None
-        if select is None
-        else hashlib.sha256(np.asarray(select, "<i8").tobytes()).hexdigest(),
-    }
-    name = f"{_slug(split)}-{_slug(tag)}-{image_size}px-{cache_key(params)}.npz"
-    path = _cache_dir(builder, cache_dir) / name
-    if path.is_file():
-        return path
-    start = time.perf_counter()
-    arrays = decode_split(
+    """The cache file of `decode_split(...)`, built first if absent (`ensure_selections` of one
+    selection). The decoded arrays are written and released before this returns, so building
+    several splits one after another never holds more than one of them."""
+    return ensure_selections(
         builder,
         split,
         image_key,
         spec,
+        selections={tag: select},
         image_size=image_size,
         mode=mode,
-        select=select,
+        cache_dir=cache_dir,
         expected_ids=expected_ids,
         progress=progress,
-    )
-    seconds = time.perf_counter() - start
-    save_arrays(path, arrays, {**params, "num_examples": len(arrays["labels"])})
-    rate = len(arrays["labels"]) / max(seconds, 1e-9)
-    print(
-        f"tfds: cached {len(arrays['labels'])} {builder.name} {split} images in {path} "
-        f"({seconds:.1f} s, {rate:.0f} images/s)",
-        file=sys.stderr,
-    )
-    return path
+    )[tag]
 
 
 def load_split(path: Path) -> dict[str, np.ndarray]:
