@@ -213,3 +213,21 @@ def test_train_benchmark_writes_ratios_for_the_cpu_tier(tmp_path, capsys):
     else:
         assert "not installed" in row["torch_note"] and "torch_step_s" not in row
     assert "DP / torch speed" in capsys.readouterr().out and result["rows"][0]["tier"] == "cpu"
+
+
+def test_data_benchmark_measures_the_gpu_tier_feed_without_and_with_prefetch(tmp_path, capsys):
+    from benchmarks import data as data_bench
+
+    out = tmp_path / "data.json"
+    result = data_bench.main(["--seconds", "0.05", "--crops", "600", "--out", str(out)])
+    feed = json.loads(out.read_text())["gpu_tier_feed"]
+    assert feed == result["gpu_tier_feed"]
+    shapes = {(r["shape"], r["cores"].split(" (")[0], r["prefetch"]) for r in feed}
+    assert shapes == {
+        (shape, cores, depth)
+        for shape in ("128 x 128 x 3", "56 x 56 x 1")
+        for cores in ("one core", "all cores")
+        for depth in (0, 2)
+    }
+    assert all(r["images_per_s"] > 0 and r["demand_images_per_s"] > 0 for r in feed)
+    assert "ResNet-18 demand" in capsys.readouterr().out

@@ -186,12 +186,13 @@ def test_image_is_padded_to_square(tmp_path):
     arrays, _ = cc._build(
         path,
         tmp_path,
+        cc.read_catalog(path),
         image_size=16,
         channels=3,
-        label_separator="|",
         on_bad_image="error",
         on_duplicate="error",
         progress=False,
+        workers=1,
     )
     x = arrays["images"][0]
     np.testing.assert_array_equal(x[2:13], np.broadcast_to([0, 100, 50], (11, 16, 3)))
@@ -366,3 +367,55 @@ def test_no_warning_without_skips(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataSkipWarning)
         load(path)
+
+
+def write_unseen_catalog(root: Path) -> Path:
+    """20 rows split train/val/test/train in turn; 'only-test' is on every test row and
+    'only-val' on one val row, never on a training row."""
+    images = write_images(root, 20)
+    lines = ["image,labels,split"]
+    for i, image in enumerate(images):
+        split = ("train", "val", "test", "train")[i % 4]
+        extra = {"test": ["only-test"], "val": ["only-val"] if i == 1 else []}.get(split, [])
+        lines.append(f"{image},{'|'.join(labels_of(i) + extra)},{split}")
+    path = root / "catalog.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_label_seen_only_in_val_or_test_is_an_error_naming_it(tmp_path):
+    path = write_unseen_catalog(tmp_path)
+    with pytest.raises(DataError, match=r"'only-test' \(0 val, 5 test rows\)") as info:
+        load(path)
+    assert "'only-val' (1 val, 0 test rows)" in str(info.value)
+    assert "on_unseen_label='drop'" in str(info.value)
+
+
+def test_label_seen_only_in_val_or_test_is_dropped_with_a_warning_on_request(tmp_path):
+    path = write_unseen_catalog(tmp_path)
+    with pytest.warns(DataSkipWarning, match="only-test.*only-val"):
+        splits = load(path, on_unseen_label="drop")
+    assert "only-test" not in splits.train.label_names
+    assert set(splits.train.label_names) == {"common", "mid", "rare"}
+    assert splits.train.provenance["unseen_labels"] == ["only-test", "only-val"]
+    with pytest.raises(ValueError, match="on_unseen_label must be one of"):
+        load(path, on_unseen_label="keep")
+
+
+def test_decoding_on_a_process_pool_equals_the_one_process_build_byte_for_byte(tmp_path):
+    path = write_csv(tmp_path, 40)
+    one = load(path, workers=1, cache_dir=tmp_path / "one")
+    pool = load(path, workers=2, cache_dir=tmp_path / "pool")
+    for a, b in zip(one, pool, strict=True):
+        assert a.images.dtype == b.images.dtype and a.images.tobytes() == b.images.tobytes()
+        assert a.labels.tobytes() == b.labels.tobytes()
+    assert trace(pool.train) == trace(one.train)
+
+
+def test_a_build_stopped_by_a_bad_image_on_the_pool_leaves_no_cache(tmp_path):
+    path = write_csv(tmp_path, 40)
+    (tmp_path / "img" / "p030.png").write_bytes(b"not an image")  # after the calibration rows
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match=r"line 32.*p030\.png.*cannot be decoded"):
+        load(path, workers=2, cache_dir=cache)
+    assert not [p for p in cache.rglob("*") if p.is_file()]  # nothing a rerun could trust

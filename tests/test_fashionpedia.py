@@ -607,3 +607,62 @@ def test_no_warning_without_skips(dataset_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataSkipWarning)
         load(data_dir=dataset_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# Cropping on a process pool (experiments.data.decode_pool)
+
+
+def test_crops_on_a_process_pool_equal_the_one_process_build_byte_for_byte(
+    dataset_dir, tmp_path, capsys
+):
+    built = {}
+    for workers in (1, 2):
+        prepared = fp.prepare(
+            "archetype",
+            data_dir=dataset_dir,
+            cache_dir=tmp_path / f"cache{workers}",
+            image_size=16,
+            progress=False,
+            workers=workers,
+        )
+        assert prepared["train2020"][1]["timing"]["workers"] == workers
+        built[workers] = prepared
+    assert "first build estimated at" in capsys.readouterr().err
+    for split in ("train2020", "val2020"):
+        one, pool = built[1][split][0], built[2][split][0]
+        assert one.keys() == pool.keys()
+        for key in one:
+            assert one[key].dtype == pool[key].dtype
+            assert one[key].tobytes() == pool[key].tobytes(), (split, key)
+    # What the cache gives back is what was built.
+    again = fp.prepare(
+        "archetype", data_dir=dataset_dir, cache_dir=tmp_path / "cache2", image_size=16
+    )
+    assert again["train2020"][0]["images"].tobytes() == built[1]["train2020"][0]["images"].tobytes()
+
+
+def test_a_build_stopped_by_a_bad_image_on_the_pool_leaves_no_cache(tmp_path):
+    root = write_dataset(tmp_path / "fp", n_train=30)
+    (root / "train" / "000025.png").unlink()  # after the in-process calibration images
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match=r"000025\.png"):
+        load(data_dir=root, cache_dir=cache, workers=2)
+    assert not [p for p in cache.rglob("*") if p.is_file()]  # nothing a rerun could trust
+    with pytest.warns(DataSkipWarning, match="skipped 2"):
+        pooled = load(data_dir=root, cache_dir=cache, workers=2, on_bad_image="skip")
+    with pytest.warns(DataSkipWarning, match="skipped 2"):
+        single = load(data_dir=root, cache_dir=tmp_path / "one", workers=1, on_bad_image="skip")
+    assert pooled.train.images.tobytes() == single.train.images.tobytes()
+
+
+def test_worker_count_rule():
+    from experiments.data.decode_pool import available_cores, resolve_workers
+
+    assert resolve_workers(1, 10_000) == 1
+    assert resolve_workers(8, 3) == 3  # never more processes than images
+    assert resolve_workers(None, 10) == 1  # a fixture of a few images never pays for a pool
+    assert resolve_workers(None, 10_000_000) == available_cores()
+    for bad in (0, -1, True, 2.0):
+        with pytest.raises(ValueError, match="workers must be"):
+            resolve_workers(bad, 100)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from experiments.data import mlt
+from experiments.data.tfds_features import canonical_id
 
 
 def synthetic_pool(num_images=6000, num_classes=20, seed=0):
@@ -79,10 +80,10 @@ def test_sampler_records_a_shortfall_rather_than_inventing_images():
 
 
 def test_canonical_ids_and_id_files(tmp_path):
-    assert mlt.canonical_id("2008_000008.jpg") == "2008_000008"
-    assert mlt.canonical_id(b"000000391895.jpg") == "391895"
-    assert mlt.canonical_id(np.int64(391895)) == "391895"
-    assert mlt.canonical_id("train2017/000000000009.jpg") == "9"
+    assert canonical_id("2008_000008.jpg") == "2008_000008"
+    assert canonical_id(b"000000391895.jpg") == "391895"
+    assert canonical_id(np.int64(391895)) == "391895"
+    assert canonical_id("train2017/000000000009.jpg") == "9"
     f = tmp_path / "ids.txt"
     f.write_text("# VOC-MLT\n2008_000008\n\n2008_000015.jpg  \n")
     assert mlt.read_image_ids(f) == ["2008_000008", "2008_000015"]
@@ -133,3 +134,15 @@ def test_the_core_configs_and_other_tasks_never_import_tensorflow_datasets():
         "assert 'tensorflow_datasets' not in sys.modules and 'tensorflow' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_mlt_scale_rehearsal_labels_have_cocos_shape():
+    from benchmarks.mlt_scale import coco_like_labels
+
+    labels = coco_like_labels(20_000, 80, seed=0)
+    per_class = labels.mean(axis=0)
+    assert labels.shape == (20_000, 80) and labels.any(axis=1).all()
+    assert 2.7 < labels.sum(axis=1).mean() < 3.2  # COCO train: 2.9 classes per image
+    assert abs(per_class.max() - 0.54) < 0.02  # person on 54% of the images
+    assert per_class.min() < 0.005  # a long tail (COCO's rarest class: ~200 of 118,287)
+    np.testing.assert_array_equal(labels, coco_like_labels(20_000, 80, seed=0))

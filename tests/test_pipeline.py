@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import types
 
 import numpy as np
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from experiments.data import Dataset
-from experiments.data.pipeline import epoch_batches, eval_batches, num_batches
+from experiments.data.pipeline import epoch_batches, eval_batches, num_batches, prefetch
 
 
 def dataset(n: int, num_labels: int = 3) -> Dataset:
@@ -136,3 +137,44 @@ def test_eval_batches_do_not_alias_the_dataset():
     images, _, _ = next(eval_batches(data, 4))
     images[:] = 0
     assert data.images[1, 0, 0, 0] == 1
+
+
+def test_prefetch_yields_the_same_batches_in_the_same_order():
+    data = dataset(50)
+    direct = list(epoch_batches(data, 8, seed=3, epoch=1))
+    fetched = list(prefetch(epoch_batches(data, 8, seed=3, epoch=1), depth=2))
+    assert len(fetched) == len(direct)
+    for (a_images, a_labels), (b_images, b_labels) in zip(direct, fetched, strict=True):
+        assert a_images.tobytes() == b_images.tobytes()
+        assert a_labels.tobytes() == b_labels.tobytes()
+
+
+def test_prefetch_raises_the_producers_error_where_it_happened():
+    def items():
+        yield 1
+        yield 2
+        raise RuntimeError("disk gone")
+
+    seen = []
+    with pytest.raises(RuntimeError, match="disk gone"):
+        for item in prefetch(items()):
+            seen.append(item)
+    assert seen == [1, 2]
+
+
+def test_prefetch_stops_its_thread_when_the_consumer_stops_early():
+    produced = []
+
+    def items():
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    before = threading.active_count()
+    fetched = prefetch(items(), depth=2)
+    assert next(fetched) == 0
+    fetched.close()
+    assert threading.active_count() == before
+    assert len(produced) <= 5  # stopped within a few items, not run to the end
+    with pytest.raises(ValueError, match="depth"):
+        next(prefetch([1], depth=0))

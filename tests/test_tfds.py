@@ -352,3 +352,56 @@ def test_an_unprepared_dataset_stops_with_the_build_command(tmp_path):
         ts.load_tfds(dataset="voc/2007", data_dir=tmp_path / "empty", cache_dir=tmp_path)
     with pytest.raises(ts.DataNotFoundError, match="TFDS has no dataset 'no_such_set'"):
         ts.load_tfds(dataset="no_such_set", cache_dir=tmp_path)
+
+
+def test_decoding_on_a_process_pool_equals_the_one_process_decode_byte_for_byte():
+    with mock_tfds(40):
+        builder = ts.open_builder("voc/2007", None)
+        image = ts.find_image_key(builder.info.features)
+        spec = ts.find_label(builder.info.features)
+        select = np.array([1, 4, 5, 17, 30, 31, 39])
+        common = {"image_size": 16, "mode": "RGB", "select": select}
+        one = tfds_decode.decode_split(builder, "test", image, spec, workers=1, **common)
+        pool = tfds_decode.decode_split(builder, "test", image, spec, workers=2, **common)
+        everything = tfds_decode.decode_split(
+            builder, "test", image, spec, image_size=16, mode="RGB", workers=2
+        )
+    for key in ("images", "labels", "ids"):
+        assert one[key].dtype == pool[key].dtype
+        assert one[key].tobytes() == pool[key].tobytes(), key
+    assert len(one["images"]) == len(select)
+    assert everything["images"][select].tobytes() == one["images"].tobytes()
+
+
+def test_mlt_train_and_val_come_from_one_read_of_the_source(tmp_path, monkeypatch):
+    reads = []
+    original = tfds_decode.read_examples
+
+    def counting(builder, split, image_key, *, keep_image):
+        reads.append((builder.info.full_name.split("/")[1], split, keep_image))
+        return original(builder, split, image_key, keep_image=keep_image)
+
+    monkeypatch.setattr(tfds_decode, "read_examples", counting)
+    with mock_tfds(60):
+        splits = mlt.load_voc_mlt(
+            cutoff=None,
+            cache_dir=tmp_path,
+            image_size=16,
+            head_images=12,
+            tail_images=2,
+            val_images=5,
+            progress=False,
+        )
+        reference = tf_decoded("voc/2012", "train+validation")
+    image_reads = [r for r in reads if r[2]]
+    assert image_reads == [("2012", "train+validation", True), ("2007", "test", True)]
+    # Each split holds what a build of its rows alone would: the pool's images, resized.
+    assert len(splits.val.labels) == 5
+    for part in (splits.train, splits.val):
+        assert part.images.shape[1:] == (16, 16, 3)
+    expected = {square_resize(Image.fromarray(ex["image"]), 16).tobytes() for ex in reference}
+    assert {im.tobytes() for im in splits.val.images} <= expected
+    assert {im.tobytes() for im in splits.train.images} <= expected
+    assert not {im.tobytes() for im in splits.val.images} & {
+        im.tobytes() for im in splits.train.images
+    }

@@ -19,16 +19,18 @@ Validation (a clear error naming the row and the fix, or, under a skip policy, a
 reported skip; never silent): missing or empty image path, empty label names ("a||b", a
 trailing "|"), a label repeated in a row, unknown split values, an empty split, a duplicated
 image path (`on_duplicate`: "error", or "skip" keeping the first row), missing or undecodable
-image files (`on_bad_image`: "error" or "skip").
+image files (`on_bad_image`: "error" or "skip"), a label that val or test rows carry but no
+training row does (`on_unseen_label`: "error", or "drop" with a warning naming the labels).
 
 Images are whole product photos: padded to square (black) and resized to `image_size`, RGB
-(`channels=3`) or grey (`channels=1`); decoded once and cached as arrays. The cache key covers
-the catalog file's SHA-256, the image root, the build parameters (image_size, channels,
-label_separator, on_bad_image, on_duplicate) and every listed image file: its path, size,
-modification time and status-change time (`image_fingerprint`; ctime changes on any rewrite,
-even one that restores the size and mtime). The first three name the cache file; the image
-fingerprint is stored in it and compared on every load, so a replaced, edited, added or removed
-image rebuilds the cache in place. Image contents are not hashed: that would read every image
+(`channels=3`) or grey (`channels=1`); decoded once, on every core (`decode_pool`; the arrays do not
+depend on the number of processes), and cached as arrays. The cache key covers the catalog file's
+SHA-256, the image root, the build parameters (image_size, channels, label_separator, on_bad_image,
+on_duplicate) and every listed image file: its path, size, modification time and status-change time
+(`image_fingerprint`; ctime changes on any rewrite, even one that restores the size and mtime). The
+first three name the cache file; the image fingerprint is stored in it and compared on every load,
+so a replaced, edited, added or removed image rebuilds the cache in place. Image contents are not
+hashed: that would read every image
 on every load. Labels are sorted by name. The
 label-frequency `cutoff` has the same meaning as for the other tasks (training positives of the
 rarest label; `experiments.data.images.apply_cutoff`).
@@ -48,6 +50,7 @@ import numpy as np
 
 from experiments.data.csv_rows import SPLITS, CatalogRow, deduplicate, read_catalog
 from experiments.data.dataset import Dataset, Splits
+from experiments.data.decode_pool import DecodeTiming, map_in_order
 from experiments.data.images import (
     DataError,
     DataNotFoundError,
@@ -68,56 +71,107 @@ from experiments.data.images import (
 __all__ = ["SPLITS", "CatalogRow", "image_fingerprint", "load_csv_catalog", "read_catalog"]
 
 
-def _build(
+def decode_row(task: tuple[str, str, int]) -> np.ndarray | DataError | DataNotFoundError:
+    """One catalog image (file, Pillow mode, size) -> uint8 [size, size, ch], or the error when
+    it is missing or undecodable. A pool worker's function: it returns errors rather than
+    raising, so the parent applies the `on_bad_image` policy in row order."""
+    file_path, mode, image_size = task
+    try:
+        return square_resize(read_image(file_path, mode), image_size)
+    except (DataNotFoundError, DataError) as e:
+        return e
+
+
+def _decode_rows(
     path: Path,
     image_root: Path,
+    rows: list[CatalogRow],
     *,
     image_size: int,
     channels: int,
-    label_separator: str,
     on_bad_image: str,
-    on_duplicate: str,
+    skips: SkipLog,
     progress: bool,
-    rows: list[CatalogRow] | None = None,
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Decodes every catalog image once: arrays {images, labels, split_codes} + meta.
-
-    `rows`: the file's rows if already read (`read_catalog`), else they are read here.
-    """
-    from tqdm.auto import tqdm
-
-    skips = SkipLog()
-    if rows is None:
-        rows = read_catalog(path, label_separator=label_separator)
-    rows = deduplicate(rows, on_duplicate, skips, path.name)
-    label_names = sorted({n for r in rows for n in r.labels})
-    column = {n: j for j, n in enumerate(label_names)}
+    workers: int | None,
+    timing: DecodeTiming,
+) -> tuple[np.ndarray, list[int]]:
+    """(images uint8 [M, size, size, ch], the rows' positions) of the rows whose image decodes,
+    in row order, on `workers` processes (`experiments.data.decode_pool`)."""
     mode = {3: "RGB", 1: "L"}[channels]
-    images, labels, split_codes = [], [], []
-    for row in tqdm(rows, desc=f"decode {path.name}", unit="img", disable=not progress):
-        file_path = _image_path(row, image_root)
-        try:
-            image = read_image(file_path, mode)
-        except (DataNotFoundError, DataError) as e:
-            missing = isinstance(e, DataNotFoundError)
-            detail = f"{path.name} line {row.line}: {e}".rstrip(".")
+    tasks = [(str(_image_path(row, image_root)), mode, image_size) for row in rows]
+    images = np.empty((len(rows), image_size, image_size, channels), np.uint8)
+    kept: list[int] = []
+    results = map_in_order(
+        decode_row,
+        tasks,
+        costs=[_file_size(t[0]) for t in tasks],  # decoding time goes with the file's bytes
+        workers=workers,
+        progress=progress,
+        desc=f"decode {path.name}",
+        timing=timing,
+    )
+    for i, (row, result) in enumerate(zip(rows, results, strict=True)):
+        if isinstance(result, Exception):
+            missing = isinstance(result, DataNotFoundError)
+            detail = f"{path.name} line {row.line}: {result}".rstrip(".")
             if on_bad_image == "error":
                 raise DataError(
                     f"{detail}. Check image_root ({image_root}) and the path, or pass "
                     "on_bad_image='skip' to leave the row out (counted)."
-                ) from e
+                ) from result
             skips.add("image file missing" if missing else "image file unreadable", detail)
             continue
-        images.append(square_resize(image, image_size))
-        row_labels = np.zeros(len(label_names), np.uint8)
-        row_labels[[column[n] for n in row.labels]] = 1
-        labels.append(row_labels)
-        split_codes.append(-1 if row.split is None else SPLITS.index(row.split))
-    if not images:
+        images[len(kept)] = result
+        kept.append(i)
+    return images[: len(kept)], kept
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _build(
+    path: Path,
+    image_root: Path,
+    rows: list[CatalogRow],
+    *,
+    image_size: int,
+    channels: int,
+    on_bad_image: str,
+    on_duplicate: str,
+    progress: bool,
+    workers: int | None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Decodes every catalog row's image once: arrays {images, labels, split_codes} + meta."""
+    skips = SkipLog()
+    rows = deduplicate(rows, on_duplicate, skips, path.name)
+    label_names = sorted({n for r in rows for n in r.labels})
+    column = {n: j for j, n in enumerate(label_names)}
+    timing = DecodeTiming()
+    images, kept = _decode_rows(
+        path,
+        image_root,
+        rows,
+        image_size=image_size,
+        channels=channels,
+        on_bad_image=on_bad_image,
+        skips=skips,
+        progress=progress,
+        workers=workers,
+        timing=timing,
+    )
+    if not kept:
         raise DataError(f"{path}: no image could be read ({skips.summary('rows')}).")
+    labels = np.zeros((len(kept), len(label_names)), np.uint8)
+    for k, i in enumerate(kept):
+        labels[k, [column[n] for n in rows[i].labels]] = 1
+    split_codes = [-1 if rows[i].split is None else SPLITS.index(rows[i].split) for i in kept]
     arrays = {
-        "images": np.stack(images),
-        "labels": np.stack(labels),
+        "images": images,
+        "labels": labels,
         "split_codes": np.asarray(split_codes, np.int64),
     }
     meta = {
@@ -125,6 +179,12 @@ def _build(
         "num_rows": len(rows) + skips.counts.get("duplicate image row", 0),
         "has_split_column": rows[0].split is not None,
         "skipped_rows": skips.as_dict(),
+        "timing": {
+            "decode_s": timing.seconds,
+            "decode_estimate_s": timing.estimate_s,
+            "workers": timing.workers,
+            "images": timing.tasks,
+        },
     }
     return arrays, meta
 
@@ -178,9 +238,10 @@ def _cached_build(
     cache_file: Path,
     *,
     progress: bool,
+    workers: int | None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The decoded catalog from `cache_file` if its image fingerprint still matches the image
-    files, else built (and cached) anew: (arrays, meta)."""
+    files, else built (and cached, atomically) anew: (arrays, meta)."""
     rows = read_catalog(path, label_separator=params["label_separator"])
     fingerprint = image_fingerprint(rows, root)
     cached = load_arrays(cache_file)
@@ -189,13 +250,13 @@ def _cached_build(
     arrays, meta = _build(
         path,
         root,
+        rows,
         image_size=params["image_size"],
         channels=params["channels"],
-        label_separator=params["label_separator"],
         on_bad_image=params["on_bad_image"],
         on_duplicate=params["on_duplicate"],
         progress=progress,
-        rows=rows,
+        workers=workers,
     )
     meta["image_fingerprint"] = fingerprint  # taken before decoding: a later change rebuilds
     save_arrays(cache_file, arrays, meta)
@@ -241,6 +302,36 @@ def _split_provenance(
         "val_fraction": None if by_column else val_fraction,
         "test_fraction": None if by_column else test_fraction,
     }
+
+
+UNSEEN_LABEL_POLICIES = ("error", "drop")
+
+
+def _unseen_labels(
+    path: Path, labels: np.ndarray, idx: dict[str, np.ndarray], names: list[str], policy: str
+) -> list[str]:
+    """Labels that no training row carries but some val or test row does: an error naming them
+    (policy "error"), or dropped with a warning naming them ("drop"). Returns their names."""
+    in_train = labels[idx["train"]].any(axis=0)
+    elsewhere = {s: labels[idx[s]].sum(axis=0, dtype=np.int64) for s in ("val", "test")}
+    unseen = [j for j in np.flatnonzero(~in_train) if any(c[j] for c in elsewhere.values())]
+    if not unseen:
+        return []
+    listed = ", ".join(
+        f"{names[j]!r} ({elsewhere['val'][j]} val, {elsewhere['test'][j]} test rows)"
+        for j in unseen
+    )
+    message = (
+        f"Catalog {path.name}: {len(unseen)} label(s) appear in val/test rows but in no "
+        f"training row, so no model can learn them: {listed}."
+    )
+    if policy == "error":
+        raise DataError(
+            f"{message} Move some of their rows to the train split, or pass "
+            "on_unseen_label='drop' (--set data.on_unseen_label=drop) to drop these labels."
+        )
+    warnings.warn(f"{message} Dropped (on_unseen_label='drop').", DataSkipWarning, stacklevel=3)
+    return [names[j] for j in unseen]
 
 
 def _warn_skips(path: Path, meta: dict[str, Any]) -> None:
@@ -290,7 +381,9 @@ def load_csv_catalog(
     label_separator: str = "|",
     on_bad_image: str = "error",
     on_duplicate: str = "error",
+    on_unseen_label: str = "error",
     progress: bool = True,
+    workers: int | None = None,
 ) -> Splits:
     """Splits of a bring-your-own catalog (see the module docstring for the file format).
 
@@ -301,9 +394,17 @@ def load_csv_catalog(
       data_dir: folder that a relative `path` and the default `image_root` are taken from.
       path: the catalog file (.csv or .jsonl).
       image_root: folder the image paths are relative to.
+      on_unseen_label: a label carried by val/test rows but by no training row is an error
+        naming it ("error"), or is dropped with a warning naming it ("drop").
+      workers: processes that decode on the first build (None: every core); the cache does not
+        depend on it.
     """
     check_policy("on_bad_image", on_bad_image)
     check_policy("on_duplicate", on_duplicate)
+    if on_unseen_label not in UNSEEN_LABEL_POLICIES:
+        raise ValueError(
+            f"on_unseen_label must be one of {UNSEEN_LABEL_POLICIES}; got {on_unseen_label!r}."
+        )
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grey) or 3 (RGB); got {channels}.")
     path, root = _resolve_files(path, data_dir, image_root)
@@ -319,7 +420,7 @@ def load_csv_catalog(
     cache_file = (
         cache_root(cache_dir) / "csv" / f"{path.stem}-{image_size}px-{cache_key(params)}.npz"
     )
-    arrays, meta = _cached_build(path, root, params, cache_file, progress=progress)
+    arrays, meta = _cached_build(path, root, params, cache_file, progress=progress, workers=workers)
     _warn_skips(path, meta)
     idx, split_rule = _split_rows(
         path,
@@ -329,8 +430,9 @@ def load_csv_catalog(
         test_fraction=test_fraction,
         seed=seed,
     )
-    result = apply_cutoff(arrays["labels"][idx["train"]], cutoff, seed)
     names = meta["label_names"]
+    unseen = _unseen_labels(path, arrays["labels"], idx, names, on_unseen_label)
+    result = apply_cutoff(arrays["labels"][idx["train"]], cutoff, seed)
     idx["train"] = idx["train"][result.train_keep]
     kept = result.kept_labels
     provenance = {
@@ -345,6 +447,7 @@ def load_csv_catalog(
         "cutoff": cutoff,
         "seed": seed,
         **result.provenance(names),
+        "unseen_labels": unseen,
         "num_examples": {s: len(i) for s, i in idx.items()},
         "image_size": image_size,
         "channels": channels,

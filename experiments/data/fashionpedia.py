@@ -42,6 +42,9 @@ Prepare and cache: `prepare(task, ...)` crops, pads to square, resizes and store
 each annotation file once in `<cache>/fashionpedia/*.npz` (atomic), keyed by the annotation
 file's SHA-256, the image folder, the image size, the label set and the bad-item policies.
 Splitting and the cut-off are applied in memory on load, so every seed and cut-off shares it.
+The crops are made on every core (`workers`, default all; `experiments.data.decode_pool`), the
+estimate of the build printed before the long work; the arrays do not depend on the number of
+processes. `python -m benchmarks.fashionpedia_scale` measures a build at the real size.
 
 Code: `fashionpedia_labels` chooses the categories and label attributes by name,
 `fashionpedia_crops` crops one annotation file; this module finds the files, caches the crops
@@ -59,6 +62,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -187,6 +191,37 @@ def locate(
 # Prepare: annotation files -> cached crops (`fashionpedia_crops`)
 
 
+def _cached_crops(path, source, spec, params, *, image_size, progress, workers):
+    """(arrays, meta) of one annotation file from its cache file, else built and cached."""
+    start = time.perf_counter()
+    cached = load_arrays(path)
+    if cached is not None:
+        arrays, meta = cached
+        return arrays, {
+            **meta,
+            "timing": {**meta.get("timing", {}), "cache_read_s": time.perf_counter() - start},
+        }
+    arrays, meta = build_crops(
+        source,
+        spec,
+        image_size=image_size,
+        on_bad_image=params["on_bad_image"],
+        on_bad_annotation=params["on_bad_annotation"],
+        progress=progress,
+        workers=workers,
+    )
+    meta = {**meta, "annotation_sha256": params["annotation_sha256"], "build": params}
+    start = time.perf_counter()
+    save_arrays(path, arrays, meta)  # atomic: an interrupted build leaves no cache file
+    meta["timing"] = {**meta["timing"], "cache_write_s": time.perf_counter() - start}
+    print(
+        f"fashionpedia {spec.task}: cached {len(arrays['images'])} crops of "
+        f"{source.annotations.name} in {path}",
+        file=sys.stderr,
+    )
+    return arrays, meta
+
+
 def prepare(
     task: str,
     *,
@@ -199,11 +234,14 @@ def prepare(
     train_image_dir: str | os.PathLike | None = None,
     test_image_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    workers: int | None = None,
 ) -> dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]]:
     """Builds (once) and returns the cached crops of train2020 and val2020: {split: (arrays, meta)}.
 
-    meta holds the label attributes (id, name), skip counts, the annotation file's SHA-256 and
-    the cache file name. Skips are reported with a DataSkipWarning on every call.
+    meta holds the label attributes (id, name), skip counts, the annotation file's SHA-256, the
+    cache file name and the build's timing (its stages' seconds; `cache_write_s` and
+    `cache_read_s` of this call). Skips are reported with a DataSkipWarning on every call.
+    `workers`: processes that crop (None: every core); the cache does not depend on it.
     """
     spec = task_spec(task, labels or DEFAULT_LABELS.get(task, ""))
     check_policy("on_bad_image", on_bad_image)
@@ -223,25 +261,9 @@ def prepare(
             "on_bad_annotation": on_bad_annotation,
         }
         path = folder / f"{spec.task}-{spec.labels}-{split}-{image_size}px-{cache_key(params)}.npz"
-        cached = load_arrays(path)
-        if cached is None:
-            arrays, meta = build_crops(
-                source,
-                spec,
-                image_size=image_size,
-                on_bad_image=on_bad_image,
-                on_bad_annotation=on_bad_annotation,
-                progress=progress,
-            )
-            meta = {**meta, "annotation_sha256": sha, "build": params}
-            save_arrays(path, arrays, meta)
-            print(
-                f"fashionpedia {spec.task}: cached {len(arrays['images'])} crops of {split} "
-                f"in {path}",
-                file=sys.stderr,
-            )
-        else:
-            arrays, meta = cached
+        arrays, meta = _cached_crops(
+            path, source, spec, params, image_size=image_size, progress=progress, workers=workers
+        )
         meta = {**meta, "cache_file": path.name}
         skipped = SkipLog(**meta["skipped_annotations"])
         if skipped.total:
@@ -323,9 +345,11 @@ def load_fashionpedia(
     train_image_dir: str | os.PathLike | None = None,
     test_image_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    workers: int | None = None,
 ) -> Splits:
     """The splits of Fashionpedia task `task` ("sleevetype" or "archetype"; see the module
-    docstring). `labels` None means the task's default (DEFAULT_LABELS)."""
+    docstring). `labels` None means the task's default (DEFAULT_LABELS). `workers`: processes
+    that crop on the first build (None: every core)."""
     if labels is None:
         labels = DEFAULT_LABELS.get(task, "")
     prepared = prepare(
@@ -339,6 +363,7 @@ def load_fashionpedia(
         train_image_dir=train_image_dir,
         test_image_dir=test_image_dir,
         progress=progress,
+        workers=workers,
     )
     (train_arrays, train_meta), (test_arrays, test_meta) = (
         prepared["train2020"],

@@ -1,7 +1,9 @@
 """Cropping one Fashionpedia annotation file: checked annotations -> square crops + labels.
 
 Pass 1 checks every annotation of the task's categories against the file's tables (before any
-slow image reading); pass 2 opens each image once and crops all its annotations. Bad items
+slow image reading; the parsed table is released after it); pass 2 opens each image once and
+crops all its annotations, on every core (`experiments.data.decode_pool`: a process pool, results
+in image order, so the arrays do not depend on the number of processes). Bad items
 raise or are counted by the `on_bad_image` / `on_bad_annotation` policies (see the
 `experiments.data.fashionpedia` module docstring).
 """
@@ -9,6 +11,7 @@ raise or are counted by the `on_bad_image` / `on_bad_annotation` policies (see t
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments.data.decode_pool import DecodeTiming, map_in_order
 from experiments.data.fashionpedia_labels import TaskSpec
 from experiments.data.images import (
     DataError,
@@ -26,7 +30,7 @@ from experiments.data.images import (
     square_resize,
 )
 
-__all__ = ["SourceFiles", "build_crops", "read_annotation_file"]
+__all__ = ["SourceFiles", "build_crops", "crop_image", "read_annotation_file"]
 
 
 @dataclass(frozen=True)
@@ -137,35 +141,39 @@ def _check_annotations(
     return per_image, unlabelled
 
 
-def _open_checked(
-    file_path: Path,
-    listed_in: str,
-    width: int,
-    height: int,
-    on_bad_image: str,
-    skips: SkipLog,
-    n: int,
-):
-    """The decoded image, or None when it is missing, undecodable or not the size the table
-    says (raised or counted for its `n` annotations, by `on_bad_image`)."""
-    try:
-        image = read_image(file_path, "RGB")
-    except DataNotFoundError:
-        detail = f"{file_path} (listed in {listed_in}) does not exist"
-        _bad(on_bad_image, skips, "image file missing", detail, _FIX_IMAGE, n)
-        return None
-    except DataError as e:
-        detail = str(e).rstrip(".")
-        _bad(on_bad_image, skips, "image file unreadable", detail, _FIX_IMAGE, n)
-        return None
+def _image_problem(image, file_path: str, listed_in: str, width: int, height: int):
+    """(reason, detail) when the image was not decoded or is not the size the table says."""
+    if isinstance(image, DataNotFoundError):
+        return "image file missing", f"{file_path} (listed in {listed_in}) does not exist"
+    if isinstance(image, DataError):
+        return "image file unreadable", str(image).rstrip(".")
     if image.size != (width, height):
         detail = (
             f"{file_path} is {image.size[0]} x {image.size[1]} but {listed_in} says "
             f"{width} x {height}"
         )
-        _bad(on_bad_image, skips, "image size differs from the table", detail, _FIX_IMAGE, n)
-        return None
-    return image
+        return "image size differs from the table", detail
+    return None
+
+
+# One image's work for a pool worker: (file, listed in, width, height, crop boxes, image size).
+_CropTask = tuple[str, str, int, int, list[tuple[int, int, int, int]], int]
+
+
+def crop_image(task: _CropTask) -> np.ndarray | tuple[str, str]:
+    """Opens one image and crops its annotations: uint8 [boxes, size, size, 3], or (reason,
+    detail) when the image is missing, undecodable or not the size the table says. A pool
+    worker's function: it returns problems rather than raising, so the parent applies the
+    `on_bad_image` policy in image order."""
+    file_path, listed_in, width, height, boxes, image_size = task
+    try:
+        image = read_image(file_path, "RGB")
+    except (DataError, DataNotFoundError) as e:  # told apart in _image_problem
+        image = e
+    problem = _image_problem(image, file_path, listed_in, width, height)
+    if problem:
+        return problem
+    return np.stack([square_resize(image.crop(box), image_size) for box in boxes])
 
 
 def _crop_images(
@@ -179,46 +187,74 @@ def _crop_images(
     bbox_tolerance: float,
     skips: SkipLog,
     progress: bool,
-) -> dict[str, list]:
-    """Pass 2: opens each image once and crops all its annotations (image ids in order)."""
-    from tqdm.auto import tqdm
-
+    workers: int | None,
+    timing: DecodeTiming,
+) -> dict[str, np.ndarray]:
+    """Pass 2: opens each image once and crops all its annotations (image ids in order), on
+    `workers` processes (`experiments.data.decode_pool`); arrays {images, labels, image_ids,
+    annotation_ids}, preallocated for every annotation and trimmed to those cropped."""
     path = source.annotations
-    out: dict[str, list] = {"images": [], "labels": [], "image_ids": [], "annotation_ids": []}
-    for image_id in tqdm(
-        sorted(per_image), desc=f"crop {path.name}", unit="img", disable=not progress
-    ):
+    order = sorted(per_image)
+    tasks = []
+    for image_id in order:
         file_name, width, height = images[image_id]
+        boxes = [
+            crop_box(b, width, height, tolerance=bbox_tolerance) for _, b, _ in per_image[image_id]
+        ]
+        tasks.append((str(source.images / file_name), path.name, width, height, boxes, image_size))
+    total = sum(len(per_image[i]) for i in order)
+    out = {
+        "images": np.empty((total, image_size, image_size, 3), np.uint8),
+        "labels": np.zeros((total, num_labels), np.uint8),
+        "image_ids": np.empty(total, np.int64),
+        "annotation_ids": np.empty(total, np.int64),
+    }
+    n = 0
+    results = map_in_order(
+        crop_image,
+        tasks,
+        costs=[t[2] * t[3] for t in tasks],  # decoding time goes with the pixels
+        workers=workers,
+        progress=progress,
+        desc=f"crop {path.name}",
+        timing=timing,
+    )
+    for image_id, result in zip(order, results, strict=True):
         anns = per_image[image_id]
-        image = _open_checked(
-            source.images / file_name, path.name, width, height, on_bad_image, skips, len(anns)
-        )
-        if image is None:
+        if isinstance(result, tuple):
+            _bad(on_bad_image, skips, *result, _FIX_IMAGE, len(anns))
             continue
-        for ann_id, bbox, cols in anns:
-            box = crop_box(bbox, width, height, tolerance=bbox_tolerance)
-            out["images"].append(square_resize(image.crop(box), image_size))
-            row = np.zeros(num_labels, np.uint8)
-            row[cols] = 1
-            out["labels"].append(row)
-            out["image_ids"].append(image_id)
-            out["annotation_ids"].append(-1 if ann_id is None else int(ann_id))
-    return out
+        rows = slice(n, n + len(anns))
+        out["images"][rows] = result
+        for k, (_, _, cols) in enumerate(anns):
+            out["labels"][n + k, cols] = 1
+        out["image_ids"][rows] = image_id
+        out["annotation_ids"][rows] = [-1 if a is None else int(a) for a, _, _ in anns]
+        n += len(anns)
+    return {k: v[:n] for k, v in out.items()}
 
 
-def build_crops(
-    source: SourceFiles,
-    spec: TaskSpec,
-    *,
-    image_size: int,
-    on_bad_image: str,
-    on_bad_annotation: str,
-    bbox_tolerance: float = 2.0,
-    progress: bool = True,
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Crops of one annotation file: arrays {images, labels, image_ids, annotation_ids} + meta."""
-    path = source.annotations
+@dataclass
+class _Selection:
+    """Pass 1's result: what `_crop_images` needs, without the (large) parsed table."""
+
+    categories: list[dict]
+    label_rows: list[dict]
+    images: dict[int, tuple[str, int, int]]
+    per_image: dict[int, list[_Kept]]
+    unlabelled: int
+    skips: SkipLog
+
+
+def _select(
+    path: Path, spec: TaskSpec, *, on_bad_annotation: str, bbox_tolerance: float, seconds: dict
+) -> _Selection:
+    """Parses the annotation file and selects the task's labelled annotations; the parsed table
+    is released on return, before any image is read. Records the stages' seconds."""
+    start = time.perf_counter()
     table = read_annotation_file(path)
+    seconds["json_parse_s"] = time.perf_counter() - start
+    start = time.perf_counter()
     categories, label_rows = spec.select(table, str(path))
     images = _image_table(table["images"], path)
     skips = SkipLog()
@@ -232,36 +268,70 @@ def build_crops(
         bbox_tolerance=bbox_tolerance,
         skips=skips,
     )
-    crops = _crop_images(
+    seconds["label_selection_s"] = time.perf_counter() - start
+    return _Selection(categories, label_rows, images, per_image, unlabelled, skips)
+
+
+def build_crops(
+    source: SourceFiles,
+    spec: TaskSpec,
+    *,
+    image_size: int,
+    on_bad_image: str,
+    on_bad_annotation: str,
+    bbox_tolerance: float = 2.0,
+    progress: bool = True,
+    workers: int | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Crops of one annotation file: arrays {images, labels, image_ids, annotation_ids} + meta.
+
+    `workers`: processes that decode and crop (None: every core; `decode_pool`). meta["timing"]
+    holds the seconds of each stage and the crops' printed estimate.
+    """
+    path = source.annotations
+    seconds: dict[str, Any] = {}
+    sel = _select(
+        path,
+        spec,
+        on_bad_annotation=on_bad_annotation,
+        bbox_tolerance=bbox_tolerance,
+        seconds=seconds,
+    )
+    timing = DecodeTiming()
+    arrays = _crop_images(
         source,
-        per_image,
-        images,
-        len(label_rows),
+        sel.per_image,
+        sel.images,
+        len(sel.label_rows),
         image_size=image_size,
         on_bad_image=on_bad_image,
         bbox_tolerance=bbox_tolerance,
-        skips=skips,
+        skips=sel.skips,
         progress=progress,
+        workers=workers,
+        timing=timing,
     )
-    if not crops["images"]:
+    if not len(arrays["images"]):
         raise DataError(
-            f"{path}: no usable {spec.task} crops (categories {[c['name'] for c in categories]} "
-            f"with any label; {skips.total} skipped, {unlabelled} unlabelled)."
+            f"{path}: no usable {spec.task} crops (categories "
+            f"{[c['name'] for c in sel.categories]} with any label; {sel.skips.total} skipped, "
+            f"{sel.unlabelled} unlabelled)."
         )
-    arrays = {
-        "images": np.stack(crops["images"]),
-        "labels": np.stack(crops["labels"]),
-        "image_ids": np.asarray(crops["image_ids"], np.int64),
-        "annotation_ids": np.asarray(crops["annotation_ids"], np.int64),
-    }
     meta = {
         "annotation_file": path.name,
-        "categories": [{"id": c["id"], "name": c["name"]} for c in categories],
+        "categories": [{"id": c["id"], "name": c["name"]} for c in sel.categories],
         "label_attributes": [
             {"id": a["id"], "name": a["name"], "supercategory": a.get("supercategory")}
-            for a in label_rows
+            for a in sel.label_rows
         ],
-        "skipped_annotations": skips.as_dict(),
-        "unlabelled_annotations": unlabelled,
+        "skipped_annotations": sel.skips.as_dict(),
+        "unlabelled_annotations": sel.unlabelled,
+        "timing": {
+            **seconds,
+            "crop_s": timing.seconds,
+            "crop_estimate_s": timing.estimate_s,
+            "workers": timing.workers,
+            "images": timing.tasks,
+        },
     }
     return arrays, meta

@@ -40,11 +40,14 @@ from typing import Any
 
 import numpy as np
 
+from experiments.data import tfds_source as ts
+from experiments.data.images import DataError, sha256_file
+from experiments.data.tfds_features import canonical_id
+
 __all__ = [
     "PROTOCOLS",
     "MLTProtocol",
     "MLTSample",
-    "canonical_id",
     "class_ranking",
     "pareto_targets",
     "read_image_ids",
@@ -171,20 +174,6 @@ def sample_long_tail(
     return MLTSample(indices, order, targets, achieved)
 
 
-def canonical_id(value: Any) -> str:
-    """An image id as the id files write it: no folder, no extension, no leading zeros.
-
-    "2008_000008.jpg" -> "2008_000008"; "000000391895.jpg", b"391895", 391895 -> "391895".
-    """
-    if isinstance(value, bytes):
-        value = value.decode("utf-8")
-    text = str(value).strip().replace("\\", "/").rsplit("/", 1)[-1]
-    stem, dot, ext = text.rpartition(".")
-    if dot and ext.lower() in ("jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"):
-        text = stem
-    return str(int(text)) if text.isdigit() else text
-
-
 def read_image_ids(path: str | os.PathLike) -> list[str]:
     """Canonical ids from a file of one id per line (blank lines and `#` comments ignored)."""
     path = Path(path).expanduser()
@@ -221,7 +210,7 @@ def select_ids(source_ids: Iterable[str], wanted: Sequence[str], *, where: str) 
 
 
 # ---------------------------------------------------------------------------------------------
-# The task loaders (TFDS reading in experiments.data.tfds_source, imported when called)
+# The task loaders (TFDS reading in experiments.data.tfds_source)
 
 _STREAM_VAL = 0x56414C  # "VAL"
 
@@ -229,8 +218,6 @@ _STREAM_VAL = 0x56414C  # "VAL"
 def _train_sample(labels, ids, names, *, image_ids, head, tail, seed, where):
     """(training rows, their provenance): the rows listed in an image-ids file, or the seeded
     Pareto-shaped sample."""
-    from experiments.data.images import sha256_file
-
     if image_ids is not None:
         train_rows = select_ids(ids.tolist(), read_image_ids(image_ids), where=where)
         achieved = labels[train_rows].sum(axis=0, dtype=np.int64)
@@ -286,8 +273,6 @@ def _provenance(
 
 def _val_rows(task, num_rows, train_rows, val_images, seed, where) -> np.ndarray:
     """`val_images` source rows outside the training sample: a seeded draw, sorted."""
-    from experiments.data.images import DataError
-
     rest = np.setdiff1d(np.arange(num_rows), train_rows)
     if not 1 <= val_images <= len(rest):
         raise DataError(
@@ -299,9 +284,6 @@ def _val_rows(task, num_rows, train_rows, val_images, seed, where) -> np.ndarray
 
 def _test_source(task, protocol, source, spec, *, data_dir, download, label_key):
     """(builder, image key, label spec) of the test set, checked to have the training labels."""
-    from experiments.data import tfds_source as ts
-    from experiments.data.images import DataError
-
     test_source = (
         source
         if protocol.test_dataset == protocol.dataset
@@ -335,8 +317,6 @@ def load_mlt(
     progress: bool = True,
 ):
     """The MLT task `task` ("voc_mlt" or "coco_mlt"); see load_voc_mlt / load_coco_mlt."""
-    from experiments.data import tfds_source as ts
-
     protocol = PROTOCOLS[task]
     head = protocol.head_images if head_images is None else int(head_images)
     tail = protocol.tail_images if tail_images is None else int(tail_images)
@@ -356,14 +336,20 @@ def load_mlt(
         task, protocol, source, spec, data_dir=data_dir, download=download, label_key=label_key
     )
     common = {"image_size": image_size, "mode": mode, "cache_dir": cache_dir, "progress": progress}
-    train_split = (source, protocol.train_split, image, spec)
-    paths = {  # built one split at a time, each written and released before the next
-        "train": ts.ensure_split(
-            *train_split, select=train_rows, expected_ids=ids, tag=f"{task}-train", **common
-        ),
-        "val": ts.ensure_split(
-            *train_split, select=val_rows, expected_ids=ids, tag=f"{task}-val", **common
-        ),
+    # Train and val come from one read of the training source (COCO train: 18 GB of records),
+    # then test; each written and released before the next.
+    sampled = ts.ensure_selections(
+        source,
+        protocol.train_split,
+        image,
+        spec,
+        selections={f"{task}-train": train_rows, f"{task}-val": val_rows},
+        expected_ids=ids,
+        **common,
+    )
+    paths = {
+        "train": sampled[f"{task}-train"],
+        "val": sampled[f"{task}-val"],
         "test": ts.ensure_split(test_source, protocol.test_split, test_image, test_spec, **common),
     }
     provenance = _provenance(

@@ -13,6 +13,7 @@ MLT sampler) are read once without decoding any image, and cached the same way.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments.data.decode_pool import map_in_order
 from experiments.data.images import (
     DataError,
     DataNotFoundError,
@@ -110,6 +112,21 @@ def decode_image(encoded: bytes, *, image_size: int, mode: str) -> np.ndarray:
     return square_resize(converted, image_size)
 
 
+def decode_task(task: tuple[bytes, int, str]) -> np.ndarray:
+    """A pool worker's function: (encoded image, image_size, mode) -> `decode_image`."""
+    encoded, image_size, mode = task
+    return decode_image(encoded, image_size=image_size, mode=mode)
+
+
+def _split_size(builder, split: str, select: np.ndarray | None) -> int | None:
+    if select is not None:
+        return len(select)
+    try:
+        return int(builder.info.splits[split].num_examples)
+    except Exception:  # split expressions TFDS cannot size
+        return None
+
+
 def decode_split(
     builder,
     split: str,
@@ -121,50 +138,55 @@ def decode_split(
     select: np.ndarray | None = None,
     expected_ids: np.ndarray | None = None,
     progress: bool = False,
+    workers: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Decodes the rows `select` (sorted indices; None: all) of `split` into one array.
 
     Returns {images uint8 [M, S, S, ch], labels uint8 [M, C], ids [M] str}. `expected_ids`
-    (the ids of all rows, from `read_labels`) checks that the order has not changed.
+    (the ids of all rows, from `read_labels`) checks that the order has not changed. The
+    records are read in this process; the images decode on `workers` processes (None: every
+    core; `experiments.data.decode_pool`), in row order, read only as fast as they decode.
     """
-    from tqdm.auto import tqdm
-
-    total = None
-    if select is not None:
-        select = np.asarray(select, np.int64)
-        total = len(select)
-    else:
-        try:
-            total = int(builder.info.splits[split].num_examples)
-        except Exception:  # split expressions TFDS cannot size
-            total = None
-    channels = 1 if mode == "L" else 3
-    capacity = total if total is not None else 1024
-    images = np.zeros((capacity, image_size, image_size, channels), np.uint8)
+    select = None if select is None else np.asarray(select, np.int64)
+    total = _split_size(builder, split, select)
     labels, ids = [], []
-    wanted = None if select is None else set(select.tolist())
+
+    def selected():
+        """(encoded image, size, mode) of each selected row; its labels and id noted."""
+        wanted = None if select is None else set(select.tolist())
+        last = None if select is None else int(select[-1])
+        for i, example in enumerate(read_examples(builder, split, image_key, keep_image=True)):
+            if wanted is not None and i not in wanted:
+                continue
+            this_id = example_id(example)
+            if expected_ids is not None and expected_ids[i] != this_id:
+                raise DataError(
+                    f"{builder.info.full_name} {split}: row {i} is {this_id!r} now but was "
+                    f"{expected_ids[i]!r} when the labels were read; the prepared data changed. "
+                    "Delete the tfds cache folder and rerun."
+                )
+            labels.append(spec.multi_hot(example))
+            ids.append(this_id)
+            yield example[image_key], image_size, mode
+            if i == last:
+                return  # the rows are sorted: nothing after the last one is needed
+
+    channels = 1 if mode == "L" else 3
+    images = np.zeros((total or 1024, image_size, image_size, channels), np.uint8)
     n = 0
-    bar = tqdm(total=total, desc=f"decode {builder.name} {split}", unit="img", disable=not progress)
-    for i, example in enumerate(read_examples(builder, split, image_key, keep_image=True)):
-        if wanted is not None and i not in wanted:
-            continue
-        this_id = example_id(example)
-        if expected_ids is not None and expected_ids[i] != this_id:
-            raise DataError(
-                f"{builder.info.full_name} {split}: row {i} is {this_id!r} now but was "
-                f"{expected_ids[i]!r} when the labels were read; the prepared data changed. "
-                "Delete the tfds cache folder and rerun."
-            )
+    decoded = map_in_order(
+        decode_task,
+        selected(),
+        total=total or 0,
+        workers=1 if total is None else workers,  # an unsized split: no pool, no estimate
+        progress=progress,
+        desc=f"decode {builder.name} {split}",
+    )
+    for image in decoded:
         if n == len(images):
             images = np.concatenate([images, np.zeros_like(images)])
-        images[n] = decode_image(example[image_key], image_size=image_size, mode=mode)
-        labels.append(spec.multi_hot(example))
-        ids.append(this_id)
+        images[n] = image
         n += 1
-        bar.update()
-        if select is not None and n == len(select):
-            break  # the rows are sorted: nothing after the last one is needed
-    bar.close()
     if select is not None and n != len(select):
         raise DataError(
             f"{builder.info.full_name} {split}: {len(select)} rows selected but {n} read; the "
@@ -215,6 +237,94 @@ def cached_labels(builder, split: str, image_key: str, spec: LabelSpec, *, cache
     return labels, ids, path.name
 
 
+def _selection_file(builder, split, image_key, spec, *, image_size, mode, cache_dir, select, tag):
+    """(cache file, its build parameters) of the rows `select` (None: all) of `split`."""
+    params = {
+        **_dataset_params(builder, image_key, spec),
+        "split": split,
+        "image_size": int(image_size),
+        "mode": mode,
+        "rows": None
+        if select is None
+        else hashlib.sha256(np.asarray(select, "<i8").tobytes()).hexdigest(),
+    }
+    name = f"{_slug(split)}-{_slug(tag)}-{image_size}px-{cache_key(params)}.npz"
+    return _cache_dir(builder, cache_dir) / name, params
+
+
+def ensure_selections(
+    builder,
+    split: str,
+    image_key: str,
+    spec: LabelSpec,
+    *,
+    selections: dict[str, np.ndarray | None],
+    image_size: int,
+    mode: str,
+    cache_dir,
+    expected_ids: np.ndarray | None = None,
+    progress: bool = False,
+) -> dict[str, Path]:
+    """{tag: cache file} of each selection of rows of `split` (sorted indices; None: all rows,
+    alone), the missing ones built from ONE read of the split: their union is decoded
+    (`decode_split`) and each written to its own file, which holds exactly what a build of that
+    selection alone holds. The arrays are released before this returns."""
+    files = {
+        tag: _selection_file(
+            builder,
+            split,
+            image_key,
+            spec,
+            image_size=image_size,
+            mode=mode,
+            cache_dir=cache_dir,
+            select=select,
+            tag=tag,
+        )
+        for tag, select in selections.items()
+    }
+    missing = [tag for tag, (path, _) in files.items() if not path.is_file()]
+    if missing:
+        rows = [selections[tag] for tag in missing]
+        if any(r is None for r in rows) and len(rows) > 1:
+            raise ValueError("A selection of all rows (None) is built alone, not with others.")
+        union = rows[0] if len(rows) == 1 else functools.reduce(np.union1d, rows)
+        start = time.perf_counter()
+        arrays = decode_split(
+            builder,
+            split,
+            image_key,
+            spec,
+            image_size=image_size,
+            mode=mode,
+            select=union,
+            expected_ids=expected_ids,
+            progress=progress,
+        )
+        seconds = time.perf_counter() - start
+        for tag in missing:
+            path, params = files[tag]
+            picked = arrays if len(missing) == 1 else _pick(arrays, union, selections[tag])
+            save_arrays(path, picked, {**params, "num_examples": len(picked["labels"])})
+            print(
+                f"tfds: cached {len(picked['labels'])} {builder.name} {split} images in {path}",
+                file=sys.stderr,
+            )
+        rate = len(arrays["labels"]) / max(seconds, 1e-9)
+        print(
+            f"tfds: decoded {len(arrays['labels'])} {builder.name} {split} images in one read "
+            f"({seconds:.1f} s, {rate:.0f} images/s)",
+            file=sys.stderr,
+        )
+    return {tag: path for tag, (path, _) in files.items()}
+
+
+def _pick(arrays: dict[str, np.ndarray], union: np.ndarray, rows: np.ndarray) -> dict:
+    """The entries of `rows` (a subset of the sorted `union`) from arrays built over `union`."""
+    at = np.searchsorted(union, np.asarray(rows, np.int64))
+    return {key: value[at] for key, value in arrays.items()}
+
+
 def ensure_split(
     builder,
     split: str,
@@ -229,43 +339,21 @@ def ensure_split(
     tag: str = "all",
     progress: bool = False,
 ) -> Path:
-    """The cache file of `decode_split(...)`, built first if absent. The decoded arrays are
-    written and released before this returns, so building several splits one after another
-    never holds more than one of them."""
-    params = {
-        **_dataset_params(builder, image_key, spec),
-        "split": split,
-        "image_size": int(image_size),
-        "mode": mode,
-        "rows": None
-        if select is None
-        else hashlib.sha256(np.asarray(select, "<i8").tobytes()).hexdigest(),
-    }
-    name = f"{_slug(split)}-{_slug(tag)}-{image_size}px-{cache_key(params)}.npz"
-    path = _cache_dir(builder, cache_dir) / name
-    if path.is_file():
-        return path
-    start = time.perf_counter()
-    arrays = decode_split(
+    """The cache file of `decode_split(...)`, built first if absent (`ensure_selections` of one
+    selection). The decoded arrays are written and released before this returns, so building
+    several splits one after another never holds more than one of them."""
+    return ensure_selections(
         builder,
         split,
         image_key,
         spec,
+        selections={tag: select},
         image_size=image_size,
         mode=mode,
-        select=select,
+        cache_dir=cache_dir,
         expected_ids=expected_ids,
         progress=progress,
-    )
-    seconds = time.perf_counter() - start
-    save_arrays(path, arrays, {**params, "num_examples": len(arrays["labels"])})
-    rate = len(arrays["labels"]) / max(seconds, 1e-9)
-    print(
-        f"tfds: cached {len(arrays['labels'])} {builder.name} {split} images in {path} "
-        f"({seconds:.1f} s, {rate:.0f} images/s)",
-        file=sys.stderr,
-    )
-    return path
+    )[tag]
 
 
 def load_split(path: Path) -> dict[str, np.ndarray]:

@@ -7,6 +7,8 @@ several). The labels are, in this order of preference unless `label_key` names o
   `objects/label` a ClassLabel inside a sequence of objects: every object's class (COCO);
 or the only ClassLabel-valued feature there is. Label columns are the ClassLabel's own names, in
 its order. A dataset without an image or a ClassLabel feature stops with the features it has.
+An example's id is `canonical_id` of its image/id or file name, the form that the MLT image-id
+files (`experiments.data.mlt.read_image_ids`) are written in; this module is its one home.
 
 TensorFlow Datasets is an optional extra (`INSTALL_COMMAND`); `import_tfds` imports it inside
 the functions that need it, so importing this module never does.
@@ -20,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from experiments.data.images import DataError
-from experiments.data.mlt import canonical_id
 
 INSTALL_COMMAND = 'pip install -e ".[tfds]"'
 ID_FEATURES = ("image/id", "image/filename")  # the first present names an example
@@ -152,6 +153,20 @@ def find_label(features, label_key: str | None = None) -> LabelSpec:
     if len(candidates) == 1:
         return next(iter(candidates.values()))
     raise DataError(f"Several label features {sorted(candidates)}; set data.label_key.")
+
+
+def canonical_id(value: Any) -> str:
+    """An image id as the id files write it: no folder, no extension, no leading zeros.
+
+    "2008_000008.jpg" -> "2008_000008"; "000000391895.jpg", b"391895", 391895 -> "391895".
+    """
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    text = str(value).strip().replace("\\", "/").rsplit("/", 1)[-1]
+    stem, dot, ext = text.rpartition(".")
+    if dot and ext.lower() in ("jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"):
+        text = stem
+    return str(int(text)) if text.isdigit() else text
 
 
 def example_id(example: dict[str, Any]) -> str:

@@ -45,6 +45,7 @@ from experiments.data.tfds_decode import (  # noqa: F401 (re-exported)
     cached_labels,
     decode_image,
     decode_split,
+    ensure_selections,
     ensure_split,
     image_mode,
     load_parts,
