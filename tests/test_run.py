@@ -64,6 +64,16 @@ def test_parse_override(text, expected):
     assert overrides.parse_override(text) == expected
 
 
+@pytest.mark.parametrize("raw", ["nan", "inf", "-inf", "NaN", "1e999", "[1, 1e999]"])
+def test_non_finite_numbers_are_refused_plainly(raw, capsys):
+    with pytest.raises(ValueError, match=r"is not a finite number.*learning_rate=0\.001"):
+        overrides.parse_override(f"learning_rate={raw}")
+    with pytest.raises(SystemExit):
+        run_mod.main(["--config", "catalog_none", "--dry-run", "--set", f"learning_rate={raw}"])
+    err = capsys.readouterr().err
+    assert "not a finite number" in err and "cannot be casted" not in err
+
+
 @pytest.mark.parametrize("bad", ["num_epochs", "=5", ""])
 def test_parse_override_rejects_malformed(bad):
     with pytest.raises(ValueError, match="key=value"):
