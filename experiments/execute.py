@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import shlex
 import shutil
 import sys
@@ -31,12 +32,13 @@ from typing import Any
 
 import ml_collections
 
-from experiments import distributed, parallel, records
+from experiments import distributed, parallel, progress, records
 from experiments.atomic import atomic_write_json
 from experiments.lock import LOCK_FILENAME, LockHeld, RunLock
 from experiments.runs import Run, build_record, failed_result, plan_action, read_record
 
-EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
+# The exit codes of every command that trains runs.
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 # Bound of the shared compilation cache; setting one turns on JAX's cross-process file lock.
 COMPILATION_CACHE_BYTES = 2 << 30
 SUMMARY_HEADER = ("variant", "cutoff", "seed", "status", "test mAP", "tail mAP", "macro-F1", "time")
@@ -81,6 +83,16 @@ def summary_row(run: Run, action: str, record: dict[str, Any] | None) -> list[st
         number(test.get("macro_f1")),
         "-" if wall is None else f"{wall:.0f}s",
     ]
+
+
+def labelled_result(row: Sequence[str]) -> str:
+    """A summary row's status and numbers with their column names: "finished: test mAP 0.727,
+    tail mAP 0.688, macro-F1 0.629, time 332s"."""
+    status, *values = row[3:]
+    named = ", ".join(
+        f"{name} {value}" for name, value in zip(SUMMARY_HEADER[4:], values, strict=True)
+    )
+    return f"{status}: {named}"
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -270,9 +282,15 @@ def _run_locked(run: Run, options: Options, trainer, environment, prefix: str):
     record = build_record(run, result, environment)
     if distributed.is_primary():
         atomic_write_json(run.record_path, record)
-    row = summary_row(run, action, record)
-    print(f"{prefix}: {' '.join(row[3:])} -> {run.record_path}", flush=True)
+    print(f"{prefix}: {labelled_result(summary_row(run, action, record))}", flush=True)
+    print(f"  record: {run.record_path}", flush=True)
     return action, record
+
+
+def quiet_library_logs() -> None:
+    """Leaves only errors in the absl logger (orbax's "Waiting for previous save to complete"
+    and other notes would fill a run's output); the runs' own messages are printed."""
+    logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 _WORKER_STATE: dict[str, Any] = {}
@@ -282,12 +300,15 @@ def run_in_worker(task: tuple[Run, Options, str]) -> tuple[str, Any]:
     """`run_one` in a worker process (experiments.parallel): the trainer, the environment and
     the compilation cache are set up once per worker."""
     run, options, prefix = task
+    parallel.report_progress(f"{run.label}: starting")
     if not _WORKER_STATE:
+        quiet_library_logs()
         _WORKER_STATE["trainer"] = load_trainer()
         _WORKER_STATE["environment"] = records.environment()
         cache = contextlib.ExitStack()
         cache.enter_context(compilation_cache(options.cache_dir))
         _WORKER_STATE["cache"] = cache  # held for the worker's life
+    parallel.report_progress(f"{run.label}: starting (data, compilation)")
     return run_one(run, options, _WORKER_STATE["trainer"], _WORKER_STATE["environment"], prefix)
 
 
@@ -298,6 +319,7 @@ def run_in_worker(task: tuple[Run, Options, str]) -> tuple[str, Any]:
 def execute(plan, options: Options, trainer, jobs: int = 1) -> int:
     """Carries out `plan` [(run, action, why)]; returns the exit code. `trainer` is
     (train_and_evaluate, Interrupted) for runs in this process (None when nothing trains)."""
+    quiet_library_logs()
     outcomes: dict[int, tuple[str, Any]] = {}
     todo = []
     for i, (run, action, why) in enumerate(plan):
@@ -363,14 +385,20 @@ def _run_serial(plan, todo, options, trainer, outcomes) -> list[int]:
 
 def _run_parallel(plan, todo, options, jobs, outcomes) -> list[int]:
     """Runs in `jobs` worker processes. Returns the interrupted runs' indices."""
-    quiet = dataclasses.replace(options, progress=False)  # bars of several processes would mix
-    tasks = [(plan[i][0], quiet, _prefix(i, plan)) for i in todo]
+    tasks = [(plan[i][0], options, _prefix(i, plan)) for i in todo]
+    # The workers' live lines and output, shown by one board (bars of several processes would mix).
+    board = progress.Board(len(todo)) if options.progress else None
     try:
-        for done in parallel.run_tasks("experiments.execute:run_in_worker", tasks, jobs):
+        for done in parallel.run_tasks(
+            "experiments.execute:run_in_worker", tasks, jobs, watcher=board
+        ):
             outcomes[todo[done.index]] = _outcome(done, plan[todo[done.index]][0])
     except KeyboardInterrupt:
         for i in todo:
             outcomes.setdefault(i, ("not started", None))
+    finally:
+        if board is not None:
+            board.close()
     return [i for i in todo if outcomes[i][0] in ("interrupted", "not started")]
 
 

@@ -53,17 +53,15 @@ core and one XLA thread (experiments/xla.py), so its numbers do not depend on --
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 
 import ml_collections
 
-from experiments import configs, distributed, execute, methods, parallel, xla
-from experiments.configs import overrides, tasks, tiers, validate
+from experiments import configs, distributed, execute, methods, xla
+from experiments import plan as plan_mod
+from experiments.configs import overrides, tiers, validate
 from experiments.execute import (  # noqa: F401  (re-exported for callers)
     SUMMARY_HEADER,
     compilation_cache,
@@ -72,6 +70,7 @@ from experiments.execute import (  # noqa: F401  (re-exported for callers)
     recovery_command,
     summary_row,
 )
+from experiments.progress import count
 from experiments.runs import (  # noqa: F401  (the runner's API, re-exported for callers)
     Run,
     build_record,
@@ -85,8 +84,11 @@ from experiments.runs import (  # noqa: F401  (the runner's API, re-exported for
     variant_slug,
 )
 
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-JOBS_ENV = "LTWEIGHTS_JOBS"
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = (
+    execute.EXIT_FAILED,
+    execute.EXIT_USAGE,
+    execute.EXIT_INTERRUPTED,
+)  # defined once, in experiments.execute
 
 
 def parse_int_list(text: str) -> list[int]:
@@ -100,30 +102,6 @@ def parse_int_list(text: str) -> list[int]:
     if not values:
         raise ValueError(f"Expected at least one integer (e.g. 0 or 0,1,2); got {text!r}.")
     return values
-
-
-def check_data(config: ml_collections.ConfigDict, cutoff: int) -> None:
-    """Loads the task's data once before training (built and cached by the data layer), so
-    missing data fails at once rather than in every run."""
-    from experiments.data import load_task
-
-    params = config.data.to_dict()
-    seed = params.pop("seed")
-    load_task(config.task, cutoff=cutoff, seed=0 if seed is None else seed, **params)
-
-
-def data_error_message(config: ml_collections.ConfigDict, error: Exception) -> str:
-    message = f"{config.task} data is not available: {type(error).__name__}: {error}"
-    if tasks.TASKS[config.task].needs_download:
-        method = config.method
-        message += (
-            f"\nOnce downloaded: python -m experiments.run --config {config.name} "
-            "--set data.data_dir=<folder>"
-            f"\nThe embedded config {tasks.EMBEDDED_TASK}_{method} runs the same comparison on "
-            f"Fashion-MNIST catalog images with no download:\n  python -m experiments.run "
-            f"--config {tasks.EMBEDDED_TASK}_{method}"
-        )
-    return message
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,9 +168,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
         "--jobs",
-        type=_argparse_type(_positive_int),
+        type=_argparse_type(plan_mod.positive_int),
         help=f"runs trained at once, each in a process pinned to its share of the cores "
-        f"(default: ${JOBS_ENV}, else one per core; 1 trains in this process with progress bars)",
+        f"(default: ${plan_mod.JOBS_ENV}, else one per core; 1 trains in this process)",
     )
     parser.add_argument(
         "--no-compilation-cache",
@@ -209,40 +187,12 @@ def print_list() -> None:
         config = configs.get_config(name)
         num_runs = len(expand_runs(config))
         doc = methods.METHODS[config.method].doc.split(" (")[0].split(":")[0].rstrip(".")
-        rows.append([name, str(num_runs), _estimate(num_runs, config.tier), doc])
+        rows.append([name, str(num_runs), plan_mod.rough_total(num_runs, config.tier), doc])
     print(format_table(("config", "runs", "cpu time", "method"), rows))
     print(
         f"\nTiers: {', '.join(tiers.TIERS)} (--tier NAME or a _<tier> suffix); times are for "
         "the cpu tier on 2 CPU cores."
     )
-
-
-def _estimate(num_runs: int, tier: str) -> str:
-    seconds = tiers.EXPECTED_SECONDS_PER_RUN.get(tier)
-    if seconds is None:
-        return "unknown"
-    total = num_runs * seconds
-    return f"~{total / 60:.0f} min" if total >= 60 else f"~{total:.0f} s"
-
-
-def check_writable(directory: Path) -> None:
-    """Raises OSError (one-line message) unless `directory` can hold files: a probe file is
-    created and removed in it, or, while it does not exist yet, in its nearest existing
-    ancestor (so nothing is left behind). Permission bits alone mislead (root ignores them)."""
-    existing = directory.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    try:
-        if not existing.is_dir():
-            raise NotADirectoryError(0, f"{existing} is not a folder")
-        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-probe-"):
-            pass
-    except OSError as e:
-        reason = e.strerror or type(e).__name__
-        raise OSError(
-            f"output directory {directory} is not writable ({reason}); choose another with "
-            "--output-dir DIR"
-        ) from None
 
 
 def show_config(config: ml_collections.ConfigDict, origin: dict[str, str]) -> str:
@@ -320,35 +270,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     distributed.agree(repr([(str(r.workdir), a) for r, a, _ in plan]), "which runs to train")
     if args.show_config:
         print(show_config(config, origin))
-    if args.dry_run:
-        num_variants = len({run.variant for run in runs})
-        print(configs.describe(config, num_variants=num_variants, num_runs=len(runs)) + "\n")
-        print(format_table(("action", "run", "why"), [[a, r.label, why] for r, a, why in plan]))
-        todo = sum(a == "run" for _, a, _ in plan)
-        print(f"\n{todo} of {len(plan)} runs would train ({_estimate(todo, config.tier)}).")
-        return 0
-    return _prepare_and_run(config, plan, args, argv)
-
-
-def _prepare_and_run(config, plan, args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """Checks the output folder and the data, then runs the plan; returns the exit code."""
     todo = [run for run, action, _ in plan if action == "run"]
-    if todo:
-        try:
-            check_writable(Path(config.output_dir))
-        except OSError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return EXIT_USAGE
-        try:
-            check_data(todo[0].config, todo[0].cutoff)
-        except KeyboardInterrupt:
-            print("Interrupted before training; nothing to resume.", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        except Exception as e:  # the data layer's own message, with what to do instead
-            print(f"error: {data_error_message(config, e)}", file=sys.stderr)
-            return EXIT_USAGE
+    code, sizes = _check(config, todo, args)
+    if code is not None:
+        return code
+    jobs = _job_count(args)
+    if args.dry_run:
+        print(_selection(config, runs) + "\n")
+        print(format_table(("action", "run", "why"), [[a, r.label, why] for r, a, why in plan]))
+        print(
+            f"\n{len(todo)} of {count(len(plan), 'run')} would train "
+            f"({plan_mod.estimate(todo, sizes, jobs)})."
+        )
+        return 0
+    return _run(config, plan, todo, jobs, args, argv)
+
+
+def _selection(config, runs) -> str:
+    """What the command selected: the config described, with the runs, cut-offs and seeds it
+    will actually run (not the config's defaults)."""
+    variants = sorted({run.variant for run in runs})
+    cutoffs = sorted({run.cutoff for run in runs})
+    seeds = sorted({run.seed for run in runs})
+    described = configs.describe(config, num_variants=len(variants), num_runs=len(runs))
+    rest = described.split("\n")[1:]  # its first line counts the config's default selection
+    selected = (
+        f"{config.name} at the {config.tier} tier: {count(len(runs), 'run')} "
+        f"({count(len(variants), 'variant')} x cut-offs {cutoffs} x seeds {seeds})."
+    )
+    return "\n".join([selected, *rest])
+
+
+def _check(config, todo, args: argparse.Namespace):
+    """(exit code or None, data sizes): what a run would refuse, refused before any runs, the
+    same with --dry-run: an unwritable output folder, then data that cannot be loaded."""
+    if not todo:
+        return None, {}
+    try:
+        plan_mod.check_writable(Path(config.output_dir))
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE, {}
+    try:
+        return None, plan_mod.check_runs_data(todo, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("Interrupted before training; nothing to resume.", file=sys.stderr)
+        return EXIT_INTERRUPTED, {}
+    except Exception as e:  # the data layer's own message, with what to do instead
+        print(f"error: {plan_mod.data_error_message(config, e)}", file=sys.stderr)
+        return EXIT_USAGE, {}
+
+
+def _job_count(args: argparse.Namespace) -> int:
     # A multi-process run trains its runs one by one, all processes together.
-    jobs = 1 if distributed.process_count() > 1 else args.jobs or default_jobs()
+    return 1 if distributed.process_count() > 1 else args.jobs or plan_mod.default_jobs()
+
+
+def _run(config, plan, todo, jobs: int, args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Runs the checked plan; returns the exit code."""
     in_process = jobs == 1 or len(todo) <= 1
     trainer = _load_trainer() if todo and in_process else None
     options = execute.Options(
@@ -364,36 +343,8 @@ def configure_process() -> None:
     """For the command line, before anything starts JAX: on a CPU machine this process trains on
     one core with one XLA thread, as each --jobs worker does, so a run's numbers do not depend
     on --jobs (experiments.xla; workers still get the cores the process started with)."""
-    if not accelerator_installed() and not xla.backend_started():
+    if not plan_mod.accelerator_installed() and not xla.backend_started():
         xla.configure_cpu(threads=1)
-
-
-def accelerator_installed() -> bool:
-    """Whether a JAX GPU or TPU plugin is installed (asked without starting JAX)."""
-    names = {dist.metadata["Name"].lower().replace("_", "-") for dist in metadata.distributions()}
-    return any(n.startswith(("jax-cuda", "jax-rocm", "libtpu")) for n in names)
-
-
-def default_jobs() -> int:
-    """$LTWEIGHTS_JOBS, else one job per available core on a CPU machine and 1 where an
-    accelerator is installed (its runs share one device)."""
-    value = os.environ.get(JOBS_ENV, "").strip()
-    if not value:
-        return 1 if accelerator_installed() else parallel.default_jobs()
-    try:
-        return _positive_int(value)
-    except ValueError as e:
-        raise SystemExit(f"error: ${JOBS_ENV}: {e}") from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"expected a whole number >= 1, got {value}")
-    return value
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from experiments import configs, execute, run
+from experiments import plan as plan_mod
 from experiments.configs import overrides, tiers
 from experiments.runs import Run, expand_runs, plan_action, read_record
 
@@ -257,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return run.EXIT_USAGE
-    jobs = args.jobs or run.default_jobs()
+    jobs = args.jobs or plan_mod.default_jobs()
     phases = [_plan(phase1), _plan(phase2)]
     _print_plan(phases, jobs, args.tier, args.records)
     if args.dry_run:
@@ -268,8 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not todo:
             continue
         try:
-            run.check_writable(Path(args.records))
-            run.check_data(todo[0].config, todo[0].cutoff)
+            plan_mod.check_writable(Path(args.records))
+            plan_mod.check_runs_data(todo[:1], progress=not args.no_progress)
         except Exception as e:  # the folder's or the data layer's own message
             print(f"error: {e}", file=sys.stderr)
             return run.EXIT_USAGE
@@ -295,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress,
             cache_dir=execute.compilation_cache_dir(todo[0].config),
         )
-        trainer = run._load_trainer() if jobs == 1 or len(todo) == 1 else None
+        trainer = execute.load_trainer() if jobs == 1 or len(todo) == 1 else None
         code = execute.execute(plan, options, trainer, jobs=jobs) or code
         if code == run.EXIT_INTERRUPTED:
             return code

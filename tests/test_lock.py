@@ -80,7 +80,7 @@ def test_lock_is_released_on_exit_and_on_an_exception(tmp_path):
 
 
 def test_cli_skips_a_locked_run_touches_nothing_and_exits_1(holder, monkeypatch, capsys):
-    from experiments import records
+    from experiments import plan, records
     from experiments import run as run_mod
 
     directory, child = holder
@@ -93,7 +93,7 @@ def test_cli_skips_a_locked_run_touches_nothing_and_exits_1(holder, monkeypatch,
                 "test": None, "wall_time_s": 1.0, "images_per_s": 1.0, "steps": 1}  # fmt: skip
 
     monkeypatch.setattr(run_mod, "_load_trainer", lambda: (trainer, KeyboardInterrupt))
-    monkeypatch.setattr(run_mod, "check_data", lambda config, cutoff: None)
+    monkeypatch.setattr(plan, "check_data", lambda config, cutoff, **kw: None)
     monkeypatch.setattr(records, "environment", lambda: {})
     # The holder's folder is catalog_none/none/cutoff6/seed0 below output_dir.
     assert directory.relative_to(output_dir).as_posix() == "catalog_none/none/cutoff6/seed0"
@@ -129,7 +129,7 @@ def test_two_cli_processes_on_one_folder_one_runs_one_is_refused(tmp_path):
     script = textwrap.dedent(
         """
         import sys, time
-        from experiments import records, run
+        from experiments import plan, records, run
         def trainer(config, *, seed, cutoff, workdir, progress=True):
             print("training", flush=True)
             release = workdir.parents[3] / "release"
@@ -141,7 +141,7 @@ def test_two_cli_processes_on_one_folder_one_runs_one_is_refused(tmp_path):
                     "val": None, "test": None, "wall_time_s": 3.0, "images_per_s": 1.0,
                     "steps": 1}
         run._load_trainer = lambda: (trainer, KeyboardInterrupt)
-        run.check_data = lambda config, cutoff: None
+        plan.check_data = lambda config, cutoff, **kw: None
         records.environment = lambda: {}
         sys.exit(run.main(sys.argv[1:]))
         """

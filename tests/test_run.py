@@ -9,7 +9,7 @@ import re
 import ml_collections
 import pytest
 
-from experiments import configs, execute, methods, records
+from experiments import configs, execute, methods, plan, records
 from experiments import run as run_mod
 from experiments.configs import overrides
 
@@ -258,7 +258,7 @@ class StubTrainer:
 def stub(monkeypatch):
     trainer = StubTrainer()
     monkeypatch.setattr(run_mod, "_load_trainer", lambda: (trainer, StubInterrupted))
-    monkeypatch.setattr(run_mod, "check_data", lambda config, cutoff: None)
+    monkeypatch.setattr(plan, "check_data", lambda config, cutoff, **kw: None)
     monkeypatch.setattr(records, "environment", lambda: {"packages": {}, "git_commit": None})
     return trainer
 
@@ -285,6 +285,25 @@ def test_cli_runs_every_run_and_writes_complete_records(tmp_path, stub, capsys):
     assert (record["seed"], record["cutoff"], record["variant"]) == (1, 6, "proposed(beta=0.99)")
     out = capsys.readouterr().out
     assert "test mAP" in out and out.count("finished") >= 8  # closing summary table
+
+
+def test_each_finished_run_prints_its_numbers_with_their_names(tmp_path, stub, capsys):
+    assert cli(tmp_path, "--config", "catalog_none", "--seeds", "1", "--cutoffs", "6") == 0
+    out = capsys.readouterr().out
+    assert "finished: test mAP 0.510, tail mAP 0.300, macro-F1 0.400, time 1s" in out
+
+
+def test_library_warnings_stay_out_of_a_runs_output(tmp_path, stub, capsys, caplog):
+    import logging
+
+    def noisy(config, **kw):
+        logging.getLogger("absl").warning("Waiting for previous save to complete")
+        return stub(config, **kw)
+
+    run_mod._load_trainer = lambda: (noisy, StubInterrupted)  # undone by the stub fixture
+    assert cli(tmp_path, "--config", "catalog_none", "--seeds", "0", "--cutoffs", "6") == 0
+    captured = capsys.readouterr()
+    assert "Waiting for previous save" not in captured.out + captured.err + caplog.text
 
 
 def test_cli_skips_finished_runs_and_force_reruns_them(tmp_path, stub, capsys):
