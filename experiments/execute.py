@@ -33,12 +33,15 @@ from typing import Any
 import ml_collections
 
 from experiments import distributed, parallel, progress, records
-from experiments.atomic import atomic_write_json
+from experiments.atomic import atomic_write_json, disk_full, disk_full_message
 from experiments.lock import LOCK_FILENAME, LockHeld, RunLock
 from experiments.runs import Run, build_record, failed_result, plan_action, read_record
 
 # The exit codes of every command that trains runs.
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+# A run's outcome when the disk is full: no record is written, its checkpoints resume it, and
+# no further run starts (each would fail the same way).
+NO_SPACE = "no space"
 # Bound of the shared compilation cache; setting one turns on JAX's cross-process file lock.
 COMPILATION_CACHE_BYTES = 2 << 30
 SUMMARY_HEADER = ("variant", "cutoff", "seed", "status", "test mAP", "tail mAP", "macro-F1", "time")
@@ -274,6 +277,8 @@ def _run_locked(run: Run, options: Options, trainer, environment, prefix: str):
     except (Interrupted, KeyboardInterrupt):
         return "interrupted", None
     except Exception as e:  # recorded as failed; the remaining runs still run
+        if disk_full(e):  # not the run's fault: no failed record, its checkpoints resume it
+            return _no_space(prefix, e, run.workdir)
         traceback.print_exc()
         hint = recovery_hint(run_argv(run) if options.per_run_argv else options.argv, run)
         print(f"{prefix}: failed: {type(e).__name__}: {e}\n{hint}", file=sys.stderr)
@@ -281,7 +286,13 @@ def _run_locked(run: Run, options: Options, trainer, environment, prefix: str):
         result = failed_result(failure, time.perf_counter() - start)
     record = build_record(run, result, environment)
     if distributed.is_primary():
-        atomic_write_json(run.record_path, record)
+        try:
+            atomic_write_json(run.record_path, record)
+        except OSError as e:  # the run's checkpoints are kept: rerunning writes the record
+            if disk_full(e):
+                return _no_space(prefix, e, run.workdir)
+            print(f"{prefix}: could not write {run.record_path}: {e}", file=sys.stderr)
+            return "no record", None
     print(f"{prefix}: {labelled_result(summary_row(run, action, record))}", flush=True)
     print(f"  record: {run.record_path}", flush=True)
     return action, record
@@ -291,6 +302,12 @@ def quiet_library_logs() -> None:
     """Leaves only errors in the absl logger (orbax's "Waiting for previous save to complete"
     and other notes would fill a run's output); the runs' own messages are printed."""
     logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def _no_space(prefix: str, error: BaseException, folder: Path) -> tuple[str, str]:
+    message = disk_full_message(error, folder)
+    print(f"{prefix}: stopped: {message}", file=sys.stderr, flush=True)
+    return NO_SPACE, message
 
 
 _WORKER_STATE: dict[str, Any] = {}
@@ -344,6 +361,14 @@ def execute(plan, options: Options, trainer, jobs: int = 1) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    full = [record for action, record in outcomes.values() if action == NO_SPACE]
+    if full:
+        print(
+            f"\nStopped: {full[0]}. Finished runs and checkpoints are kept; resume with the "
+            f"same command:\n  {resume_command(options.argv, options.program)}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     failed = sum(_failed(outcome) for outcome in outcomes.values())
     if failed:
         print(
@@ -360,14 +385,14 @@ def _prefix(i: int, plan) -> str:
 
 def _row(run: Run, outcome: tuple[str, Any]) -> list[str]:
     action, record = outcome
-    if action in ("locked", "interrupted", "not started"):  # no record to show
+    if action in ("locked", "interrupted", "not started", NO_SPACE, "no record"):  # no record
         return summary_row(run, action, None)
     return summary_row(run, action, record)
 
 
 def _failed(outcome: tuple[str, Any]) -> bool:
     action, record = outcome
-    if action in ("conflict", "locked"):
+    if action in ("conflict", "locked", NO_SPACE, "no record"):
         return True
     return action == "run" and (record or {}).get("status") != "finished"
 
@@ -380,6 +405,10 @@ def _run_serial(plan, todo, options, trainer, outcomes) -> list[int]:
         outcomes[i] = run_one(plan[i][0], options, trainer, environment, _prefix(i, plan))
         if outcomes[i][0] == "interrupted":
             return [i]
+        if outcomes[i][0] == NO_SPACE:  # the next runs would fail the same way
+            for j in todo:
+                outcomes.setdefault(j, ("not started", None))
+            break
     return []
 
 
@@ -390,9 +419,15 @@ def _run_parallel(plan, todo, options, jobs, outcomes) -> list[int]:
     board = progress.Board(len(todo)) if options.progress else None
     try:
         for done in parallel.run_tasks(
-            "experiments.execute:run_in_worker", tasks, jobs, watcher=board
+            "experiments.execute:run_in_worker",
+            tasks,
+            jobs,
+            watcher=board,
+            should_stop=lambda: any(a == NO_SPACE for a, _ in outcomes.values()),
         ):
             outcomes[todo[done.index]] = _outcome(done, plan[todo[done.index]][0])
+        for i in todo:  # left over after a full disk
+            outcomes.setdefault(i, ("not started", None))
     except KeyboardInterrupt:
         for i in todo:
             outcomes.setdefault(i, ("not started", None))

@@ -20,6 +20,7 @@ from pathlib import Path
 import ml_collections
 
 from experiments import parallel
+from experiments.atomic import disk_full, disk_full_message
 from experiments.configs import tasks, tiers
 from experiments.progress import duration
 from experiments.runs import Run
@@ -135,6 +136,8 @@ def check_runs_data(runs: Sequence[Run], *, progress: bool = True):
 
 
 def data_error_message(config: ml_collections.ConfigDict, error: Exception) -> str:
+    if disk_full(error):
+        return f"{disk_full_message(error, config.data.cache_dir or '.')} (the data cache)"
     message = f"{config.task} data cannot be loaded: {type(error).__name__}: {error}"
     if tasks.TASKS[config.task].needs_download:
         method = config.method
