@@ -22,8 +22,8 @@ import ml_collections
 from experiments import parallel
 from experiments.atomic import disk_full, disk_full_message
 from experiments.configs import tasks, tiers
-from experiments.progress import duration
 from experiments.runs import Run
+from experiments.words import duration
 
 JOBS_ENV = "LTWEIGHTS_JOBS"
 

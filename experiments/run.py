@@ -70,7 +70,6 @@ from experiments.execute import (  # noqa: F401  (re-exported for callers)
     recovery_command,
     summary_row,
 )
-from experiments.progress import count
 from experiments.runs import (  # noqa: F401  (the runner's API, re-exported for callers)
     Run,
     build_record,
@@ -83,6 +82,7 @@ from experiments.runs import (  # noqa: F401  (the runner's API, re-exported for
     run_dir,
     variant_slug,
 )
+from experiments.words import count
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = (
     execute.EXIT_FAILED,

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from experiments import configs, execute, methods, report, run
 from experiments import plan as plan_mod
-from experiments.progress import count
 from experiments.runs import Run, plan_action
+from experiments.words import count
 
 DEFAULT_TASKS = ("catalog", "catalog_step")
 RECORDS_ROOT = "results/runs"

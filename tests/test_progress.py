@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from experiments import parallel, progress
+from experiments import parallel, progress, words
 from experiments.progress import Board, RunProgress, Status
 
 
@@ -101,5 +101,5 @@ def test_no_progress_prints_nothing(monkeypatch):
 
 
 def test_counts_agree_with_their_number():
-    assert progress.count(1, "seed") == "1 seed" and progress.count(2, "seed") == "2 seeds"
-    assert progress.count(0, "run") == "0 runs"
+    assert words.count(1, "seed") == "1 seed" and words.count(2, "seed") == "2 seeds"
+    assert words.count(0, "run") == "0 runs"

@@ -770,3 +770,12 @@ def test_sweep_reports_other_records_beside_them(monkeypatch):
         ["--records", "results/runs"],
         ["--records", "mine", "--out", "mine/REPORT.md"],
     ]
+
+
+def test_counts_in_the_report_agree_with_their_number(tmp_path):
+    write_record(tmp_path / "runs", make_record())
+    out = tmp_path / "R.md"
+    assert report.main(["--records", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "1 variant, cut-offs 6, 1 seed with finished runs; 1 finished run." in text
+    assert "1 seeds" not in text
