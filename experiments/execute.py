@@ -300,8 +300,16 @@ def _run_locked(run: Run, options: Options, trainer, environment, prefix: str):
 
 def quiet_library_logs() -> None:
     """Leaves only errors in the absl logger (orbax's "Waiting for previous save to complete"
-    and other notes would fill a run's output); the runs' own messages are printed."""
-    logging.getLogger("absl").setLevel(logging.ERROR)
+    and other notes would fill a run's output), and not those of a full disk, which the run's
+    own one line reports."""
+    logger = logging.getLogger("absl")
+    logger.setLevel(logging.ERROR)
+    if _not_disk_full not in logger.filters:
+        logger.addFilter(_not_disk_full)
+
+
+def _not_disk_full(record: logging.LogRecord) -> bool:
+    return not disk_full(Exception(record.getMessage()))
 
 
 def _no_space(prefix: str, error: BaseException, folder: Path) -> tuple[str, str]:

@@ -273,7 +273,7 @@ def _train(setup, checkpoints, state, run, clock, interrupt_at_step, progress) -
     """Trains from the run's data position to the last epoch; returns the last state."""
     config = setup.config
     bar = RunProgress(  # a bar, plain lines or a worker's live line (experiments.progress)
-        f"{format_variant(config)} cutoff={setup.cutoff} seed={setup.seed}",
+        f"{_run_name(config)} cutoff={setup.cutoff} seed={setup.seed}",
         total_steps=setup.num_epochs * setup.steps_per_epoch,
         initial=run.step(setup.steps_per_epoch),
         steps_per_epoch=setup.steps_per_epoch,
@@ -513,6 +513,13 @@ def _stop_signals() -> Iterator[dict[str, Any]]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _run_name(config: Any) -> str:
+    """The run's variant ("proposed(beta=0.99)"), or what names a config built by hand."""
+    if "variant" in config:
+        return format_variant(config)
+    return str(config.get("name", config.get("method", "run")))
 
 
 def _rate(images: int, seconds: float) -> float:
