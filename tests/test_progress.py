@@ -103,3 +103,21 @@ def test_no_progress_prints_nothing(monkeypatch):
 def test_counts_agree_with_their_number():
     assert words.count(1, "seed") == "1 seed" and words.count(2, "seed") == "2 seeds"
     assert words.count(0, "run") == "0 runs"
+
+
+def test_no_progress_reaches_the_data_loaders_bars(monkeypatch):
+    from experiments import configs, data, plan
+
+    seen = []
+
+    def loader(*, cutoff, seed, progress=True, **params):
+        seen.append(progress)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(data, "get_task_loader", lambda name: loader)
+    for wanted in (False, True):
+        try:
+            plan.check_data(configs.get_config("csv_none"), 6, progress=wanted)
+        except RuntimeError:
+            pass
+    assert seen == [False, True]
