@@ -21,7 +21,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments import execute, methods, run, sweep
+from experiments import execute, methods, sweep, xla
+from experiments import plan as plan_mod
 from experiments.runs import Run, plan_action, read_record
 
 DEFAULT_METHODS = ("none", "inverse", "proposed", "linear")
@@ -56,10 +57,10 @@ def comparison_runs(args: argparse.Namespace) -> list[Run]:
     unknown = [m for m in names if m not in methods.METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(methods.METHODS)}")
-    seeds, cutoffs = run.parse_int_list(args.seeds), run.parse_int_list(args.cutoffs)
+    seeds, cutoffs = plan_mod.parse_int_list(args.seeds), plan_mod.parse_int_list(args.cutoffs)
     runs = []
     for name in names:
-        runs += run.config_runs(
+        runs += plan_mod.config_runs(
             f"{args.task}_{name}",
             tier=args.tier,
             output_dir=args.output_dir,
@@ -138,5 +139,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run.configure_process()
+    xla.configure_process()
     sys.exit(main())

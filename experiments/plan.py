@@ -1,5 +1,7 @@
-"""Planning a command's runs before any trains: the data each needs, where the records go, how
-many at once, and how long it will take.
+"""Planning a command's runs before any trains: config -> runs (the selection, validated), the
+data each needs, where the records go, how many at once, and how long it will take. The
+commands (`experiments.run`, `.sweep`, `.compare`, `.transfer`) parse their arguments and call
+these; `experiments.execute` then trains the plan.
 
 `check_data` loads every selected cut-off's data once (built and cached by the data layer), so
 what a run would refuse (a cut-off beyond the data, a CSV without its columns, missing files) is
@@ -8,22 +10,23 @@ refused before the first run, `--dry-run` included, and the training-set sizes f
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import heapq
 import inspect
 import os
 import tempfile
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 
 import ml_collections
 
-from experiments import parallel
+from experiments import configs, distributed, methods, parallel, xla
 from experiments.atomic import disk_full, disk_full_message
-from experiments.configs import tasks, tiers
-from experiments.runs import Run
-from experiments.words import duration
+from experiments.configs import overrides, tasks, tiers, validate
+from experiments.execute import format_table
+from experiments.runs import Run, expand_runs
+from experiments.words import count, duration
 
 JOBS_ENV = "LTWEIGHTS_JOBS"
 
@@ -171,18 +174,12 @@ def check_writable(directory: Path) -> None:
         ) from None
 
 
-def accelerator_installed() -> bool:
-    """Whether a JAX GPU or TPU plugin is installed (asked without starting JAX)."""
-    names = {dist.metadata["Name"].lower().replace("_", "-") for dist in metadata.distributions()}
-    return any(n.startswith(("jax-cuda", "jax-rocm", "libtpu")) for n in names)
-
-
 def default_jobs() -> int:
     """$LTWEIGHTS_JOBS, else one job per available core on a CPU machine and 1 where an
     accelerator is installed (its runs share one device)."""
     value = os.environ.get(JOBS_ENV, "").strip()
     if not value:
-        return 1 if accelerator_installed() else parallel.default_jobs()
+        return 1 if xla.accelerator_installed() else parallel.default_jobs()
     try:
         return positive_int(value)
     except ValueError as e:
@@ -197,3 +194,143 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise ValueError(f"expected a whole number >= 1, got {value}")
     return value
+
+
+# ---------------------------------------------------------------------------------------------
+# The selection: config -> runs
+
+
+def parse_int_list(text: str) -> list[int]:
+    """ "0,1, 2" -> [0, 1, 2]; a clear error for anything else."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(
+            f"Expected comma-separated integers such as 0,1,2; got {text!r}."
+        ) from None
+    if not values:
+        raise ValueError(f"Expected at least one integer (e.g. 0 or 0,1,2); got {text!r}.")
+    return values
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line.
+
+
+def show_config(config: ml_collections.ConfigDict, origin: dict[str, str]) -> str:
+    """The resolved config, one `path = value  # layer` line per field."""
+    flat = configs.flat_values(config)
+    width = max(len(f"{p} = {v!r}") for p, v in flat.items())
+    lines = [f"{f'{p} = {v!r}':<{width}}  # {origin.get(p, '--set')}" for p, v in flat.items()]
+    return "\n".join(lines)
+
+
+def resolve_config(args: argparse.Namespace):
+    """(config, origin, runs) for the command line, validated; ValueError on any problem."""
+    config, origin = configs.resolve(args.config, tier=args.tier)
+    before = configs.flat_values(config)
+    config = overrides.apply_overrides(config, args.overrides)
+    if args.output_dir:
+        config.output_dir = args.output_dir
+    for path, value in configs.flat_values(config).items():
+        if path not in before or before[path] != value:
+            origin[path] = "--output-dir" if path == "output_dir" and args.output_dir else "--set"
+    runs = expand_runs(config, seeds=args.seeds, cutoffs=args.cutoffs)
+    checked = set()
+    for run in runs:
+        if run.variant not in checked:
+            checked.add(run.variant)
+            validate.check(run.config)
+    return config, origin, runs
+
+
+def config_runs(
+    name: str,
+    *,
+    tier: str | None = None,
+    output_dir: str | None = None,
+    seeds: Sequence[int] | None = None,
+    cutoffs: Sequence[int] | None = None,
+) -> list[Run]:
+    """The validated runs of config `name` (what `--config name` would run, before planning);
+    ValueError on any problem. A method with its own fixed cut-off (the `balanced` ceiling)
+    keeps it whatever `cutoffs` says."""
+    config = configs.get_config(name, tier=tier)
+    if output_dir:
+        config.output_dir = output_dir
+    if methods.METHODS[config.method].balanced_data:
+        cutoffs = None
+    runs = expand_runs(config, seeds=seeds, cutoffs=cutoffs)
+    for variant_config in {run.variant: run.config for run in runs}.values():
+        validate.check(variant_config)
+    return runs
+
+
+def describe_selection(config: ml_collections.ConfigDict, runs: Sequence[Run]) -> str:
+    """What the command selected: the config described, with the runs, cut-offs and seeds it
+    will actually run (not the config's defaults)."""
+    variants = sorted({run.variant for run in runs})
+    cutoffs = sorted({run.cutoff for run in runs})
+    seeds = sorted({run.seed for run in runs})
+    described = configs.describe(config, num_variants=len(variants), num_runs=len(runs))
+    rest = described.split("\n")[1:]  # its first line counts the config's default selection
+    selected = (
+        f"{config.name} at the {config.tier} tier: {count(len(runs), 'run')} "
+        f"({count(len(variants), 'variant')} x cut-offs {cutoffs} x seeds {seeds})."
+    )
+    return "\n".join([selected, *rest])
+
+
+def config_table() -> list[list[str]]:
+    """--list: [name, runs, rough time, method] for every config."""
+    rows = []
+    for name in configs.list_configs():
+        config = configs.get_config(name)
+        num_runs = len(expand_runs(config))
+        doc = methods.METHODS[config.method].doc.split(" (")[0].split(":")[0].rstrip(".")
+        rows.append([name, str(num_runs), rough_total(num_runs, config.tier), doc])
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks before any run, and the job count
+
+
+class PlanError(Exception):
+    """A check before any run failed; the message is the one line to print (exit code 2)."""
+
+
+def check_before_running(
+    output_dir: str | os.PathLike, todo: Sequence[Run], *, progress: bool = True
+) -> dict[tuple, DataSize]:
+    """What a run would refuse, refused before any: an unwritable output folder, then data
+    that cannot be loaded (for every selected cut-off). Returns the data sizes by `data_key`."""
+    if not todo:
+        return {}
+    try:
+        check_writable(Path(output_dir))
+    except OSError as e:
+        raise PlanError(str(e)) from None
+    try:
+        return check_runs_data(todo, progress=progress)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # the data layer's own message, with what to do instead
+        raise PlanError(data_error_message(todo[0].config, e)) from e
+
+
+def format_plan(actions, todo: Sequence[Run], sizes: dict, jobs: int) -> str:
+    """The dry run's table of (action, run, why) and its closing line with the estimate."""
+    table = format_table(("action", "run", "why"), [[a, r.label, why] for r, a, why in actions])
+    return (
+        f"{table}\n\n{len(todo)} of {count(len(actions), 'run')} would train "
+        f"({estimate(todo, sizes, jobs)})."
+    )
+
+
+def job_count(requested: int | None) -> int:
+    """Runs at once: `requested`, else `default_jobs()`; 1 for a multi-process run (its
+    processes train each run together)."""
+    if distributed.process_count() > 1:
+        return 1
+    return requested or default_jobs()

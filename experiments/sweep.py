@@ -22,10 +22,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments import configs, execute, methods, report, run
+from experiments import configs, execute, methods, report, xla
 from experiments import plan as plan_mod
 from experiments.runs import Run, plan_action
-from experiments.words import count
 
 DEFAULT_TASKS = ("catalog", "catalog_step")
 RECORDS_ROOT = "results/runs"
@@ -46,7 +45,7 @@ def replicate_order(runs: Sequence[Run]) -> list[Run]:
 def sweep_runs(tasks, *, tier, records, seeds=None, cutoffs=None) -> list[Run]:
     runs = []
     for name in sweep_configs(tasks):
-        runs += run.config_runs(
+        runs += plan_mod.config_runs(
             name, tier=tier, output_dir=f"{records}/{tier}", seeds=seeds, cutoffs=cutoffs
         )
     return replicate_order(runs)
@@ -57,23 +56,14 @@ def run_plan(plan, *, argv, program, folder: Path, jobs, dry_run: bool, progress
     run's data, as one config's runs are checked; with `dry_run` prints the plan and its
     estimate, else trains it (`jobs` at a time, default one per core); returns the exit code."""
     todo = [r for r, action, _ in plan if action == "run"]
-    jobs = jobs or plan_mod.default_jobs()
-    sizes = {}
-    if todo:
-        try:
-            plan_mod.check_writable(folder)
-        except OSError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return execute.EXIT_USAGE
-        try:
-            sizes = plan_mod.check_runs_data(todo, progress=progress)
-        except Exception as e:  # the data layer's own message
-            print(f"error: {plan_mod.data_error_message(todo[0].config, e)}", file=sys.stderr)
-            return execute.EXIT_USAGE
+    jobs = plan_mod.job_count(jobs)
+    try:
+        sizes = plan_mod.check_before_running(folder, todo, progress=progress)
+    except plan_mod.PlanError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return execute.EXIT_USAGE
     if dry_run:
-        print(execute.format_table(("action", "run", "why"), [[a, r.label, w] for r, a, w in plan]))
-        estimate = plan_mod.estimate(todo, sizes, jobs)
-        print(f"\n{len(todo)} of {count(len(plan), 'run')} would train ({estimate}).")
+        print(plan_mod.format_plan(plan, todo, sizes, jobs))
         return 0
     if not todo:
         return 0
@@ -118,8 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             [t for t in args.tasks.split(",") if t],
             tier=args.tier,
             records=args.records,
-            seeds=run.parse_int_list(args.seeds) if args.seeds else None,
-            cutoffs=run.parse_int_list(args.cutoffs) if args.cutoffs else None,
+            seeds=plan_mod.parse_int_list(args.seeds) if args.seeds else None,
+            cutoffs=plan_mod.parse_int_list(args.cutoffs) if args.cutoffs else None,
         )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -145,5 +135,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run.configure_process()
+    xla.configure_process()
     sys.exit(main())

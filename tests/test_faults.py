@@ -22,7 +22,7 @@ def _enospc(path) -> OSError:
 @pytest.fixture
 def stub(monkeypatch):
     trainer = StubTrainer()
-    monkeypatch.setattr(run_mod, "_load_trainer", lambda: (trainer, StubInterrupted))
+    monkeypatch.setattr(execute, "load_trainer", lambda: (trainer, StubInterrupted))
     monkeypatch.setattr(plan, "check_data", lambda config, cutoff, **kw: None)
     monkeypatch.setattr(records, "environment", lambda: {"packages": {}, "git_commit": None})
     return trainer
@@ -37,7 +37,7 @@ def test_disk_full_in_training_stops_in_one_line_without_a_failed_record(
     def full(config, *, seed, cutoff, workdir, **kw):
         raise RuntimeError("checkpoint save failed") from _enospc(workdir / "checkpoints" / "2")
 
-    monkeypatch.setattr(run_mod, "_load_trainer", lambda: (full, StubInterrupted))
+    monkeypatch.setattr(execute, "load_trainer", lambda: (full, StubInterrupted))
     assert run_mod.main([*ARGS, "--output-dir", str(tmp_path)]) == execute.EXIT_FAILED
     err = capsys.readouterr().err
     folder = tmp_path / "catalog_none/none/cutoff6/seed0/checkpoints"
@@ -45,7 +45,7 @@ def test_disk_full_in_training_stops_in_one_line_without_a_failed_record(
     assert "Traceback" not in err and "--force" not in err
     assert not list(tmp_path.rglob("record.json"))  # resumable, not failed
     # The next run did not start; once there is space, the same command trains both.
-    monkeypatch.setattr(run_mod, "_load_trainer", lambda: (stub, StubInterrupted))
+    monkeypatch.setattr(execute, "load_trainer", lambda: (stub, StubInterrupted))
     assert run_mod.main([*ARGS, "--output-dir", str(tmp_path)]) == 0
     assert len(list(tmp_path.rglob("record.json"))) == 2
 

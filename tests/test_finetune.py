@@ -344,13 +344,13 @@ def test_gpu_photo_configs_take_the_recipe_only_with_init_from(name, tmp_path):
 
 
 def test_the_command_line_applies_the_recipe(tmp_path):
-    from experiments import run
+    from experiments import plan, run
 
     # A suite checkpoint step folder: the config checks accept it without torch.
     step = tmp_path / "run" / "checkpoints" / "7"
     (step / "state").mkdir(parents=True)
     argv = ["--config", "archetype_proposed_gpu", "--set", f"model.init_from={step}"]
-    config, origin, runs = run.resolve_config(run.parse_args(argv))
+    config, origin, runs = plan.resolve_config(run.parse_args(argv))
     assert config.backbone_lr_scale == 0.1 and origin["backbone_lr_scale"] == "--set"
     assert all(r.config.freeze_backbone_epochs == 2.0 for r in runs)
     assert isinstance(run.parse_args(argv), argparse.Namespace)

@@ -8,8 +8,9 @@ import shlex
 
 import pytest
 
-from experiments import configs, plan, records
+from experiments import configs, execute, plan, records
 from experiments import run as run_mod
+from experiments import runs as runs_mod
 from experiments.configs import validate
 
 # ---------------------------------------------------------------------------------------------
@@ -30,12 +31,12 @@ from experiments.configs import validate
 def test_config_errors_are_refused_before_any_run(tmp_path, capsys, monkeypatch, args, expected,
                                                   dry_run):  # fmt: skip
     calls = []
-    monkeypatch.setattr(run_mod, "_load_trainer", lambda: calls.append(1))
+    monkeypatch.setattr(execute, "load_trainer", lambda: calls.append(1))
     monkeypatch.setattr(plan, "check_data", lambda *a, **kw: calls.append(2))
     name = "catalog_focal" if "gama" in args[-1] else "catalog_class_balanced"
     argv = ["--config", name, "--output-dir", str(tmp_path / "out"), *args]
     code = run_mod.main([*argv, "--dry-run"] if dry_run else argv)
-    assert code == run_mod.EXIT_USAGE
+    assert code == execute.EXIT_USAGE
     assert expected in capsys.readouterr().err
     assert calls == [] and not (tmp_path / "out").exists()
 
@@ -76,7 +77,7 @@ def test_an_unknown_field_deep_in_a_fixed_block_is_refused():
 def test_sweep_values_are_validated_too(tmp_path, capsys):
     argv = ["--config", "catalog_proposed", "--dry-run", "--output-dir", str(tmp_path)]
     code = run_mod.main([*argv, "--set", "sweep.scheme_params.beta=[0.9,2.0]"])
-    assert code == run_mod.EXIT_USAGE and "got 2.0" in capsys.readouterr().err
+    assert code == execute.EXIT_USAGE and "got 2.0" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,7 +93,7 @@ def test_unwritable_output_dir_is_one_line_before_data_loads(tmp_path, capsys, m
     output_dir = blocker if where == "is_a_file" else blocker / "runs"
     code = run_mod.main(["--config", "catalog_none_smoke", "--output-dir", str(output_dir)])
     err = capsys.readouterr().err.strip()
-    assert code == run_mod.EXIT_USAGE and loaded == []
+    assert code == execute.EXIT_USAGE and loaded == []
     assert err.count("\n") == 0 and "Traceback" not in err
     assert f"output directory {output_dir} is not writable" in err and "--output-dir" in err
     assert blocker.read_text() == "x"
@@ -108,7 +109,7 @@ def test_check_writable_leaves_nothing_behind(tmp_path):
 
 
 def _stub(monkeypatch, trainer):
-    monkeypatch.setattr(run_mod, "_load_trainer", lambda: (trainer, KeyboardInterrupt))
+    monkeypatch.setattr(execute, "load_trainer", lambda: (trainer, KeyboardInterrupt))
     monkeypatch.setattr(plan, "check_data", lambda config, cutoff, **kw: None)
     monkeypatch.setattr(records, "environment", lambda: {})
 
@@ -128,7 +129,7 @@ def test_a_failed_run_names_the_command_that_restarts_just_it(tmp_path, monkeypa
     _stub(monkeypatch, trainer)
     argv = ["--config", "catalog_proposed", "--cutoffs", "6", "--seeds", "0,1"]
     argv += ["--output-dir", str(tmp_path), "--no-progress"]
-    assert run_mod.main(argv) == run_mod.EXIT_FAILED
+    assert run_mod.main(argv) == execute.EXIT_FAILED
     err = capsys.readouterr().err
     workdir = tmp_path / "catalog_proposed/proposed-beta-0.99/cutoff6/seed1"
     record = records.load_record(workdir / "record.json")
@@ -199,13 +200,15 @@ def test_finished_v1_records_are_skipped_not_rerun(tmp_path, monkeypatch, capsys
     argv = ["--config", name, "--seeds", "0", "--cutoffs", "6", "--output-dir", str(tmp_path)]
     config = configs.get_config(name)
     config.output_dir = str(tmp_path)
-    for run in run_mod.expand_runs(config, seeds=[0], cutoffs=[6]):
+    for run in runs_mod.expand_runs(config, seeds=[0], cutoffs=[6]):
         run.workdir.mkdir(parents=True)
-        records.atomic_write_json(run.record_path, _v1_record(run_mod.json_safe_config(run.config)))
+        records.atomic_write_json(
+            run.record_path, _v1_record(runs_mod.json_safe_config(run.config))
+        )
     assert run_mod.main([*argv, "--no-progress"]) == 0
     assert calls == [] and "--force reruns it" in capsys.readouterr().out
     # ...but a v1 record of another recipe is still a conflict.
-    assert run_mod.main([*argv, "--no-progress", "--set", "num_epochs=3"]) == run_mod.EXIT_FAILED
+    assert run_mod.main([*argv, "--no-progress", "--set", "num_epochs=3"]) == execute.EXIT_FAILED
 
 
 def test_load_record_reads_v1_and_v2_and_refuses_others(tmp_path):
@@ -250,7 +253,7 @@ def test_dry_run_reports_the_runs_selected_not_the_configs_defaults(tmp_path, ca
 
 def test_dry_run_refuses_a_cutoff_beyond_the_data(tmp_path, capsys):
     args = ["--config", "catalog_none", "--seeds", "0", "--cutoffs", "100000", "--dry-run"]
-    assert run_mod.main([*args, "--output-dir", str(tmp_path)]) == run_mod.EXIT_USAGE
+    assert run_mod.main([*args, "--output-dir", str(tmp_path)]) == execute.EXIT_USAGE
     err = capsys.readouterr().err
     assert "cutoff=100000" in err and "lower the cut-off" in err
 
@@ -261,7 +264,7 @@ def test_dry_run_refuses_a_csv_without_its_columns(tmp_path, capsys):
     catalog.write_text("img,tags\na.png,x\n", encoding="utf-8")
     args = ["--config", "csv_none", "--dry-run", "--output-dir", str(tmp_path / "runs")]
     args += ["--set", f"data.path={catalog}", "--set", f"data.image_root={tmp_path / 'images'}"]
-    assert run_mod.main(args) == run_mod.EXIT_USAGE
+    assert run_mod.main(args) == execute.EXIT_USAGE
     assert "lacks the column(s) ['image', 'labels']" in capsys.readouterr().err
 
 

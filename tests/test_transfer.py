@@ -251,15 +251,13 @@ def test_the_cpu_demonstration_keeps_its_24_epochs_and_its_committed_records():
 
 
 def test_fine_tuned_legs_are_validated_once_their_pretraining_has_finished(tmp_path, monkeypatch):
-    from experiments import transfer
+    from experiments import plan, transfer
     from experiments.atomic import atomic_write_json
 
     records = str(tmp_path)
     checked = []
-    real = transfer.run.resolve_config
-    monkeypatch.setattr(
-        transfer.run, "resolve_config", lambda args: checked.append(args) or real(args)
-    )
+    real = plan.resolve_config
+    monkeypatch.setattr(plan, "resolve_config", lambda args: checked.append(args) or real(args))
 
     def validated_fine_tuned_legs():
         checked.clear()
