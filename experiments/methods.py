@@ -7,46 +7,28 @@ logit_adjusted). Configs (`<task>_<method>`), `python -m experiments.run --list`
 validation and the report's row order all derive from `METHODS`, whose order is the report's.
 
 Adding a loss:
-  1. write the elementwise loss in `ltweights/losses.py` (keyword-only hyperparameters; the
-     trainer supplies `pos_weight`/`neg_weight`, `positives`/`num_examples` or `prior` when the
-     function takes them) and its tests;
-  2. add it to `LOSSES` below and one `Method` entry to `METHODS` with its paper's defaults.
+  1. write the elementwise loss, `fn(logits, labels, *, ...) -> [..., C]`, in
+     `ltweights/losses.py` or any module, with keyword-only hyperparameters and its tests; the
+     trainer supplies `pos_weight`/`neg_weight`, `positives`, `num_examples` and `prior` when
+     the function takes them (`loss_inputs`, the one place that computes them);
+  2. add one `_method(...)` entry to `METHODS` below, passing the function and its paper's
+     defaults; `LOSSES` derives from `METHODS`.
 The configs `<task>_<your method>` then exist at every tier, and `--set loss_params.<name>=...`
-is validated against your function's keyword parameters.
+is validated against your function's keyword parameters. A loss that needs another per-label
+input adds its supplier to `_PER_LABEL_INPUTS` (or `_STATIC_INPUTS`) below.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from ltweights import losses
+import numpy as np
 
-# Loss functions by their own name: the registry key is the function's __name__, so a config's
-# `loss` field names the function it calls.
-LOSSES: dict[str, Callable[..., Any]] = {
-    fn.__name__: fn
-    for fn in (
-        losses.weighted_sigmoid_bce,
-        losses.sigmoid_focal,
-        losses.asymmetric,
-        losses.distribution_balanced,
-        losses.logit_adjusted_bce,
-    )
-}
-# Loss arguments the trainer supplies from the logits, labels, scheme weights and label counts;
-# a config's loss_params may not set them.
-SUPPLIED_LOSS_ARGS = (
-    "logits",
-    "labels",
-    "pos_weight",
-    "neg_weight",
-    "positives",
-    "num_examples",
-    "prior",
-)
+from ltweights import losses, weights
 
 _EMPTY: Mapping[str, Any] = types.MappingProxyType({})
 
@@ -58,7 +40,8 @@ class Method:
     Attributes:
       name: the config axis value, the `<method>` of `<task>_<method>`.
       scheme: `ltweights.weights.SCHEMES` key.
-      loss: `LOSSES` key, the loss function's own name.
+      loss_fn: the elementwise loss, `fn(logits, labels, **supplied, **loss_params)`; its own
+        name is the method's `loss`, the `LOSSES` key and a config's `loss` field.
       scheme_params, loss_params: keyword arguments of the scheme and the loss.
       sweep: dotted config path -> values swept by default (one variant each).
       variant: `str.format` template over the config naming the report row.
@@ -72,7 +55,7 @@ class Method:
 
     name: str
     scheme: str
-    loss: str
+    loss_fn: Callable[..., Any]
     doc: str
     variant: str = "{scheme}"
     scheme_params: Mapping[str, Any] = dataclasses.field(default_factory=lambda: _EMPTY)
@@ -82,19 +65,24 @@ class Method:
     balanced_data: bool = False
     reference: bool = False
 
+    @property
+    def loss(self) -> str:
+        """The loss function's own name: the `LOSSES` key and a config's `loss` field."""
+        return self.loss_fn.__name__
+
 
 # beta = 0.9 trains like `none` and 0.9999 like `inverse` (the two ends of the effective number;
 # the first sweep measured both within 0.003 mAP of them), so the default sweep keeps the middle.
 PROPOSED_BETAS = (0.99, 0.999)
-_BCE = losses.weighted_sigmoid_bce.__name__
+_BCE = losses.weighted_sigmoid_bce
 
 
-def _method(name: str, scheme: str, loss: str, doc: str, **kwargs: Any) -> Method:
+def _method(name: str, scheme: str, loss_fn: Callable[..., Any], doc: str, **kwargs: Any) -> Method:
     """A Method whose parameter and sweep mappings are read-only."""
     for key in ("scheme_params", "loss_params", "sweep", "model"):
         if key in kwargs:
             kwargs[key] = types.MappingProxyType(dict(kwargs[key]))
-    return Method(name, scheme, loss, doc, **kwargs)
+    return Method(name, scheme, loss_fn, doc, **kwargs)
 
 
 METHODS: dict[str, Method] = {
@@ -145,7 +133,7 @@ METHODS: dict[str, Method] = {
         _method(
             "focal",
             "none",
-            losses.sigmoid_focal.__name__,
+            losses.sigmoid_focal,
             "Sigmoid focal loss (Lin et al., ICCV 2017), gamma = 2, no alpha.",
             variant="focal(gamma={loss_params.gamma:g})",
             loss_params={"gamma": 2.0},
@@ -153,7 +141,7 @@ METHODS: dict[str, Method] = {
         _method(
             "asymmetric",
             "none",
-            losses.asymmetric.__name__,
+            losses.asymmetric,
             "Asymmetric loss (Ridnik et al., ICCV 2021), gamma_pos = 0, gamma_neg = 4, clip = "
             "0.05.",
             variant="asymmetric(gamma_neg={loss_params.gamma_neg:g},clip={loss_params.clip:g})",
@@ -162,7 +150,7 @@ METHODS: dict[str, Method] = {
         _method(
             "distribution_balanced",
             "none",
-            losses.distribution_balanced.__name__,
+            losses.distribution_balanced,
             "Distribution-balanced loss (Wu et al., ECCV 2020) with the paper's defaults.",
             variant="distribution_balanced",
             loss_params={"alpha": 0.1, "beta": 10.0, "mu": 0.3, "kappa": 0.05, "lam": 2.0},
@@ -170,7 +158,7 @@ METHODS: dict[str, Method] = {
         _method(
             "logit_adjusted",
             "none",
-            losses.logit_adjusted_bce.__name__,
+            losses.logit_adjusted_bce,
             "Logit-adjusted BCE (Menon et al., ICLR 2021) per label, tau = 1.",
             variant="logit_adjusted(tau={loss_params.tau:g})",
             loss_params={"tau": 1.0},
@@ -199,3 +187,95 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"Unknown method {name!r}; valid methods: {', '.join(METHODS)}.")
     return METHODS[name]
+
+
+class _LossesOfMethods(Mapping[str, Callable[..., Any]]):
+    """The loss functions of `METHODS` by their own name, read from `METHODS` at each lookup
+    (so a method added to `METHODS`, even at run time, brings its loss)."""
+
+    def __getitem__(self, name: str) -> Callable[..., Any]:
+        for method in METHODS.values():
+            if method.loss == name:
+                return method.loss_fn
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(m.loss for m in METHODS.values()))
+
+    def __len__(self) -> int:
+        return len(dict.fromkeys(m.loss for m in METHODS.values()))
+
+    def __repr__(self) -> str:
+        return f"LOSSES({', '.join(self)})"
+
+
+# Loss functions by their own name: a config's `loss` field names the function it calls.
+LOSSES: Mapping[str, Callable[..., Any]] = _LossesOfMethods()
+
+
+# ---------------------------------------------------------------------------------------------
+# What the trainer supplies to a loss
+# ---------------------------------------------------------------------------------------------
+
+
+def keyword_parameters(fn: Callable, excluded: tuple[str, ...] = ()) -> dict[str, Any]:
+    """{name: inspect.Parameter} of the parameters of `fn` that can be passed by keyword, less
+    `excluded`: the one reading of a signature (losses, schemes, task loaders)."""
+    return {
+        name: p
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and name not in excluded
+    }
+
+
+def _prior(counts: weights.LabelCounts) -> np.ndarray:
+    """positives / N, clipped to half a count from 0 and 1 (a label with no positives or no
+    negatives would give log(0))."""
+    half = 0.5 / counts.num_examples
+    return np.clip(np.asarray(counts.positives, np.float32) / counts.num_examples, half, 1 - half)
+
+
+# Per-label inputs of a loss, from the TRAIN split's label counts and the scheme's weights: they
+# enter the jitted train step as arguments (float32 [C]), so runs that differ in them share one
+# compiled program.
+_PER_LABEL_INPUTS: dict[str, Callable[[weights.LabelCounts, Any, Any], Any]] = {
+    "pos_weight": lambda counts, pos, neg: pos,
+    "neg_weight": lambda counts, pos, neg: neg,
+    "positives": lambda counts, pos, neg: np.asarray(counts.positives, np.float32),
+    "prior": lambda counts, pos, neg: _prior(counts),
+}
+# Scalar inputs, passed as Python values (compiled into the step).
+_STATIC_INPUTS: dict[str, Callable[[weights.LabelCounts, Any, Any], Any]] = {
+    "num_examples": lambda counts, pos, neg: int(counts.num_examples),
+}
+# Loss arguments the trainer supplies from the logits, labels, scheme weights and label counts;
+# a config's loss_params may not set them.
+SUPPLIED_LOSS_ARGS = ("logits", "labels", *_PER_LABEL_INPUTS, *_STATIC_INPUTS)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossInputs:
+    """The arguments the trainer supplies to a loss: `per_label` float32 [C] arrays (arguments
+    of the train step) and `static` Python values (compiled into it)."""
+
+    per_label: dict[str, Any]
+    static: dict[str, Any]
+
+
+def loss_inputs(
+    loss: str, counts: weights.LabelCounts, pos_weight: Any, neg_weight: Any
+) -> LossInputs:
+    """What loss `loss` (a `LOSSES` key) is given besides logits, labels and its loss_params:
+    each input of `_PER_LABEL_INPUTS` / `_STATIC_INPUTS` that the function takes, computed from
+    the label counts and the scheme's (pos, neg) weights. The trainer calls it with the TRAIN
+    split's counts, config validation with a made-up count."""
+    accepted = keyword_parameters(LOSSES[loss])
+    supplied = {
+        group: {
+            name: supply(counts, pos_weight, neg_weight)
+            for name, supply in suppliers.items()
+            if name in accepted
+        }
+        for group, suppliers in (("per_label", _PER_LABEL_INPUTS), ("static", _STATIC_INPUTS))
+    }
+    return LossInputs(**supplied)

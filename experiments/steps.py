@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import inspect
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -37,9 +37,8 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from experiments import methods
+from experiments import methods, records
 from experiments.augment import get_augment
-from experiments.checkpoints import run_fingerprint
 from experiments.data import Dataset, pipeline
 from experiments.models import create_model
 from ltweights import weights
@@ -109,14 +108,6 @@ def _as_dict(x: Any) -> dict[str, Any]:
     return dict(x)
 
 
-def _keyword_params(fn: Callable) -> set[str]:
-    return {
-        name
-        for name, p in inspect.signature(fn).parameters.items()
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-    }
-
-
 @dataclasses.dataclass(frozen=True)
 class Objective:
     """A training objective: `fn(logits, labels, args) -> scalar` and its per-label `args`.
@@ -126,10 +117,15 @@ class Objective:
     argument rather than baking them into the program as constants: runs whose seeds draw
     different class orders, or whose cut-offs differ, then compile to the same program, and a
     sweep compiles each method once (JAX's persistent cache serves the rest).
+
+    `compiled` says what `fn` compiles into the step (the loss's name and its Python-valued
+    arguments, as JSON): two objectives with equal `compiled` and args of equal shapes give
+    the same program.
     """
 
     fn: Callable[[jax.Array, jax.Array, dict[str, jax.Array]], jax.Array]
     args: dict[str, jax.Array]
+    compiled: str = ""
 
     def __call__(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
         return self.fn(logits, labels, self.args)
@@ -141,7 +137,8 @@ def make_loss_fn(config: Any, counts: weights.LabelCounts) -> Objective:
 
     pos/neg weights come from `ltweights.weights.scheme_weights(config.scheme, counts,
     **config.scheme_params)` with the TRAIN split's counts; the elementwise loss is
-    `LOSSES[config.loss]` with `config.loss_params`:
+    `LOSSES[config.loss]` with `config.loss_params` and the inputs that
+    `methods.loss_inputs` supplies from the counts and weights:
 
       weighted_sigmoid_bce   (logits, labels, pos_weight, neg_weight)
       sigmoid_focal          (..., gamma, alpha, pos_weight, neg_weight)
@@ -158,9 +155,10 @@ def make_loss_fn(config: Any, counts: weights.LabelCounts) -> Objective:
     if name not in LOSSES:
         raise ValueError(f"Unknown loss {name!r}; valid losses: {', '.join(LOSSES)}.")
     fn = LOSSES[name]
-    accepted = _keyword_params(fn)
+    accepted = methods.keyword_parameters(fn)
     params = _as_dict(config.loss_params)
-    known_anywhere = set().union(*(_keyword_params(f) for f in LOSSES.values())) - set(_SUPPLIED)
+    known_anywhere = set().union(*(methods.keyword_parameters(f) for f in LOSSES.values()))
+    known_anywhere -= set(_SUPPLIED)
     unknown = sorted(set(params) - known_anywhere)
     if unknown:
         raise ValueError(
@@ -175,31 +173,21 @@ def make_loss_fn(config: Any, counts: weights.LabelCounts) -> Objective:
     pos_weight, neg_weight = weights.scheme_weights(
         config.scheme, counts, **_as_dict(config.scheme_params)
     )
-    weighted = config.scheme != "none"
-    args: dict[str, jax.Array] = {}  # per-label arrays: arguments of the step, not constants
-    if "pos_weight" in accepted:
-        args["pos_weight"], args["neg_weight"] = pos_weight, neg_weight
-    elif weighted:
+    if "pos_weight" not in accepted and config.scheme != "none":
         raise ValueError(
             f"Loss {name!r} does its own label re-weighting and takes no scheme weights, but the "
             f"config sets scheme={config.scheme!r}. Set scheme='none' for this loss."
         )
-    positives = np.asarray(counts.positives, np.float32)
-    if "positives" in accepted:
-        args["positives"] = jnp.asarray(positives)
-        kwargs["num_examples"] = int(counts.num_examples)
-    if "prior" in accepted:
-        # A label with no positives (or no negatives) would give log(0); clip to half a count.
-        half = 0.5 / counts.num_examples
-        args["prior"] = jnp.asarray(
-            np.clip(positives / counts.num_examples, half, 1.0 - half), jnp.float32
-        )
+    supplied = methods.loss_inputs(name, counts, pos_weight, neg_weight)
+    kwargs.update(supplied.static)
+    args = supplied.per_label  # per-label arrays: arguments of the step, not constants
 
     def loss_fn(logits: jax.Array, labels: jax.Array, args: dict[str, jax.Array]) -> jax.Array:
         elementwise = fn(logits, labels, **kwargs, **args)
         return jnp.mean(jnp.sum(elementwise, axis=-1))
 
-    return Objective(loss_fn, {k: jnp.asarray(v, jnp.float32) for k, v in args.items()})
+    compiled = json.dumps([name, kwargs], sort_keys=True, default=lambda a: np.asarray(a).tolist())
+    return Objective(loss_fn, {k: jnp.asarray(v, jnp.float32) for k, v in args.items()}, compiled)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,12 +415,21 @@ def make_train_step(model, tx, loss_fn, mesh, augment=None):
         out_shardings=(replicated, replicated),
         donate_argnums=0,
     )
-    loss_args = jax.device_put(loss_fn.args, replicated)
+    return with_loss_args(step, loss_fn.args, mesh)
+
+
+def with_loss_args(step, loss_args: dict[str, jax.Array], mesh):
+    """`train_step(state, images, labels)`: the jitted `step` with one run's per-label loss
+    arguments (replicated on the mesh). `train_step.jitted` is `step`, for inspection
+    (compilations, lowering) and for binding another run's arguments; `train_step.loss_args`
+    the arguments bound."""
+    loss_args = jax.device_put(loss_args, NamedSharding(mesh, P()))
 
     def train_step(state, images, labels):
         return step(state, images, labels, loss_args)
 
-    train_step.jitted = step  # the jitted function, for inspection (compilations, lowering)
+    train_step.jitted = step
+    train_step.loss_args = loss_args
     return train_step
 
 
@@ -477,34 +474,62 @@ def eval_scores(eval_step, variables, dataset: Dataset, batch_size: int, mesh) -
     return np.concatenate(chunks, axis=0)
 
 
-# Compiled steps of recent runs. Runs that differ only in seed (a sweep's repeats, a resume in
-# the same process) have identical step functions: reusing the jitted callables skips their
-# compilation. Small, since each entry holds executables.
+# Jitted steps of recent runs, keyed by what their programs depend on (`program_key`). The runs
+# of one method (its seeds, cut-offs and scheme parameters, a resume in the same process) share
+# them: their per-label weights and counts enter the train step as arguments, so only the first
+# run compiles. Small, since each entry holds executables.
 _COMPILED: collections.OrderedDict[tuple, tuple] = collections.OrderedDict()
 _COMPILED_MAX_ENTRIES = 4
 
+# Config fields the compiled steps do not depend on: names, and the scheme, whose weights enter
+# the train step as arguments (`Objective`); with the result-neutral fields (file locations, the
+# sweep around the run, checkpoint cadence) and the backbone's source, whose weights are values.
+_NOT_COMPILED = ("name", "method", "variant", "scheme", "scheme_params", "model.init_from")
 
-def run_functions(config, counts, train: Dataset, steps_per_epoch: int, mesh, cutoff: int):
-    """(init, train_step, eval_step) of a run, from the cache when a run had the same."""
-    key = (
-        run_fingerprint(config, None, cutoff, [int(x) for x in counts.positives]),
-        int(counts.num_examples),
-        steps_per_epoch,
+
+def program_key(config, objective: Objective, train: Dataset, steps_per_epoch: int, mesh) -> tuple:
+    """What a run's init, train and eval steps compile from: every config field but those in
+    `_NOT_COMPILED` and the result-neutral ones (model, optimiser and schedule, augmentation,
+    loss parameters, the data fields), the loss's compiled part, the per-label argument
+    names, the images' shape and dtype, the number of labels, the steps per epoch (the
+    schedule's length) and the mesh. Not the seed, the cut-off or the per-label values."""
+    as_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    fields = {
+        path: value
+        for path, value in records.flatten(as_dict).items()
+        if not records.is_result_neutral(path)
+        and not any(path == f or path.startswith(f + ".") for f in _NOT_COMPILED)
+    }
+    return (
+        json.dumps(fields, sort_keys=True, default=str),
+        objective.compiled,
+        tuple(sorted(objective.args)),
+        tuple(train.images.shape[1:]),
+        str(train.images.dtype),
+        int(train.num_labels),
+        int(steps_per_epoch),
         mesh,
-        train.images.shape[1:],
     )
+
+
+def run_functions(config, counts, train: Dataset, steps_per_epoch: int, mesh):
+    """(init, train_step, eval_step) of a run; the jitted steps come from the cache when an
+    earlier run compiled the same programs (`program_key`), the loss's per-label arguments are
+    this run's."""
+    objective = make_loss_fn(config, counts)
+    key = program_key(config, objective, train, steps_per_epoch, mesh)
     if key in _COMPILED:
         _COMPILED.move_to_end(key)
-        return _COMPILED[key]
-    model = create_model(_as_dict(config.model), train.num_labels)
-    tx = make_optimizer(config, steps_per_epoch)
-    loss_fn = make_loss_fn(config, counts)
-    functions = (
-        make_init(model, tx, tuple(train.images.shape[1:]), mesh),
-        make_train_step(model, tx, loss_fn, mesh, get_augment(config.get("augment", "none"))),
-        make_eval_step(model, mesh),
-    )
-    _COMPILED[key] = functions
-    while len(_COMPILED) > _COMPILED_MAX_ENTRIES:
-        _COMPILED.popitem(last=False)
-    return functions
+    else:
+        model = create_model(_as_dict(config.model), train.num_labels)
+        tx = make_optimizer(config, steps_per_epoch)
+        augment = get_augment(config.get("augment", "none"))
+        _COMPILED[key] = (
+            make_init(model, tx, tuple(train.images.shape[1:]), mesh),
+            make_train_step(model, tx, objective, mesh, augment).jitted,
+            make_eval_step(model, mesh),
+        )
+        while len(_COMPILED) > _COMPILED_MAX_ENTRIES:
+            _COMPILED.popitem(last=False)
+    init, step, eval_step = _COMPILED[key]
+    return init, with_loss_args(step, objective.args, mesh), eval_step

@@ -6,7 +6,7 @@
    label counts of the TRAIN split feed the weighting scheme and the frequency buckets.
 2. Steps (`experiments.steps`): the loss of the config's scheme and loss, the optimiser, a Flax
    ResNet (`experiments.models`), and the jitted init, train and eval steps over a device mesh.
-   Runs that differ only in seed share their compiled steps.
+   The runs of one method (seeds, cut-offs, scheme parameters) share their compiled steps.
 3. Resume (`experiments.checkpoints`): if the workdir holds a checkpoint of the same run, the
    `TrainState` and the run's `Progress` (data position, curves, loss sum) come back from it.
 4. Train: epoch by epoch; each step's metrics are read one step late and checked finite.
@@ -234,9 +234,7 @@ def _setup(config: Any, seed: int, cutoff: int, splits: Splits) -> _Setup:
     mesh = make_mesh()
     batch_size, eval_batch_size = _check_batch_sizes(config, splits, mesh.size)
     steps_per_epoch = pipeline.num_batches(splits.train.num_examples, batch_size)
-    init, train_step, eval_step = run_functions(
-        config, counts, splits.train, steps_per_epoch, mesh, cutoff
-    )
+    init, train_step, eval_step = run_functions(config, counts, splits.train, steps_per_epoch, mesh)
     return _Setup(
         config, int(seed), int(cutoff), splits, [int(x) for x in counts.positives], mesh,
         batch_size, eval_batch_size, steps_per_epoch, init, train_step, eval_step,

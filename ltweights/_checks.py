@@ -164,6 +164,15 @@ def validate_inputs(
     logits are not finite or differ in shape from the labels, counts are negative or exceed
     ``num_examples`` or do not match the number of labels, weights are negative, NaN or do not
     broadcast to the labels, or a prior is outside [0, 1].
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import losses
+      >>> losses.validate_inputs(np.array([[1.0, 0.0]]), logits=np.zeros((1, 2)))  # None: valid
+      >>> losses.validate_inputs(np.array([[2.0, 0.0]]))  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      ValueError: labels must lie in [0, 1], found values in [0.0, 2.0]; ...
     """
     y = host_array("labels", labels)
     if y.ndim == 0:

@@ -98,6 +98,19 @@ def weighted_sigmoid_bce(
 
     Raises:
       ValueError: a NumPy/Python weight that is negative, NaN or inf.
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import losses
+      >>> logits = np.array([[0.0, 2.0], [-1.0, 0.0]], np.float32)
+      >>> labels = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+      >>> np.asarray(losses.weighted_sigmoid_bce(logits, labels), float).round(4)
+      array([[0.6931, 2.1269],
+             [0.3133, 0.6931]])
+      >>> pos_weight = np.array([2.0, 1.0])  # label 0's positive term counts twice
+      >>> np.asarray(losses.weighted_sigmoid_bce(logits, labels, pos_weight), float).round(4)
+      array([[1.3863, 2.1269],
+             [0.3133, 0.6931]])
     """
     name = "weighted_sigmoid_bce"
     z, y, dtype = prepare(name, logits, labels)
@@ -152,6 +165,18 @@ def sigmoid_focal(
       ValueError: a static ``gamma`` below 0, NaN or inf; a static ``alpha`` outside [0, 1]
         (which would make a term's weight negative); a negative or non-finite static weight.
         Traced (``jax.Array``) values are not checked.
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import losses
+      >>> logits = np.array([[0.0, 2.0], [-1.0, 0.0]], np.float32)
+      >>> labels = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+      >>> np.asarray(losses.sigmoid_focal(logits, labels, gamma=2.0), float).round(4)
+      array([[0.1733, 1.6501],
+             [0.0227, 0.1733]])
+      >>> np.asarray(losses.sigmoid_focal(logits, labels, gamma=0.0), float).round(4)  # BCE
+      array([[0.6931, 2.1269],
+             [0.3133, 0.6931]])
     """
     name = "sigmoid_focal"
     z, y, dtype = prepare(name, logits, labels)
@@ -224,6 +249,15 @@ def asymmetric(
     Raises:
       ValueError: a static gamma below 0, NaN or inf, a static clip outside [0, 1), or a
         negative or non-finite static weight. Traced (``jax.Array``) values are not checked.
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import losses
+      >>> logits = np.array([[0.0, 2.0], [-1.0, 0.0]], np.float32)
+      >>> labels = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+      >>> np.asarray(losses.asymmetric(logits, labels), float).round(4)
+      array([[6.931e-01, 8.464e-01],
+             [6.000e-04, 6.931e-01]])
     """
     name = "asymmetric"
     z, y, dtype = prepare(name, logits, labels)
@@ -334,6 +368,18 @@ def distribution_balanced(
     Raises:
       ValueError: a static (Python/NumPy) hyperparameter, count or ``num_examples`` out of the
         ranges above. Traced (``jax.Array``) values are not checked.
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import losses
+      >>> logits = np.array([[0.0, 2.0], [-1.0, 0.0]], np.float32)
+      >>> labels = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+      >>> loss = losses.distribution_balanced(
+      ...     logits, labels, positives=np.array([3, 1]), num_examples=8
+      ... )
+      >>> np.asarray(loss, float).round(4)
+      array([[0.7479, 2.3153],
+             [0.0454, 0.7097]])
     """
     name = "distribution_balanced"
     z, y, dtype = prepare(name, logits, labels)
@@ -415,6 +461,16 @@ def logit_adjusted_bce(
       ValueError: a static ``tau`` below 0, NaN or inf, a static prior outside [0, 1] or NaN,
         or a negative or non-finite static weight. Traced (``jax.Array``) values are not
         checked.
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import losses
+      >>> logits = np.array([[0.0, 2.0], [-1.0, 0.0]], np.float32)
+      >>> labels = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+      >>> prior = np.array([0.5, 0.25])  # label 0: no adjustment; label 1: rarer, pushed up
+      >>> np.asarray(losses.logit_adjusted_bce(logits, labels, prior=prior), float).round(4)
+      array([[0.6931, 1.2421],
+             [0.3133, 1.3863]])
     """
     name = "logit_adjusted_bce"
     z, y, dtype = prepare(name, logits, labels)
@@ -432,7 +488,14 @@ def logit_adjusted_bce(
 
 
 def per_example_sum(loss: ArrayLike) -> jax.Array:
-    """Sums an elementwise loss over labels: [..., C] -> [...] (the usual multi-label loss)."""
+    """Sums an elementwise loss over labels: [..., C] -> [...] (the usual multi-label loss).
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import losses
+      >>> losses.per_example_sum(np.array([[0.5, 0.25], [1.0, 2.0]])).tolist()
+      [0.75, 3.0]
+    """
     return jnp.sum(jnp.asarray(loss), axis=-1)
 
 
@@ -447,6 +510,15 @@ def mean_loss(loss: ArrayLike, valid: ArrayLike | None = None) -> jax.Array:
       ValueError: ``loss`` has no elements (an empty batch or no labels). Its mean is undefined
         and it is known at trace time, so it is refused rather than returned as NaN (or as a 0
         that would hide an empty split or batch).
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import losses
+      >>> loss = np.array([[0.5, 0.25], [1.0, 2.0]])
+      >>> float(losses.mean_loss(loss))
+      0.9375
+      >>> float(losses.mean_loss(loss, valid=np.array([True, False])))  # row 1 is padding
+      0.375
     """
     loss = jnp.asarray(loss)
     if loss.size == 0:

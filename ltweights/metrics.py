@@ -191,6 +191,14 @@ def average_precision(scores: Any, labels: Any) -> np.ndarray:
 
     Returns:
       float64 [C]; NaN for labels with no positives.
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import metrics
+      >>> scores = np.array([[0.9, 0.2], [0.8, 0.6], [0.3, 0.7], [0.1, 0.4]])
+      >>> labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+      >>> metrics.average_precision(scores, labels).round(4)  # (1 + 2/3) / 2 and 1
+      array([0.8333, 1.    ])
     """
     return _average_precision(*_check_inputs(scores, labels))
 
@@ -219,6 +227,15 @@ def mean_average_precision(scores: Any, labels: Any) -> tuple[float | None, list
     Returns:
       (mAP, missing_labels): mAP as a Python float (None if no label has a positive) and the
       indices of the labels left out because they have no positives in `labels`.
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import metrics
+      >>> scores = np.array([[0.9, 0.2], [0.8, 0.6], [0.3, 0.7], [0.1, 0.4]])
+      >>> labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+      >>> mean_ap, missing = metrics.mean_average_precision(scores, labels)
+      >>> round(mean_ap, 4), missing
+      (0.9167, [])
     """
     ap = average_precision(scores, labels)
     return _nanmean(ap), np.flatnonzero(np.isnan(ap)).tolist()
@@ -240,6 +257,14 @@ def choose_thresholds(
 
     Returns:
       float64 [C] thresholds.
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import metrics
+      >>> scores = np.array([[0.9, 0.2], [0.8, 0.6], [0.3, 0.7], [0.1, 0.4]])
+      >>> labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+      >>> metrics.choose_thresholds(scores, labels)
+      array([0.3, 0.6])
     """
     scores, labels = _check_inputs(scores, labels)
     n, c = scores.shape
@@ -265,6 +290,14 @@ def binary_counts(
     """Per-label (TP, FP, FN) as int64 [C] when predicting score >= threshold.
 
     `thresholds` is a scalar or a per-label vector [C] (e.g. from `choose_thresholds`).
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import metrics
+      >>> scores = np.array([[0.9, 0.2], [0.8, 0.6], [0.3, 0.7], [0.1, 0.4]])
+      >>> labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+      >>> [x.tolist() for x in metrics.binary_counts(scores, labels, 0.5)]  # TP, FP, FN
+      [[1, 2], [1, 0], [1, 0]]
     """
     scores, labels = _check_inputs(scores, labels)
     return _binary_counts(scores, labels, _check_thresholds(thresholds, scores.shape[1]))
@@ -312,6 +345,14 @@ def precision_recall_f1(
 
     Returns:
       (precision, recall, f1), each float64 [C].
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import metrics
+      >>> scores = np.array([[0.9, 0.2], [0.8, 0.6], [0.3, 0.7], [0.1, 0.4]])
+      >>> labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+      >>> [x.tolist() for x in metrics.precision_recall_f1(scores, labels, 0.5)]
+      [[0.5, 1.0], [0.5, 1.0], [0.5, 1.0]]
     """
     return _prf_from_counts(*binary_counts(scores, labels, thresholds))
 
@@ -321,6 +362,14 @@ def macro_f1(scores: Any, labels: Any, thresholds: Any = DEFAULT_THRESHOLD) -> f
 
     Equals `sklearn.metrics.f1_score(labels, scores >= t, average="macro", zero_division=0,
     labels=<labels with positives>)`.
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import metrics
+      >>> scores = np.array([[0.9, 0.2], [0.8, 0.6], [0.3, 0.7], [0.1, 0.4]])
+      >>> labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+      >>> metrics.macro_f1(scores, labels, 0.5)  # mean of per-label F1 0.5 and 1.0
+      0.75
     """
     return _nanmean(precision_recall_f1(scores, labels, thresholds)[2])
 
@@ -329,6 +378,14 @@ def micro_f1(scores: Any, labels: Any, thresholds: Any = DEFAULT_THRESHOLD) -> f
     """F1 of the pooled counts over all labels: 2 sum TP / (2 sum TP + sum FP + sum FN).
 
     None when there are no positives and no predicted positives at all (0 / 0).
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import metrics
+      >>> scores = np.array([[0.9, 0.2], [0.8, 0.6], [0.3, 0.7], [0.1, 0.4]])
+      >>> labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+      >>> metrics.micro_f1(scores, labels, 0.5)  # 2 * 3 / (2 * 3 + 1 + 1)
+      0.75
     """
     return _micro_f1_from_counts(*binary_counts(scores, labels, thresholds))
 
@@ -349,6 +406,11 @@ def frequency_buckets(
 
     Returns:
       {"head": [label indices], "medium": [...], "tail": [...]} as Python ints, ascending.
+
+    Examples:
+      >>> from ltweights import metrics
+      >>> metrics.frequency_buckets([500, 50, 5, 20])
+      {'head': [0], 'medium': [1, 3], 'tail': [2]}
     """
     if not 0 <= tail <= head:
         raise ValueError(f"bucket cut-offs need 0 <= tail <= head; got head={head}, tail={tail}.")
@@ -405,6 +467,17 @@ def evaluate(
                    "labels": [int], "missing_labels": [int]}}}
       Values are Python floats/ints; undefined values (no positives, empty bucket) are None, so
       `json.dumps(result, allow_nan=False)` works.
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import metrics
+      >>> scores = np.array([[0.9, 0.2], [0.8, 0.6], [0.3, 0.7], [0.1, 0.4]])
+      >>> labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+      >>> result = metrics.evaluate(scores, labels, train_positives=[500, 5], thresholds=0.5)
+      >>> round(result["mAP"], 4), result["macro_f1"], result["per_label"]["f1"]
+      (0.9167, 0.75, [0.5, 1.0])
+      >>> {name: bucket["labels"] for name, bucket in result["buckets"].items()}
+      {'head': [0], 'medium': [], 'tail': [1]}
     """
     scores, labels = _check_inputs(scores, labels)
     n, c = scores.shape

@@ -62,6 +62,13 @@ class LabelCounts(NamedTuple):
     Attributes:
       positives: np.int64 [C], ``n+_j``, the number of examples with label j.
       num_examples: int, ``N``, the number of examples.
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import weights
+      >>> counts = weights.LabelCounts(positives=np.array([3, 1]), num_examples=8)
+      >>> counts.negatives.tolist()
+      [5, 7]
     """
 
     positives: np.ndarray
@@ -102,6 +109,13 @@ def label_counts(labels: Any) -> LabelCounts:
 
     Returns:
       ``LabelCounts(positives=np.int64 [C], num_examples=N)``.
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import weights
+      >>> counts = weights.label_counts(np.array([[1, 0, 1], [1, 0, 0], [1, 1, 0], [0, 0, 0]]))
+      >>> counts.positives.tolist(), counts.num_examples
+      ([3, 1, 1], 4)
     """
     array = _as_multi_hot(labels)
     positives = array.sum(axis=0, dtype=np.int64)
@@ -111,14 +125,17 @@ def label_counts(labels: Any) -> LabelCounts:
 class LabelCountAccumulator:
     """Accumulates :func:`label_counts` over batches, for data that does not fit in memory.
 
-    Example::
-
-        acc = LabelCountAccumulator()
-        for _, batch_labels in batches:
-            acc.update(batch_labels)
-        counts = acc.result()
-
     Padded examples must be dropped before ``update`` (they would be counted as negatives).
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import weights
+      >>> acc = weights.LabelCountAccumulator()
+      >>> for batch_labels in (np.array([[1, 0], [1, 1]]), np.array([[0, 1]])):
+      ...     _ = acc.update(batch_labels)
+      >>> counts = acc.result()
+      >>> counts.positives.tolist(), counts.num_examples
+      ([2, 2], 3)
     """
 
     def __init__(self, num_labels: int | None = None):
@@ -157,6 +174,16 @@ def validate_counts(positives: Any, num_examples: Any) -> tuple[np.ndarray, int]
 
     Rejects (with a message naming the problem and the fix) a non 1-D or non-integer
     ``positives``, negative counts, ``N < 1`` and counts larger than ``N``.
+
+    Examples:
+      >>> from ltweights import weights
+      >>> positives, num_examples = weights.validate_counts([3.0, 1.0], 8)
+      >>> positives.tolist(), num_examples
+      ([3, 1], 8)
+      >>> weights.validate_counts([9], 8)  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      ValueError: labels [0] have more positives than num_examples=8; ...
     """
     positives = np.asarray(positives)
     if positives.ndim != 1:
@@ -232,6 +259,13 @@ def effective_number(n, beta):
     Args:
       n: counts, any shape (broadcast with ``beta``).
       beta: in [0, 1].
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import weights
+      >>> n = np.array([1, 10, 100, 1000])
+      >>> np.asarray(weights.effective_number(n, 0.99), float).round(4)  # saturates at 100
+      array([ 1.    ,  9.5618, 63.3968, 99.9958])
     """
     n = jnp.asarray(n, jnp.float32)
     beta = _check_beta(beta)
@@ -246,6 +280,13 @@ def none(positives, num_examples):
 
     Returns:
       ``(pos [C], neg [C])`` float32.
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import weights
+      >>> positives = np.array([90, 10, 1])  # of 100 examples
+      >>> [w.tolist() for w in weights.none(positives, 100)]
+      [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
     """
     del num_examples
     ones = jnp.ones(jnp.shape(positives), jnp.float32)
@@ -260,6 +301,14 @@ def inverse(positives, num_examples):
 
     Returns:
       ``(pos [C], neg [C])`` float32.
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import weights
+      >>> positives = np.array([90, 10, 1])  # of 100 examples
+      >>> pos, neg = weights.inverse(positives, 100)
+      >>> np.asarray(pos, float).round(4), neg.tolist()
+      (array([ 0.1111,  9.    , 99.    ]), [1.0, 1.0, 1.0])
     """
     pos, neg = _counts(positives, num_examples)
     return neg / pos, jnp.ones_like(pos)
@@ -272,6 +321,14 @@ def inverse_sqrt(positives, num_examples):
 
     Returns:
       ``(pos [C], neg [C])`` float32.
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import weights
+      >>> positives = np.array([90, 10, 1])  # of 100 examples
+      >>> pos, neg = weights.inverse_sqrt(positives, 100)
+      >>> np.asarray(pos, float).round(4), neg.tolist()
+      (array([0.3333, 3.    , 9.9499]), [1.0, 1.0, 1.0])
     """
     pos, neg = _counts(positives, num_examples)
     return jnp.sqrt(neg / pos), jnp.ones_like(pos)
@@ -296,6 +353,16 @@ def class_balanced(positives, num_examples, *, beta=0.999):
 
     Returns:
       ``(pos [C], neg [C])`` float32, equal.
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import weights
+      >>> positives = np.array([90, 10, 1])  # of 100 examples
+      >>> pos, neg = weights.class_balanced(positives, 100, beta=0.99)
+      >>> np.asarray(pos, float).round(4)  # sums to C = 3
+      array([0.0449, 0.2798, 2.6753])
+      >>> bool((pos == neg).all())
+      True
     """
     pos, _ = _counts(positives, num_examples)
     c = 1.0 / effective_number(pos, beta)
@@ -333,6 +400,16 @@ def proposed(positives, num_examples, *, beta=0.999):
 
     Returns:
       ``(pos [C], neg [C])`` float32.
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import weights
+      >>> positives = np.array([90, 10, 1])  # of 100 examples
+      >>> pos, neg = weights.proposed(positives, 100, beta=0.99)
+      >>> np.asarray(pos, float).round(4)  # milder than inverse's [0.1111, 9, 99]
+      array([ 0.1606,  6.2255, 63.0271])
+      >>> neg.tolist()
+      [1.0, 1.0, 1.0]
     """
     pos, neg = _counts(positives, num_examples)
     beta = _check_beta(beta)
@@ -365,8 +442,6 @@ def _scheme_params(fn) -> dict[str, Any]:
 def scheme_weights(name: str, counts: LabelCounts, **params) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Host-side entry point: validated ``(pos [C], neg [C])`` float32 weights of a named scheme.
 
-    Example: ``pos, neg = scheme_weights("proposed", label_counts(train_labels), beta=0.999)``.
-
     Raises:
       KeyError: unknown scheme (the message lists the valid names).
       TypeError: a parameter the scheme does not take (the message lists the valid ones).
@@ -375,6 +450,14 @@ def scheme_weights(name: str, counts: LabelCounts, **params) -> tuple[jnp.ndarra
     Warns:
       UserWarning when labels have no positives or no negatives; those labels get the finite
       weights described in the module docstring.
+
+    Examples:
+      >>> import numpy as np
+      >>> from ltweights import weights
+      >>> counts = weights.LabelCounts(positives=np.array([3, 1]), num_examples=8)
+      >>> pos, neg = weights.scheme_weights("inverse", counts)
+      >>> np.asarray(pos, float).round(4), neg.tolist()
+      (array([1.6667, 7.    ]), [1.0, 1.0])
     """
     if name not in SCHEMES:
         raise KeyError(f"unknown weighting scheme {name!r}; valid schemes: {sorted(SCHEMES)}.")

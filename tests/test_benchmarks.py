@@ -7,6 +7,7 @@ import pytest
 
 from benchmarks import common
 from benchmarks import losses as bench
+from experiments.configs import get_config
 
 ALL_LOSSES = {
     "optax_bce",
@@ -200,11 +201,14 @@ def test_train_benchmark_writes_ratios_for_the_cpu_tier(tmp_path, capsys):
     out = tmp_path / "train.json"
     result = train_bench.main(["--tiers", "cpu", "--steps", "1", "--out", str(out)])
     (row,) = json.loads(out.read_text())["rows"]
-    assert row["tier"] == "cpu" and row["batch_size"] == 32 and row["image_size"] == 28
+    # The tier's own shapes, read from its config (a number copied here went stale before).
+    tier = get_config("catalog_inverse", tier="cpu")
+    assert row["tier"] == "cpu" and row["batch_size"] == tier.batch_size
+    assert row["image_size"] == tier.data.image_size
     assert row["ratio_dp_over_ref"] == pytest.approx(row["dp_step_s"] / row["ref_step_s"])
     if train_bench.torch_available():
         assert row["speed_dp_over_torch"] == pytest.approx(row["torch_step_s"] / row["dp_step_s"])
-        assert row["torch_images_per_s"] == pytest.approx(128 / row["torch_step_s"])
+        assert row["torch_images_per_s"] == pytest.approx(row["batch_size"] / row["torch_step_s"])
     else:
         assert "not installed" in row["torch_note"] and "torch_step_s" not in row
     assert "DP / torch speed" in capsys.readouterr().out and result["rows"][0]["tier"] == "cpu"

@@ -17,7 +17,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from experiments import data
-from experiments.data import catalog, csv_catalog, fashionpedia, load_task, mlt, tfds_source
+from experiments.data import (
+    catalog,
+    catalog_grid,
+    catalog_profile,
+    csv_catalog,
+    fashionpedia,
+    load_task,
+    mlt,
+    tfds_source,
+)
 from experiments.data import fashion_mnist as fm
 
 C = 10
@@ -40,14 +49,14 @@ SMALL = dict(head_count=200, test_positives=50)
 
 def build(**params):
     params = {**SMALL, **params}
-    return catalog.build_catalog(
+    return catalog_grid.build_catalog(
         TRAIN_ITEMS, TRAIN_CLASSES, TEST_ITEMS, TEST_CLASSES, num_classes=C, **params
     )
 
 
 def digest(splits) -> str:
     h = hashlib.sha256()
-    for split in catalog.SPLITS:
+    for split in catalog_grid.SPLITS:
         for array in (splits[split].images, splits[split].labels):
             h.update(str(array.shape).encode())
             h.update(np.ascontiguousarray(array).tobytes())
@@ -67,8 +76,8 @@ def cells_of(images: np.ndarray) -> np.ndarray:
 
 def test_long_tail_profile_matches_the_formula():
     head, cutoff = 1000, 6
-    counts = catalog.long_tail_profile(C, head_count=head, cutoff=cutoff, seed=3)
-    order = catalog.class_order(C, 3)
+    counts = catalog_profile.long_tail_profile(C, head_count=head, cutoff=cutoff, seed=3)
+    order = catalog_profile.class_order(C, 3)
     assert sorted(order.tolist()) == list(range(C))
     expected = [round(head * math.pow(cutoff / head, r / (C - 1))) for r in range(C)]
     assert counts[order].tolist() == expected
@@ -77,14 +86,14 @@ def test_long_tail_profile_matches_the_formula():
 
 
 def test_class_order_depends_on_the_seed_and_is_shared_by_the_profiles():
-    orders = {tuple(catalog.class_order(C, s)) for s in range(5)}
+    orders = {tuple(catalog_profile.class_order(C, s)) for s in range(5)}
     assert len(orders) > 1
-    step = catalog.step_profile(C, head_count=100, cutoff=7, seed=4, num_tail_classes=3)
-    tail = catalog.class_order(C, 4)[-3:]
+    step = catalog_profile.step_profile(C, head_count=100, cutoff=7, seed=4, num_tail_classes=3)
+    tail = catalog_profile.class_order(C, 4)[-3:]
     assert sorted(np.flatnonzero(step == 7).tolist()) == sorted(tail.tolist())
     assert (step[np.setdiff1d(np.arange(C), tail)] == 100).all()
-    long = catalog.long_tail_profile(C, head_count=100, cutoff=7, seed=4)
-    assert long[tail[-1]] == 7 and long[catalog.class_order(C, 4)[0]] == 100
+    long = catalog_profile.long_tail_profile(C, head_count=100, cutoff=7, seed=4)
+    assert long[tail[-1]] == 7 and long[catalog_profile.class_order(C, 4)[0]] == 100
 
 
 @pytest.mark.parametrize(
@@ -96,16 +105,16 @@ def test_class_order_depends_on_the_seed_and_is_shared_by_the_profiles():
 )
 def test_profile_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        catalog.long_tail_profile(C, seed=0, **kwargs)
+        catalog_profile.long_tail_profile(C, seed=0, **kwargs)
 
 
 def test_step_profile_rejects_bad_tail_size():
     with pytest.raises(ValueError, match="num_tail_classes"):
-        catalog.step_profile(C, head_count=10, cutoff=2, seed=0, num_tail_classes=C)
+        catalog_profile.step_profile(C, head_count=10, cutoff=2, seed=0, num_tail_classes=C)
 
 
 def test_val_profile_has_a_floor():
-    val = catalog.val_profile(np.array([1000, 100, 6]), fraction=0.25, min_positives=5)
+    val = catalog_profile.val_profile(np.array([1000, 100, 6]), fraction=0.25, min_positives=5)
     assert val.tolist() == [250, 25, 5]
 
 
@@ -121,7 +130,9 @@ def test_val_profile_has_a_floor():
 )
 def test_pack_cells_meets_any_counts_exactly(counts, prevalence, seed):
     counts = np.array(counts)
-    cells = catalog.pack_cells(counts, head_prevalence=prevalence, rng=np.random.default_rng(seed))
+    cells = catalog_grid.pack_cells(
+        counts, head_prevalence=prevalence, rng=np.random.default_rng(seed)
+    )
     assert cells.shape[1] == 4
     found = np.array([(cells == c).sum() for c in range(len(counts))])
     np.testing.assert_array_equal(found, counts)
@@ -134,7 +145,7 @@ def test_pack_cells_meets_any_counts_exactly(counts, prevalence, seed):
 def test_one_dominant_class_uses_balanced_occupancy():
     """21 items of one class in 42 images: a uniform sample of cells almost never leaves 21
     non-empty images, so the balanced fallback must take over and still be exact."""
-    cells = catalog.pack_cells(
+    cells = catalog_grid.pack_cells(
         np.array([0, 0, 0, 21]), head_prevalence=0.5, rng=np.random.default_rng(0)
     )
     assert cells.shape == (42, 4) and (cells == 3).sum() == 21 and (cells >= 0).sum() == 21
@@ -146,7 +157,7 @@ def test_assign_classes_uses_the_greedy_fallback_when_needed():
     Gale-Ryser fallback; counts must still be exact."""
     capacities = np.full(6, 4)
     counts = np.array([6, 6, 6, 3, 2, 1])
-    chosen = catalog.assign_classes(capacities, counts, np.random.default_rng(0), tries=1)
+    chosen = catalog_grid.assign_classes(capacities, counts, np.random.default_rng(0), tries=1)
     flat = np.concatenate(chosen)
     np.testing.assert_array_equal(np.bincount(flat, minlength=6), counts)
     assert all(len(set(c.tolist())) == len(c) == 4 for c in chosen)
@@ -154,12 +165,14 @@ def test_assign_classes_uses_the_greedy_fallback_when_needed():
 
 def test_assign_classes_rejects_impossible_counts():
     with pytest.raises(ValueError, match="No image layout"):
-        catalog.assign_classes(np.array([2, 2]), np.array([3, 1]), np.random.default_rng(0))
+        catalog_grid.assign_classes(np.array([2, 2]), np.array([3, 1]), np.random.default_rng(0))
 
 
 def test_too_few_classes_for_the_grid():
     with pytest.raises(ValueError, match="at least 4 classes"):
-        catalog.pack_cells(np.array([3, 2, 1]), head_prevalence=0.5, rng=np.random.default_rng(0))
+        catalog_grid.pack_cells(
+            np.array([3, 2, 1]), head_prevalence=0.5, rng=np.random.default_rng(0)
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +205,7 @@ def test_val_follows_the_train_distribution():
 def test_items_are_distinct_disjoint_and_of_the_right_class():
     splits, _ = build(cutoff=12)
     used = {}
-    for split in catalog.SPLITS:
+    for split in catalog_grid.SPLITS:
         cells, items = splits[split].cell_classes, splits[split].cell_items
         assert ((cells >= 0) == (items >= 0)).all()
         source_classes = TEST_CLASSES if split == "test" else TRAIN_CLASSES
@@ -205,7 +218,7 @@ def test_items_are_distinct_disjoint_and_of_the_right_class():
 @pytest.mark.parametrize("image_size", [28, 56])
 def test_labels_are_the_classes_the_cells_show(image_size):
     splits, _ = build(cutoff=6, image_size=image_size)
-    for split in catalog.SPLITS:
+    for split in catalog_grid.SPLITS:
         images, labels = splits[split].images, splits[split].labels
         assert images.shape[1:] == (image_size, image_size, 1) and images.dtype == np.uint8
         assert labels.shape == (len(images), C) and labels.dtype == np.uint8
@@ -235,7 +248,7 @@ def test_pixels_match_an_independent_downscale():
     means = items.reshape(40, 14, 2, 14, 2).astype(float).mean(axis=(2, 4))
     pooled = np.floor(means + 0.5).astype(np.uint8)
     for size, source in [(28, pooled), (56, items)]:
-        images = catalog.render_images(cell_items, items, size)
+        images = catalog_grid.render_images(cell_items, items, size)
         assert images.flags.c_contiguous and images.shape == (7, size, size, 1)
         quadrants = cells_of(images)
         for i in range(7):
@@ -316,7 +329,7 @@ def test_provenance_reports_counts_and_parameters(synthetic_source, tmp_path):
     json.dumps(prov)
     assert prov["params"]["cutoff"] == 6 and prov["params"]["seed"] == 3
     assert prov["source"] == {"dataset": "synthetic"}
-    for split, dataset in zip(catalog.SPLITS, splits, strict=True):
+    for split, dataset in zip(catalog_grid.SPLITS, splits, strict=True):
         assert prov["achieved_counts"][split] == dataset.labels.sum(axis=0).tolist()
         assert prov["num_examples"][split] == dataset.num_examples
     assert prov["achieved_counts"]["train"] == prov["requested_counts"]["train"]
@@ -398,10 +411,10 @@ def test_task_registry_is_one_dict_of_loader_functions():
 
 
 def test_head_count_default_is_defined_once():
-    assert catalog.DEFAULT_HEAD_COUNT == 1000  # the documented CPU-tier default
-    for fn in (catalog.build_catalog, catalog.load_catalog, catalog.load_catalog_step):
+    assert catalog_profile.DEFAULT_HEAD_COUNT == 1000  # the documented CPU-tier default
+    for fn in (catalog_grid.build_catalog, catalog.load_catalog, catalog.load_catalog_step):
         default = inspect.signature(fn).parameters["head_count"].default
-        assert default is catalog.DEFAULT_HEAD_COUNT, fn.__name__
+        assert default is catalog_profile.DEFAULT_HEAD_COUNT, fn.__name__
 
 
 @pytest.mark.parametrize(("name", "value"), [("cutoff", 2.5), ("seed", -1), ("cutoff", True)])
@@ -431,7 +444,7 @@ def test_real_catalog_cells_are_fashion_mnist_items_of_the_labelled_class(
         (splits.train, real_fashion_mnist.train_images, real_fashion_mnist.train_labels),
         (splits.test, real_fashion_mnist.test_images, real_fashion_mnist.test_labels),
     ]:
-        pooled = catalog.downscale_items(images)
+        pooled = catalog_grid.downscale_items(images)
         lookup: dict[bytes, set[int]] = {}
         for tile, c in zip(pooled, classes, strict=True):
             lookup.setdefault(tile.tobytes(), set()).add(int(c))

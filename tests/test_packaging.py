@@ -3,7 +3,8 @@
 - The README's first command runs on the embedded data: its comparison, at the smoke tier, from a
   copy of the checkout's files (what `git clone` gives), with every system-wide data location
   hidden, trains and records that Fashion-MNIST came from the repository.
-- The core wheel (`pip install ltweights`, no extras) carries the library only, not the data.
+- The core wheel (`pip install ltweights`, no extras) carries the library only, not the data,
+  and its `py.typed` marker.
 """
 
 from __future__ import annotations
@@ -121,4 +122,5 @@ def test_core_wheel_carries_the_library_only(tmp_path):
     assert top == {"ltweights", next(t for t in top if t.endswith(".dist-info"))}, top
     assert not [n for n in names if "fashion" in n.lower() or n.endswith((".gz", ".npz"))]
     assert {"ltweights/losses.py", "ltweights/weights.py", "ltweights/metrics.py"} <= set(names)
+    assert "ltweights/py.typed" in names  # PEP 561: type checkers read the package's hints
     assert wheel.stat().st_size < 200_000, wheel.stat().st_size

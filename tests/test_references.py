@@ -4,6 +4,7 @@ data seeds drawn per replicate, the catalog augmentation, and a report that neve
 from __future__ import annotations
 
 import copy
+import math
 
 import jax
 import jax.numpy as jnp
@@ -209,7 +210,13 @@ def test_report_renders_floor_and_ceiling_rows(tmp_path):
     assert f"Linear floor mAP cut-off 6: {ci(0.30, 0.34)}" in regime
     # none - floor, paired per seed: 0.20 and 0.26, above the 0.05 margin.
     margin = next(line for line in md.splitlines() if line.startswith("- `none` − linear floor"))
-    assert margin == f"- `none` − linear floor, mAP (paired): cut-off 6: +{ci(0.20, 0.26)}."
+    # Its paired t-test has 1 degree of freedom, where t is Cauchy: p = 1 - (2 / pi) atan(|t|).
+    t = 0.23 / (math.sqrt(((0.20 - 0.23) ** 2 + (0.26 - 0.23) ** 2) / 1) / math.sqrt(2))
+    p = 1 - 2 / math.pi * math.atan(t)
+    assert margin == (
+        f"- `none` − linear floor, mAP (paired; p: paired t-test): cut-off 6: "
+        f"+{ci(0.20, 0.26)[:-1]}, p={p:.3f})."
+    )
 
 
 def test_report_flags_cutoffs_where_none_barely_beats_the_floor(tmp_path):
@@ -222,7 +229,9 @@ def test_report_flags_cutoffs_where_none_barely_beats_the_floor(tmp_path):
     report.write_report(root, tmp_path / "REPORT.md", tmp_path / "plots", None)
     md = (tmp_path / "REPORT.md").read_text(encoding="utf-8")
     margin = next(line for line in md.splitlines() if line.startswith("- `none` − linear floor"))
-    assert "cut-off 6: +0.030 ± 0.127 (n=2)" in margin  # t(0.975, 1) * 0.01 = 0.127
+    # t(0.975, 1) * 0.01 = 0.127; t = 0.03 / 0.01 = 3 with 1 degree of freedom (Cauchy):
+    # p = 1 - (2 / pi) atan(3) = 0.205.
+    assert "cut-off 6: +0.030 ± 0.127 (n=2, p=0.205)" in margin
     assert "Below the 0.05 margin of a fitted regime at cut-off 6" in margin
 
 
@@ -241,7 +250,8 @@ def test_report_refuses_to_mix_recipes(tmp_path):
 
 def test_reference_rows_are_not_compared_variants():
     runs = [
-        report.Run(f"r{i}", report.normalise_record(r)) for i, r in enumerate(_reference_records())
+        report.RecordedRun(f"r{i}", report.normalise_record(r))
+        for i, r in enumerate(_reference_records())
     ]
     (group,) = group_runs(runs)
     assert group.variants == ["none"] and group.references == ["linear", "balanced"]

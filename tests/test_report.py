@@ -4,7 +4,9 @@ in the comments."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import re
 from pathlib import Path
 
@@ -245,26 +247,53 @@ def test_rows_are_ordered_schemes_then_swept_values(generated):
     assert rows == ["`none`", "`inverse`", "`proposed(beta=0.9)`", "`proposed(beta=0.99)`"]
 
 
-def test_paired_difference_cells(generated):
-    md = generated["md"]
-    heading = "#### `proposed` − `none`"
-    # Constant shift of +0.05 on every seed: difference 0.05, zero width, marked.
-    cells = table_row(md, heading, "`proposed(beta=0.99)`")
-    assert cells[:2] == ["6", "**+0.050 ± 0.000** (n=3)"]
-    # beta=0.9 minus none: 0.01, -0.01, 0.02 -> mean 0.006667, sd 0.015275,
-    # half-width 4.302653 * 0.015275 / sqrt(3) = 0.037946: not marked.
-    cells = table_row(md, heading, "`proposed(beta=0.9)`")
-    assert cells[:2] == ["6", "+0.007 ± 0.038 (n=3)"]
-    # Tail column (last) at cut-off 6 is defined, at cut-off 25 empty.
-    rows = [
-        line for line in md.split(heading)[1].split("####")[0].splitlines() if "beta=0.99)" in line
+def table_rows(md: str, heading: str, occurrence: int = 0) -> list[list[str]]:
+    """Cells of every body row of the table after the n-th `heading`."""
+    starts = [m.end() for m in re.finditer(re.escape(heading) + "\n", md)]
+    section = md[starts[occurrence] :]
+    begin = section.find("\n|")
+    section = section[begin + 1 : section.find("\n\n", begin)]
+    lines = section.splitlines()[2:]  # header and rule
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+
+
+def test_paired_difference_rows(generated):
+    rows = {tuple(r[:3]): r[3:] for r in table_rows(generated["md"], "#### `proposed` − `none`")}
+    # Constant shift of +0.05 on every seed: difference 0.05, zero width, t p = 0, so the Holm
+    # p is 0 too: bold. Wilcoxon needs n >= 6: not shown with 3 pairs.
+    assert rows[("`proposed(beta=0.99)`", "6", "all")] == [
+        "**+0.050 ± 0.000** (n=3)",
+        "<0.001",
+        "–",
+        "<0.001",
     ]
-    assert rows[0].rstrip(" |").endswith("**+0.050 ± 0.000** (n=3)")
-    assert rows[1].rstrip(" |").endswith("–")
+    # beta=0.9 minus none: 0.01, -0.01, 0.02 -> mean 0.006667, sd 0.015275, half-width
+    # 4.302653 * 0.015275 / sqrt(3) = 0.037946; t = 0.755929 on 2 df, p = 1 - t / sqrt(2 + t^2)
+    # = 0.529. Holm: 21 tests of the 28 have p >= 0.499, so its multiplier makes it 1.
+    assert rows[("`proposed(beta=0.9)`", "6", "all")] == [
+        "+0.007 ± 0.038 (n=3)",
+        "0.529",
+        "–",
+        "1.000",
+    ]
+    # The tail bucket is defined at cut-off 6 only: the empty one at 25 has no row.
+    assert ("`proposed(beta=0.99)`", "6", "tail") in rows
+    assert ("`proposed(beta=0.99)`", "25", "tail") not in rows
+    assert len(rows) == 14
     # beta=0.99 minus inverse: -0.05, -0.07, +0.10 -> mean -0.006667, squared deviations sum
-    # to 0.017267, sd 0.092916, half-width 4.302653 * 0.092916 / sqrt(3) = 0.230815: not marked.
-    cells = table_row(md, "#### `proposed` − `inverse`", "`proposed(beta=0.99)`")
-    assert cells[1] == "-0.007 ± 0.231 (n=3)"
+    # to 0.017267, sd 0.092916, half-width 4.302653 * 0.092916 / sqrt(3) = 0.230815: not bold.
+    rows = {tuple(r[:3]): r[3:] for r in table_rows(generated["md"], "#### `proposed` − `inverse`")}
+    assert rows[("`proposed(beta=0.99)`", "6", "all")][0] == "-0.007 ± 0.231 (n=3)"
+
+
+def test_other_methods_against_none_are_their_own_family(generated):
+    md = generated["md"]
+    rows = table_rows(md, "#### Every other method − `none`")
+    # inverse minus none: 0.10, 0.12, -0.05 -> mean 0.056667; 7 rows (no tail at 25).
+    assert [r[:3] for r in rows][:2] == [["`inverse`", "6", "all"], ["`inverse`", "6", "head"]]
+    assert len(rows) == 7 and rows[0][3].startswith("+0.057 ± ")
+    assert "over the 7 tests of this second family" in md
+    assert "over the 28 tests of this family" in md
 
 
 def test_headline_sentences(generated):
@@ -279,8 +308,13 @@ def test_headline_sentences(generated):
     assert "`proposed` vs `none`, tail mAP: higher in 1 of 2" in head
     assert "`proposed` vs `inverse`, mAP (all labels): higher in 0 of 4" in head
     assert "2 failed (left out)" in head
-    # 14 intervals per baseline (4 + 4 + 4 mAP comparisons, 2 tail), 28 in all: 1.4 by chance.
-    assert "These are 28 separate 95% intervals" in head and "about 1.4 of them" in head
+    # 14 tests per baseline (4 + 4 + 4 mAP comparisons, 2 tail), 28 in all; the 7 of
+    # beta=0.99 - none (a constant shift: p = 0) survive Holm, nothing else does.
+    assert (
+        "Corrected for multiple comparisons (Holm, family-wise error 0.05, over the 28 paired "
+        "t-tests of `proposed` against the baselines): 7 of 28 survive: proposed(beta=0.99) − "
+        "none, all labels at cut-off 6 +0.050 (Holm p<0.001); " in head
+    )
     # Best beta by mean mAP: beta=0.99 (0.500) over beta=0.9 (0.457) at both cut-offs.
     assert (
         "cut-off 6: proposed(beta=0.99) 0.500 ± 0.124 (n=3); cut-off 25: proposed(beta=0.99)"
@@ -328,8 +362,9 @@ def test_data_section_abbreviates_checksums(generated):
 def test_plots_linked_with_relative_paths_and_exist(generated):
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", generated["md"])
     assert links == [
-        "results/plots/cpu_catalog_map_vs_cutoff.png",
-        "results/plots/cpu_catalog_ap_vs_frequency.png",
+        "results/plots/cpu_catalog_critical_difference.png",
+        "results/plots/cpu_catalog_forest.png",
+        "results/plots/cpu_catalog_ap_difference_vs_frequency.png",
     ]
     for link in links:
         data = (generated["base"] / link).read_bytes()
@@ -339,7 +374,7 @@ def test_plots_linked_with_relative_paths_and_exist(generated):
 
 
 def test_outputs_are_byte_identical_on_rerun(generated):
-    assert len(generated["first"]) == 3
+    assert len(generated["first"]) == 4
     assert generated["first"] == generated["second"]
 
 
@@ -365,7 +400,7 @@ def test_summary_printed(generated, capsys):
     assert "catalog (cpu tier):" in out and "Wrote" in out
     # A different folder gives different relative links but the same numbers.
     md = (generated["base"] / "other" / "RESULTS.md").read_text(encoding="utf-8")
-    assert "](plots/cpu_catalog_map_vs_cutoff.png)" in md
+    assert "](plots/cpu_catalog_forest.png)" in md
     assert "## Notes" not in md
 
 
@@ -630,27 +665,27 @@ def test_stale_plots_removed_only_when_this_report_wrote_them(tmp_path):
     gpu = write_record(root / "gpu", make_record(tier="gpu"))
     report.write_report(root, out, plots)
     # Files the report did not write, one of them named like a report plot.
-    (plots / "smoke_catalog_map_vs_cutoff.png").write_bytes(b"someone else's")
+    (plots / "smoke_catalog_forest.png").write_bytes(b"someone else's")
     (plots / "diagram.png").write_bytes(b"mine")
     # A second report into the same folder, from the cpu records only.
     other_root = tmp_path / "other"
     write_record(other_root, make_record())
     report.write_report(other_root, tmp_path / "other.md", plots)
-    assert (plots / "gpu_catalog_map_vs_cutoff.png").is_file()  # Not the other report's plot.
+    assert (plots / "gpu_catalog_forest.png").is_file()  # Not the other report's plot.
     gpu.unlink()
     summary = report.write_report(root, out, plots)
     assert sorted(p.name for p in plots.iterdir()) == [
-        "cpu_catalog_ap_vs_frequency.png",
-        "cpu_catalog_map_vs_cutoff.png",
+        "cpu_catalog_ap_difference_vs_frequency.png",
+        "cpu_catalog_forest.png",
         "diagram.png",
         report.MANIFEST_NAME,
-        "smoke_catalog_map_vs_cutoff.png",
+        "smoke_catalog_forest.png",
     ]
     assert summary[-1] == (
         "Removed 2 plots this report wrote before and no longer makes: "
-        "gpu_catalog_ap_vs_frequency.png, gpu_catalog_map_vs_cutoff.png."
+        "gpu_catalog_ap_difference_vs_frequency.png, gpu_catalog_forest.png."
     )
-    cpu = ["cpu_catalog_ap_vs_frequency.png", "cpu_catalog_map_vs_cutoff.png"]
+    cpu = ["cpu_catalog_ap_difference_vs_frequency.png", "cpu_catalog_forest.png"]
     assert report.read_manifest(plots) == {"../R.md": cpu, "../other.md": cpu}
 
 
@@ -676,8 +711,11 @@ def checkout(tmp_path, monkeypatch):
     write_record(tmp_path / "runs", make_record(tier="gpu", mAP=0.2))
     committed = {
         tmp_path / "RESULTS.md": b"committed report\n",
-        tmp_path / "results" / "plots" / "cpu_catalog_map_vs_cutoff.png": b"committed plot",
-        tmp_path / "results" / "plots" / "cpu_catalog_ap_vs_frequency.png": b"committed plot",
+        tmp_path / "results" / "plots" / "cpu_catalog_forest.png": b"committed plot",
+        tmp_path
+        / "results"
+        / "plots"
+        / "cpu_catalog_ap_difference_vs_frequency.png": b"committed plot",
     }
     for path, data in committed.items():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -689,7 +727,7 @@ def checkout(tmp_path, monkeypatch):
 def unchanged(files: dict[Path, bytes]) -> bool:
     return all(path.read_bytes() == data for path, data in files.items()) and sorted(
         p.name for p in (Path("results") / "plots").iterdir()
-    ) == ["cpu_catalog_ap_vs_frequency.png", "cpu_catalog_map_vs_cutoff.png"]
+    ) == ["cpu_catalog_ap_difference_vs_frequency.png", "cpu_catalog_forest.png"]
 
 
 def test_readme_example_writes_only_beside_its_out(checkout, capsys):
@@ -697,12 +735,12 @@ def test_readme_example_writes_only_beside_its_out(checkout, capsys):
     assert unchanged(checkout)
     plots = Path("my_results_plots")
     assert sorted(p.name for p in plots.iterdir()) == [
-        "gpu_catalog_ap_vs_frequency.png",
-        "gpu_catalog_map_vs_cutoff.png",
+        "gpu_catalog_ap_difference_vs_frequency.png",
+        "gpu_catalog_forest.png",
         report.MANIFEST_NAME,
     ]
     md = Path("my_results.md").read_text(encoding="utf-8")
-    assert "](my_results_plots/gpu_catalog_map_vs_cutoff.png)" in md
+    assert "](my_results_plots/gpu_catalog_forest.png)" in md
     assert "## Notes" not in md
     assert "Wrote my_results.md and 2 plots in my_results_plots." in capsys.readouterr().out
 
@@ -735,10 +773,10 @@ def test_overwrite_committed_flag_writes_committed_files(checkout):
     plots = sorted(p.name for p in (Path("results") / "plots").iterdir())
     # The committed cpu plots were not written by this report (no manifest listed them): kept.
     assert plots == [
-        "cpu_catalog_ap_vs_frequency.png",
-        "cpu_catalog_map_vs_cutoff.png",
-        "gpu_catalog_ap_vs_frequency.png",
-        "gpu_catalog_map_vs_cutoff.png",
+        "cpu_catalog_ap_difference_vs_frequency.png",
+        "cpu_catalog_forest.png",
+        "gpu_catalog_ap_difference_vs_frequency.png",
+        "gpu_catalog_forest.png",
         report.MANIFEST_NAME,
     ]
 
@@ -748,10 +786,10 @@ def test_default_command_regenerates_committed_report(checkout):
     assert report.main([]) == 0
     md = Path("RESULTS.md").read_text(encoding="utf-8")
     assert "from 1 run records in `results/runs`" in md and "## Notes\n\nAnalysis.\n" in md
-    assert "](results/plots/cpu_catalog_map_vs_cutoff.png)" in md
-    assert Path("results/plots/cpu_catalog_map_vs_cutoff.png").read_bytes() != b"committed plot"
+    assert "](results/plots/cpu_catalog_forest.png)" in md
+    assert Path("results/plots/cpu_catalog_forest.png").read_bytes() != b"committed plot"
     assert report.read_manifest("results/plots") == {
-        "../../RESULTS.md": ["cpu_catalog_ap_vs_frequency.png", "cpu_catalog_map_vs_cutoff.png"]
+        "../../RESULTS.md": ["cpu_catalog_ap_difference_vs_frequency.png", "cpu_catalog_forest.png"]
     }
     assert report.resolve_outputs("results/runs") == report.cli.Outputs(
         Path("RESULTS.md"), Path("results/plots"), Path("results/NOTES.md")
@@ -770,6 +808,211 @@ def test_sweep_reports_other_records_beside_them(monkeypatch):
         ["--records", "results/runs"],
         ["--records", "mine", "--out", "mine/REPORT.md"],
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Unequal replicates between cut-offs, ranks, Friedman and the critical-difference diagram
+
+# Cut-off 6 has 7 seeds, cut-off 25 has 3 (as when replicates are added at one cut-off only);
+# focal's seed 2 at cut-off 25 is missing. Per seed s, with b = 0.40 + 0.01 s:
+#   none b; inverse b + 0.02; focal b + 0.04; proposed(beta=0.99) b + 0.06 + 0.002 s,
+# the same value in every bucket (tail: at cut-off 6 only). In every block the order is
+# proposed > focal > inverse > none.
+UNEQUAL_SEEDS = {6: range(7), 25: range(3)}
+
+
+def unequal_records() -> list[dict]:
+    records = []
+    for cutoff, seeds in UNEQUAL_SEEDS.items():
+        for seed in seeds:
+            base = 0.40 + 0.01 * seed
+            for variant, value in (
+                ("none", base),
+                ("inverse", base + 0.02),
+                ("focal(gamma=2)", base + 0.04),
+                ("proposed(beta=0.99)", base + 0.06 + 0.002 * seed),
+            ):
+                if variant.startswith("focal") and (cutoff, seed) == (25, 2):
+                    continue
+                tail = value if cutoff == 6 else None
+                records.append(
+                    make_record(
+                        variant=variant,
+                        seed=seed,
+                        cutoff=cutoff,
+                        mAP=value,
+                        head=value,
+                        medium=value,
+                        tail=tail,
+                    )
+                )
+    return records
+
+
+@pytest.fixture(scope="module")
+def unequal(tmp_path_factory):
+    base = tmp_path_factory.mktemp("unequal")
+    for record in unequal_records():
+        write_record(base / "runs", record)
+    runs = report.read_runs(base / "runs")
+    text, plots, _ = report.build_report(
+        runs, records_dir=base / "runs", out=base / "R.md", plots_dir=base / "plots"
+    )
+    return {"md": text, "plots": plots, "group": report.group_runs(runs)[0]}
+
+
+def test_unequal_replicates_show_their_own_n(unequal):
+    md = unequal["md"]
+    assert table_row(md, "#### mAP (all labels)", "`none`")[0].endswith("(n=7)")
+    assert table_row(md, "#### mAP (all labels)", "`none`")[1].endswith("(n=3)")
+    assert table_row(md, "#### mAP (all labels)", "`focal(gamma=2)`")[1].endswith("(n=2)")
+    rows = {tuple(r[:3]): r[3:] for r in table_rows(md, "#### `proposed` − `none`")}
+    # Cut-off 6: 7 pairs, differences 0.060, 0.062, ..., 0.072, all positive and distinct: the
+    # exact two-sided Wilcoxon p is 2 / 2^7 = 0.015625.
+    assert rows[("`proposed(beta=0.99)`", "6", "all")][0].startswith("**+0.066 ± ")
+    assert rows[("`proposed(beta=0.99)`", "6", "all")][0].endswith("(n=7)")
+    assert rows[("`proposed(beta=0.99)`", "6", "all")][2] == "0.016"
+    # Cut-off 25: 3 pairs; no Wilcoxon below 6 pairs.
+    assert rows[("`proposed(beta=0.99)`", "25", "all")][0].endswith("(n=3)")
+    assert rows[("`proposed(beta=0.99)`", "25", "all")][2] == "–"
+    # focal at cut-off 25 pairs with none on seeds 0 and 1 only.
+    others = {tuple(r[:3]): r[3:] for r in table_rows(md, "#### Every other method − `none`")}
+    assert others[("`focal(gamma=2)`", "25", "all")][0] == "**+0.040 ± 0.000** (n=2)"
+
+
+def test_holm_adjusts_over_the_family_in_the_report(unequal):
+    family = report.headline_family(unequal["group"])
+    tested = [c for c in family if c.holm_p is not None]
+    # proposed - none and proposed - inverse: 4 buckets at cut-off 6, 3 at 25 (no tail): 14.
+    assert len(tested) == 14
+    smallest = min(tested, key=lambda c: c.test.p_t)
+    assert smallest.holm_p == pytest.approx(min(1.0, 14 * smallest.test.p_t))
+    # Adjusted p-values keep the order of the raw ones and are never smaller.
+    ordered = sorted(tested, key=lambda c: c.test.p_t)
+    assert all(a.holm_p <= b.holm_p for a, b in itertools.pairwise(ordered))
+    assert all(c.holm_p >= c.test.p_t for c in tested)
+    head = unequal["md"].split("## Headline")[1].split("\n## ")[0]
+    assert "over the 14 paired t-tests of `proposed` against the baselines): 14 of 14 survive" in (
+        head
+    )
+
+
+def test_friedman_uses_complete_blocks_only(unequal):
+    group = unequal["group"]
+    result = report.ranking(group, "mAP")
+    # 7 blocks at cut-off 6, 2 at 25 (focal has no seed 2 there): N = 9, k = 4.
+    assert result.blocks_at(6) == 7 and result.blocks_at(25) == 2
+    assert (25, 2) not in result.blocks
+    order = ["none", "inverse", "proposed(beta=0.99)", "focal(gamma=2)"]  # the table's rows
+    assert list(result.variants) == order
+    assert result.test.mean_ranks == pytest.approx([4.0, 3.0, 1.0, 2.0])
+    # chi2_F = 12 N / (k (k + 1)) [sum R_j^2 - k (k + 1)^2 / 4] = 12 * 9 / 20 * (30 - 25) = 27;
+    # for 3 df, P(X > x) = erfc(sqrt(x / 2)) + sqrt(2 x / pi) exp(-x / 2).
+    assert result.test.statistic == pytest.approx(27.0)
+    x = 27.0
+    expected_p = math.erfc(math.sqrt(x / 2)) + math.sqrt(2 * x / math.pi) * math.exp(-x / 2)
+    assert result.test.p_value == pytest.approx(expected_p, rel=1e-6)
+    # Nemenyi: CD = 2.569 sqrt(4 * 5 / (6 * 9)) (Demšar's q_0.05 for k = 4) = 1.5635.
+    assert result.critical_difference == pytest.approx(2.569 * math.sqrt(20 / 54), abs=1e-3)
+    # The tail bucket is empty at cut-off 25: its blocks are cut-off 6's alone.
+    tail = report.ranking(group, "tail")
+    assert (tail.blocks_at(6), tail.blocks_at(25)) == (7, 0)
+    md = unequal["md"]
+    assert (
+        "- mAP (all labels): 9 complete (cut-off, seed) blocks (cut-off 6: 7, cut-off 25: 2); "
+        "Friedman χ²(3) = 27.00, p<0.001; Nemenyi critical difference 1.56 (α = 0.05)." in md
+    )
+    assert (
+        "| variant | tail mAP, N=7 | medium mAP, N=9 | head mAP, N=9 | mAP (all labels), N=9 |"
+        in md
+    )
+    head = md.split("## Headline")[1].split("\n## ")[0]
+    assert (
+        "mAP (all labels), N=9, Friedman p<0.001: proposed(beta=0.99) 1.00, focal(gamma=2) "
+        "2.00, inverse 3.00." in head
+    )
+    assert "tail mAP, N=7, Friedman p<0.001: " in head
+    ranks = "### Ranks over cut-offs and seeds"
+    assert table_row(md, ranks, "`proposed(beta=0.99)`") == ["1.00", "1.00", "1.00", "1.00"]
+    assert table_row(md, ranks, "`none`") == ["4.00", "4.00", "4.00", "4.00"]
+
+
+def test_too_few_blocks_are_not_tested(tmp_path):
+    for seed, variant in ((0, "none"), (0, "inverse"), (0, "focal"), (1, "none")):
+        write_record(tmp_path, make_record(variant=variant, seed=seed))
+    group = report.group_runs(report.read_runs(tmp_path))[0]
+    result = report.ranking(group, "mAP")
+    assert result.blocks == ((6, 0),) and result.test is None
+    md, _, _ = report.build_report(
+        report.read_runs(tmp_path), records_dir=tmp_path, out=tmp_path / "R.md", plots_dir="p"
+    )
+    assert "1 complete (cut-off, seed) blocks (cut-off 6: 1); too few to test" in md
+
+
+def test_cliques_hand_computed():
+    # Sorted ranks 1.0, 1.5, 3.0, 3.2 with CD 1.6: from 1.0 the ranks up to 2.6 (1.5), from 1.5
+    # those up to 3.1 (3.0), from 3.0 those up to 4.6 (3.2): three overlapping bars, each
+    # ending later than the one before.
+    assert report.cliques([3.2, 1.0, 3.0, 1.5], 1.6) == [(0, 1), (1, 2), (2, 3)]
+    # Everything within CD: one bar; nothing within CD: none.
+    assert report.cliques([1.0, 2.0, 3.0], 5.0) == [(0, 2)]
+    assert report.cliques([1.0, 2.0, 3.0], 0.5) == []
+
+
+def test_rank_and_difference_plots_render_from_synthetic_records(unequal):
+    names = sorted(p.name for p in unequal["plots"])
+    assert names == [
+        "cpu_catalog_ap_difference_vs_frequency.png",
+        "cpu_catalog_critical_difference.png",
+        "cpu_catalog_forest.png",
+    ]
+    group = unequal["group"]
+    for render in (
+        report.plot_critical_difference,
+        report.plot_forest,
+        report.plot_ap_difference_vs_frequency,
+    ):
+        data = render(group)
+        assert data.startswith(b"\x89PNG\r\n\x1a\n")
+        assert render(group) == data  # byte-stable
+    # What the forest plot draws: 4 buckets x 2 cut-offs, one row per variant but none.
+    rows = report.forest_rows(group)
+    assert sorted(rows) == [(c, m) for c in (6, 25) for m in ("head", "mAP", "medium", "tail")]
+    assert [v for v, _, _ in rows[(6, "tail")]] == [
+        "inverse",
+        "proposed(beta=0.99)",
+        "focal(gamma=2)",
+    ]
+    inverse, proposed, focal = rows[(25, "mAP")]
+    # inverse - none = 0.02 on every seed; focal - none = 0.04 on its 2 seeds at cut-off 25;
+    # both constant shifts (p = 0), so they survive Holm in the second family: filled.
+    assert inverse[1].mean == pytest.approx(0.02) and inverse[1].n == 3 and inverse[2]
+    assert focal[1].mean == pytest.approx(0.04) and focal[1].n == 2 and focal[2]
+    assert proposed[1].n == 3
+    assert all(ci.mean is None for _, ci, _ in rows[(25, "tail")])  # empty bucket
+
+
+def test_ap_difference_pairs_labels_and_seeds(tmp_path):
+    # none's AP per label [0.9, 0.6, 0.4, 0.2], inverse's [0.8, 0.6, 0.5, 0.4] on 2 seeds, the
+    # labels' training positives [300, 60, 20, 6]: differences -0.1, 0, +0.1, +0.2 per count.
+    # The ceiling's AP [1, 1, 1, 1] is paired with the positives of a long-tailed run of the
+    # same seed: 0.1, 0.4, 0.6, 0.8.
+    for seed in (0, 1):
+        write_record(tmp_path, make_record(variant="none", seed=seed, ap=[0.9, 0.6, 0.4, 0.2]))
+        write_record(tmp_path, make_record(variant="inverse", seed=seed, ap=[0.8, 0.6, 0.5, 0.4]))
+    write_record(
+        tmp_path,
+        make_record(
+            variant="balanced", seed=0, cutoff=1000, ap=[1.0] * 4, train_positives=[1000] * 4
+        ),
+    )
+    group = report.group_runs(report.read_runs(tmp_path))[0]
+    found = report.ap_difference_by_frequency(group, "inverse", 6)
+    assert [(n, k) for n, _, k in found] == [(6, 2), (20, 2), (60, 2), (300, 2)]
+    assert [d for _, d, _ in found] == pytest.approx([0.2, 0.1, 0.0, -0.1])
+    ceiling = report.ap_difference_by_frequency(group, "balanced", 6)
+    assert [(n, k) for n, _, k in ceiling] == [(6, 1), (20, 1), (60, 1), (300, 1)]
+    assert [d for _, d, _ in ceiling] == pytest.approx([0.8, 0.6, 0.4, 0.1])
 
 
 def test_counts_in_the_report_agree_with_their_number(tmp_path):

@@ -349,6 +349,41 @@ def test_run_resumes_exactly_after_sigint_and_interrupt_and_never_recompiles(
     assert sum("jit(eval_step)" in m for m in compiled) == 2
 
 
+def test_runs_of_one_method_share_compiled_steps_but_bind_their_own_loss_args(splits):
+    """Seeds, cut-offs and scheme parameters change only the per-label loss arguments: the
+    jitted steps are reused and each run binds its own weights. A change to the model or to a
+    loss hyperparameter (compiled into the step) gets steps of its own."""
+    trainer._COMPILED.clear()
+    mesh = trainer.make_mesh()
+    counts = weights.label_counts(splits.train.labels)
+    # Another seed's draw: the same class counts in another class order.
+    reordered = weights.LabelCounts(counts.positives[::-1].copy(), counts.num_examples)
+    first_config = make_config(scheme="proposed", scheme_params={"beta": 0.999})
+    second_config = make_config(scheme="proposed", scheme_params={"beta": 0.99}, name="other")
+    first = trainer.run_functions(first_config, counts, splits.train, 8, mesh)
+    second = trainer.run_functions(second_config, reordered, splits.train, 8, mesh)
+    assert second[0] is first[0] and second[2] is first[2]
+    assert second[1].jitted is first[1].jitted
+    for config, run_counts, (_, train_step, _) in (
+        (first_config, counts, first),
+        (second_config, reordered, second),
+    ):
+        expected = trainer.make_loss_fn(config, run_counts).args
+        assert set(train_step.loss_args) == set(expected) == {"pos_weight", "neg_weight"}
+        for name, value in expected.items():
+            np.testing.assert_array_equal(np.asarray(train_step.loss_args[name]), value)
+    assert not np.array_equal(first[1].loss_args["pos_weight"], second[1].loss_args["pos_weight"])
+
+    wider = make_config(model={**make_config().model.to_dict(), "num_filters": 8})
+    focal = make_config(loss="sigmoid_focal", loss_params={"gamma": 2.0})
+    focal_gamma_1 = make_config(loss="sigmoid_focal", loss_params={"gamma": 1.0})
+    steps = {first[1].jitted}
+    for config in (wider, focal, focal_gamma_1):
+        steps.add(trainer.run_functions(config, counts, splits.train, 8, mesh)[1].jitted)
+    assert len(steps) == 4
+    assert trainer.run_functions(first_config, counts, splits.train, 9, mesh)[1].jitted not in steps
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_stop_signals_set_a_flag_and_restore_the_previous_handlers(signum):
     before = signal.getsignal(signum)

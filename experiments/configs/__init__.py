@@ -30,19 +30,19 @@ seconds.
 from __future__ import annotations
 
 import difflib
-import json
-from collections.abc import Collection
-from typing import Any
 
 import ml_collections
 
 from experiments import methods
 from experiments.configs import base, tasks, tiers
+from experiments.configs.base import flat_values
+from experiments.configs.overrides import apply_finetune
 
 __all__ = [
     "LAYERS",
     "apply_finetune",
     "describe",
+    "flat_values",
     "get_config",
     "list_configs",
     "parse_config_name",
@@ -116,31 +116,6 @@ def apply_method(config: ml_collections.ConfigDict, method: methods.Method) -> N
     config.model.update(dict(method.model))
     if method.balanced_data:
         config.cutoffs = [config.data.head_count]
-
-
-def apply_finetune(config: ml_collections.ConfigDict, explicit: Collection[str] = ()) -> list[str]:
-    """The fine-tune layer: when `config.model.init_from` is set, each non-None field of
-    `config.finetune` replaces the top-level field of its name, unless its dotted path is in
-    `explicit` (the fields the command line set itself, which win). Returns the paths set.
-
-    The recipe lives in the config (the gpu tier fills `finetune` for the photo tasks, see
-    `tiers.FINETUNE_RECIPE`); runs without a pretrained backbone keep the plain fields.
-    """
-    if config.model.get("init_from") is None or "finetune" not in config:
-        return []
-    applied = []
-    for key, value in config.finetune.items():
-        if value is not None and key not in explicit:
-            config[key] = value
-            applied.append(key)
-    return applied
-
-
-def flat_values(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """{dotted path: JSON value} of every leaf (an empty block is a leaf)."""
-    from experiments.records import flatten
-
-    return flatten(json.loads(json.dumps(config.to_dict())))
 
 
 def _tier_name(name: str, tier: str | None) -> tuple[str, str, str]:

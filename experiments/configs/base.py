@@ -62,7 +62,12 @@ Fields (the contract between configs, `experiments.train` and `experiments.run`)
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import ml_collections
+
+from experiments.records import flatten
 
 # Five replicates (each seed also draws the data, see `data.seed`); cut-off 6 puts three of the
 # catalog's ten labels in the tail bucket (< bucket_tail = 20 positives), 25 puts four in the
@@ -135,3 +140,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.variant = "{scheme}"
     config.output_dir = "runs"
     return config
+
+
+def flat_values(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """{dotted path: JSON value} of every leaf (an empty block is a leaf)."""
+    return flatten(json.loads(json.dumps(config.to_dict())))

@@ -7,7 +7,7 @@ New keys may be added only directly under `data`, `scheme_params` and `loss_para
 are checked against the loader's, scheme's and loss's parameters by `validate`.
 `sweep.<path>=[...]` sweeps an existing field; setting a swept field fixes it. After the
 overrides, a config with `model.init_from` set takes its fine-tune recipe
-(`experiments.configs.apply_finetune`) over every field the overrides did not set.
+(`apply_finetune`) over every field the overrides did not set.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import copy
 import difflib
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import ml_collections
 from ml_collections.config_flags import config_path
 
+from experiments.configs.base import flat_values
 from experiments.configs.validate import OPEN_BLOCKS
 
 # Spellings of a non-finite number, which are no Python literal: read as the float they name so
@@ -82,8 +83,6 @@ def has_path(config: ml_collections.ConfigDict, path: str) -> bool:
 
 
 def _unknown_field(path: str, config: ml_collections.ConfigDict, what: str) -> ValueError:
-    from experiments.configs import flat_values
-
     paths = list(flat_values(config))
     close = difflib.get_close_matches(path, paths, n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -130,10 +129,27 @@ def apply_overrides(
         except TypeError as e:
             raise ValueError(f"--set {path}={value!r}: {e}") from None
         _drop_sweep(config, path)
-    from experiments.configs import apply_finetune  # the fine-tune layer follows --set
-
+    # The fine-tune layer follows --set.
     apply_finetune(config, explicit={path for path, _ in overrides})
     return config
+
+
+def apply_finetune(config: ml_collections.ConfigDict, explicit: Collection[str] = ()) -> list[str]:
+    """The fine-tune layer: when `config.model.init_from` is set, each non-None field of
+    `config.finetune` replaces the top-level field of its name, unless its dotted path is in
+    `explicit` (the fields the command line set itself, which win). Returns the paths set.
+
+    The recipe lives in the config (the gpu tier fills `finetune` for the photo tasks, see
+    `tiers.FINETUNE_RECIPE`); runs without a pretrained backbone keep the plain fields.
+    """
+    if config.model.get("init_from") is None or "finetune" not in config:
+        return []
+    applied = []
+    for key, value in config.finetune.items():
+        if value is not None and key not in explicit:
+            config[key] = value
+            applied.append(key)
+    return applied
 
 
 def sweep_axes(config: ml_collections.ConfigDict) -> list[tuple[str, list[Any]]]:

@@ -27,7 +27,7 @@ from typing import Any
 import ml_collections
 
 from experiments.data import TASK_LOADERS  # the data side's task -> loader table
-from experiments.data.catalog import DEFAULT_HEAD_COUNT
+from experiments.data.catalog_profile import DEFAULT_HEAD_COUNT
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,7 @@ import ml_collections
 from experiments import methods
 from experiments.augment import AUGMENTATIONS
 from experiments.configs import base, tasks
+from experiments.configs.base import flat_values
 
 # Blocks whose keys are keyword arguments of a loader, scheme or loss: `--set` may add keys.
 OPEN_BLOCKS = ("data", "scheme_params", "loss_params")
@@ -94,14 +95,6 @@ def _int_list(v: Any, low: int, *, distinct: bool = True) -> bool:
     return not distinct or len(set(v)) == len(v)
 
 
-def _keywords(fn: Callable, supplied: tuple[str, ...]) -> dict[str, inspect.Parameter]:
-    return {
-        name: p
-        for name, p in inspect.signature(fn).parameters.items()
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and name not in supplied
-    }
-
-
 def _unknown(block: str, given: Any, valid: dict[str, Any], owner: str) -> list[str]:
     import difflib
 
@@ -118,8 +111,6 @@ def _unknown(block: str, given: Any, valid: dict[str, Any], owner: str) -> list[
 
 def _fixed_fields(config: ml_collections.ConfigDict) -> list[str]:
     """Unknown or missing fields outside the open blocks and the sweep."""
-    from experiments.configs import flat_values
-
     reference = {p for p in flat_values(base.get_config())}
     reference |= {"data", "sweep", "scheme_params", "loss_params"}
     found = []
@@ -132,8 +123,9 @@ def _fixed_fields(config: ml_collections.ConfigDict) -> list[str]:
 
 
 def _probe_scheme_and_loss(config: ml_collections.ConfigDict) -> list[str]:
-    """Calls the scheme and the loss once on a made-up 2-label count so that their own checks
-    judge the parameter values."""
+    """Calls the scheme and the loss once on a made-up 2-label count, with the inputs the
+    trainer would supply (`methods.loss_inputs`), so that their own checks judge the parameter
+    values."""
     import jax.numpy as jnp
     import numpy as np
 
@@ -147,16 +139,8 @@ def _probe_scheme_and_loss(config: ml_collections.ConfigDict) -> list[str]:
     except (TypeError, ValueError, KeyError) as e:
         return [f"scheme_params for scheme {config.scheme!r}: {e}"]
     fn = methods.LOSSES[config.loss]
-    accepted = inspect.signature(fn).parameters
-    kwargs: dict[str, Any] = dict(config.loss_params)
-    supplied = {
-        "pos_weight": pos,
-        "neg_weight": neg,
-        "positives": jnp.asarray([3.0, 1.0]),
-        "num_examples": 8,
-        "prior": jnp.asarray([3 / 8, 1 / 8]),
-    }
-    kwargs.update({k: v for k, v in supplied.items() if k in accepted})
+    supplied = methods.loss_inputs(config.loss, counts, pos, neg)
+    kwargs: dict[str, Any] = {**config.loss_params, **supplied.per_label, **supplied.static}
     logits, labels = jnp.zeros((2, 2)), jnp.asarray([[1.0, 0.0], [0.0, 1.0]])
     try:
         values = np.asarray(fn(logits, labels, **kwargs))
@@ -186,7 +170,7 @@ def _finetune_problems(flat: dict[str, Any]) -> list[str]:
 def _data_fields(config: ml_collections.ConfigDict) -> list[str]:
     from experiments.data import get_task_loader
 
-    valid = _keywords(get_task_loader(config.task), _LOADER_SUPPLIED)
+    valid = methods.keyword_parameters(get_task_loader(config.task), _LOADER_SUPPLIED)
     found = _unknown("data", config.data, valid, f"the {config.task} loader")
     for key, value in config.data.items():
         default = valid[key].default if key in valid else None
@@ -213,8 +197,6 @@ def _data_fields(config: ml_collections.ConfigDict) -> list[str]:
 
 def problems(config: ml_collections.ConfigDict) -> list[str]:
     """Every problem of the resolved run config, one line each ([] when it is valid)."""
-    from experiments.configs import flat_values
-
     if config.get("task") not in tasks.TASKS:
         return [f"task {config.get('task')!r} is not one of {', '.join(tasks.TASKS)}"]
     if config.get("method") not in methods.METHODS:
@@ -250,9 +232,11 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
 
     if config.scheme not in weights.SCHEMES:
         return [f"scheme {config.scheme!r} is not one of {', '.join(weights.SCHEMES)}"]
-    scheme_valid = _keywords(weights.SCHEMES[config.scheme], ("positives", "num_examples"))
+    scheme_valid = methods.keyword_parameters(
+        weights.SCHEMES[config.scheme], ("positives", "num_examples")
+    )
     found += _unknown("scheme_params", config.scheme_params, scheme_valid, config.scheme)
-    loss_valid = _keywords(methods.LOSSES[config.loss], methods.SUPPLIED_LOSS_ARGS)
+    loss_valid = methods.keyword_parameters(methods.LOSSES[config.loss], methods.SUPPLIED_LOSS_ARGS)
     found += _unknown("loss_params", config.loss_params, loss_valid, config.loss)
     found += _data_fields(config)
     if not found:  # the probe needs known keys

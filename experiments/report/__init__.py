@@ -11,15 +11,20 @@ and plots, so RESULTS.md is never edited by hand. Analysis prose belongs in a no
 What it writes, for every (tier, task) found in the records:
   * tables of variant x cut-off for test mAP (all labels, head, medium, tail buckets) and
     macro-F1: mean +/- half-width of the 95% Student-t interval over seeds, with n;
-  * the per-seed paired difference of every `proposed(...)` variant against `none` and against
-    `inverse` (same task, tier, cut-off and seed), marked where its 95% interval excludes 0;
-  * plots: per-label test AP against training positives, and mAP / tail mAP against cut-off;
+  * paired differences (same task, tier, cut-off and seed) with their paired t and Wilcoxon
+    p-values and Holm's correction, in two families: every `proposed(...)` variant against
+    `none` and `inverse` (the headline's), and every other variant against `none`;
+  * every compared variant's mean rank over complete (cut-off, seed) blocks per bucket, with
+    Friedman's test and a critical-difference diagram (Nemenyi);
+  * plots: a forest plot of every variant − none per bucket and cut-off, and the per-label AP
+    difference from `none` against training positives, one small panel per variant;
   * the data behind it (provenance, checksums, sizes), seeds, runs, failed runs and compute.
 Failed runs are listed and left out of every mean.
 
 Modules: `loading` (read, normalise to schema v2, validate), `tables` (grouping, statistics,
-tables), `prose` (headline sentences), `plots` (figures and the plots manifest), `markdown`
-(assembly) and `cli` (where to write, `main`).
+tables), `comparisons` (paired tests and their Holm families), `ranks` (Friedman and Nemenyi),
+`prose` (headline sentences), `plots` (figures and the plots manifest), `markdown` (assembly)
+and `cli` (where to write, `main`).
 """
 
 from experiments.report.cli import (
@@ -33,20 +38,30 @@ from experiments.report.cli import (
     resolve_outputs,
     write_report,
 )
+from experiments.report.comparisons import (
+    Comparison,
+    headline_family,
+    holm_sentence,
+    others_family,
+)
 from experiments.report.loading import (
+    RecordedRun,
     ReportError,
-    Run,
     normalise_record,
     read_runs,
 )
 from experiments.report.markdown import build_report
 from experiments.report.plots import (
     MANIFEST_NAME,
-    plot_ap_vs_frequency,
-    plot_map_vs_cutoff,
+    ap_difference_by_frequency,
+    forest_rows,
+    plot_ap_difference_vs_frequency,
+    plot_critical_difference,
+    plot_forest,
     read_manifest,
 )
 from experiments.report.prose import compare, headline, short_summary
+from experiments.report.ranks import Ranking, cliques, ranking, rankings
 from experiments.report.tables import (
     BASELINES,
     METRICS,
@@ -72,23 +87,34 @@ __all__ = [
     "MANIFEST_NAME",
     "METRICS",
     "VARIANT_ORDER",
+    "Comparison",
     "Group",
+    "Ranking",
+    "RecordedRun",
     "ReportError",
-    "Run",
     "UsageError",
+    "ap_difference_by_frequency",
     "build_report",
+    "cliques",
     "compare",
     "default_plots_dir",
+    "forest_rows",
     "format_ci",
     "group_runs",
     "headline",
+    "headline_family",
+    "holm_sentence",
     "is_proposed",
     "main",
     "normalise_record",
+    "others_family",
     "paired_difference",
-    "plot_ap_vs_frequency",
-    "plot_map_vs_cutoff",
+    "plot_ap_difference_vs_frequency",
+    "plot_critical_difference",
+    "plot_forest",
     "provenance_fields",
+    "ranking",
+    "rankings",
     "read_manifest",
     "read_runs",
     "resolve_outputs",

@@ -17,10 +17,13 @@ from experiments import records as records_lib
 from experiments.stats import defined
 
 __all__ = [
+    "RecordedRun",
     "ReportError",
-    "Run",
+    "classes_of",
+    "init_from_of",
     "normalise_record",
     "read_runs",
+    "transfer_key",
 ]
 
 # Every key of a record once normalised to the current schema version.
@@ -38,7 +41,7 @@ class ReportError(Exception):
 
 
 @dataclass(frozen=True)
-class Run:
+class RecordedRun:
     """One run record and where it was found (path relative to the records folder, POSIX)."""
 
     path: str
@@ -138,7 +141,7 @@ def _record_problems(record: Any) -> list[str]:
     return problems
 
 
-def read_runs(root: str | os.PathLike) -> list[Run]:
+def read_runs(root: str | os.PathLike) -> list[RecordedRun]:
     """Every record below `root`, normalised to schema version 2 and validated; raises
     ReportError naming each bad file."""
     root = Path(root)
@@ -166,17 +169,41 @@ def read_runs(root: str | os.PathLike) -> list[Run]:
                 "--force (or delete the file) to rewrite it."
             )
             continue
-        runs.append(Run(path.relative_to(root).as_posix(), record))
+        runs.append(RecordedRun(path.relative_to(root).as_posix(), record))
     if errors:
         raise ReportError("\n".join(errors))
     _check_duplicates(runs)
     return runs
 
 
-def _check_duplicates(runs: Iterable[Run]) -> None:
-    """Two records for one (tier, task, variant, cut-off, seed) would be counted twice."""
-    from experiments.report.transfer import transfer_key
+# What a record's config says about transfer (the report's "Pretrained backbone" section,
+# experiments/report/transfer.py), read here because duplicate detection needs it too.
 
+
+def _config(record: dict[str, Any]) -> dict[str, Any]:
+    return record.get("config") or {}
+
+
+def classes_of(record: dict[str, Any]) -> tuple[int, ...] | None:
+    classes = (_config(record).get("data") or {}).get("classes")
+    return None if classes is None else tuple(int(c) for c in classes)
+
+
+def init_from_of(record: dict[str, Any]) -> str | None:
+    return (_config(record).get("model") or {}).get("init_from")
+
+
+def transfer_key(record: dict[str, Any]) -> tuple | None:
+    """What sets a transfer run apart from the main sweep's run of the same variant, cut-off and
+    seed: (classes, init_from); None for a main-sweep run."""
+    classes, init_from = classes_of(record), init_from_of(record)
+    if classes is None and init_from is None:
+        return None
+    return (classes, init_from)
+
+
+def _check_duplicates(runs: Iterable[RecordedRun]) -> None:
+    """Two records for one (tier, task, variant, cut-off, seed) would be counted twice."""
     seen: dict[tuple, str] = {}
     for run in runs:
         # A transfer run (experiments.report.transfer) is another run than the main sweep's.

@@ -6,16 +6,17 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments.report.loading import Run
-from experiments.report.plots import PLOTS
+from experiments.report.comparisons import paired_tables
+from experiments.report.loading import RecordedRun
+from experiments.report.plots import PLOTS, RANKS_PLOT, plot_critical_difference
 from experiments.report.prose import headline, short_summary
+from experiments.report.ranks import ranks_section
 from experiments.report.tables import (
     check_one_recipe,
     compute_section,
     data_section,
     group_runs,
     metric_tables,
-    paired_tables,
 )
 from experiments.report.transfer import is_transfer, transfer_section
 
@@ -29,7 +30,7 @@ def relative(target: str | os.PathLike, start: str | os.PathLike) -> str:
 
 
 def build_report(
-    runs: Sequence[Run],
+    runs: Sequence[RecordedRun],
     *,
     records_dir: str | os.PathLike,
     out: str | os.PathLike,
@@ -74,6 +75,11 @@ def build_report(
         lines += metric_tables(group)
         lines += ["### Paired differences against the baselines", ""]
         lines += paired_tables(group)
+        lines += ["### Ranks over cut-offs and seeds", ""]
+        cd_path = plots_dir / f"{group.slug}_{RANKS_PLOT}.png"
+        if len(group.variants) >= 3:
+            plots[cd_path] = plot_critical_difference(group)
+        lines += ranks_section(group, relative(cd_path, base) if cd_path in plots else None)
         lines += ["### Plots", ""]
         for name, caption, render in PLOTS:
             path = plots_dir / f"{group.slug}_{name}.png"

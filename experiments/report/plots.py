@@ -17,29 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from experiments import records as records_lib
+from experiments.report.comparisons import UNWEIGHTED, headline_family, others_family
 from experiments.report.loading import ReportError
-from experiments.report.tables import CEILING, REFERENCES, Group
-from experiments.stats import defined
+from experiments.report.ranks import RANKED_METRICS, TITLES, Ranking, cliques, rankings
+from experiments.report.tables import CEILING, REFERENCES, Group, p_words
+from experiments.stats import MeanCI, defined
 
 MANIFEST_NAME = "report_manifest.json"
 # Fixed figure geometry: with the Agg renderer and no PNG metadata this makes plots byte-stable.
 _DPI = 100
 _PNG_METADATA = {"Software": None}
-
-
-def _variant_styles(variants: Sequence[str]) -> dict[str, tuple[Any, str]]:
-    """A (colour, marker) per variant, stable for a given variant list."""
-    from matplotlib import colormaps
-
-    # tab20 lists dark/light pairs; take the ten dark colours first so that neighbouring rows
-    # (none, inverse, ...) do not get two shades of one hue.
-    tab20 = colormaps["tab20"].colors
-    palette = list(tab20[0::2]) + list(tab20[1::2])
-    markers = "os^Dv<>ph*"
-    return {
-        v: (palette[i % len(palette)], markers[(i // len(palette)) % len(markers)])
-        for i, v in enumerate(variants)
-    }
 
 
 def _render_png(fig) -> bytes:
@@ -51,38 +38,42 @@ def _render_png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _label_points(group: Group, variant: str, cutoff: int) -> list[tuple[float, float]]:
-    """(training positives, test AP) of every label of every finished seed of one cell.
+def _label_ap(group: Group, variant: str, cutoff: int) -> dict[tuple[int, int], tuple[int, float]]:
+    """(seed, label) -> (training positives at `cutoff`, test AP) of one cell's finished runs.
 
-    The ceiling (`balanced`) has no long tail of its own: its points are its AP on each label
-    paired with the label's training positives in a run at `cutoff` with the same seed, so
-    they show how the same classes do when they are not rare.
+    The ceiling (`balanced`) has no long tail of its own: its AP on each label is paired with
+    the label's training positives in a run at `cutoff` with the same seed (same class order).
     """
-    points = []
+    found = {}
     for run in group.finished:
         if run.variant != variant or (variant != CEILING and run.cutoff != cutoff):
             continue
-        positives = run.record["data"]["train_positives"]
-        if variant == CEILING:
-            peer = group.long_tailed_peer(run.seed, cutoff)
-            if peer is None:
-                continue
-            positives = peer.record["data"]["train_positives"]
+        source = run if variant != CEILING else group.long_tailed_peer(run.seed, cutoff)
+        if source is None:
+            continue
+        positives = source.record["data"]["train_positives"]
         ap = run.record["test"]["per_label"]["ap"]
-        points += [(float(n), float(a)) for a, n in zip(ap, positives, strict=True) if defined(a)]
-    return points
+        for label, (a, n) in enumerate(zip(ap, positives, strict=True)):
+            if defined(a):
+                found[(run.seed, label)] = (int(n), float(a))
+    return found
 
 
-def _mean_ap_by_frequency(group: Group, variant: str, cutoff: int) -> list[tuple[float, float]]:
-    """(training positives, mean test AP over every label and seed with that many positives).
+def ap_difference_by_frequency(
+    group: Group, variant: str, cutoff: int
+) -> list[tuple[int, float, int]]:
+    """(training positives, mean AP difference variant − none, number of (label, seed) pairs).
 
-    Each seed draws its own class order, so a frequency's mean pools different classes: the
-    curve shows the effect of frequency apart from which garments happen to be rare.
+    Each label of each seed is paired with the same label of `none`'s run at the same cut-off
+    and seed; the mean pools the labels and seeds (class orders) with that many positives.
     """
-    by_count: dict[float, list[float]] = defaultdict(list)
-    for positives, ap in _label_points(group, variant, cutoff):
-        by_count[positives].append(ap)
-    return [(n, math.fsum(v) / len(v)) for n, v in sorted(by_count.items())]
+    control = _label_ap(group, UNWEIGHTED, cutoff)
+    by_count: dict[int, list[float]] = defaultdict(list)
+    for key, (_, ap) in _label_ap(group, variant, cutoff).items():
+        if key in control:
+            positives, base = control[key]
+            by_count[positives].append(ap - base)
+    return [(n, math.fsum(d) / len(d), len(d)) for n, d in sorted(by_count.items())]
 
 
 def _line(variant: str) -> str:
@@ -90,123 +81,230 @@ def _line(variant: str) -> str:
     return "--" if variant in REFERENCES else "-"
 
 
-def plot_ap_vs_frequency(group: Group) -> bytes:
-    """One panel per cut-off: mean test AP against training positives, pooled over labels and
-    seeds (class orders), one line per variant; the ceiling dashed."""
-    from matplotlib import lines, style, ticker
+def _grid(fig, count: int, ncols: int, **kwargs):
+    nrows = math.ceil(count / ncols)
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kwargs)
+    for ax in axes.flat[count:]:
+        ax.set_visible(False)
+    return axes.flat[:count]
+
+
+def _cutoff_colours(cutoffs: Sequence[int]) -> dict[int, Any]:
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"].colors
+    return {c: palette[i % len(palette)] for i, c in enumerate(cutoffs)}
+
+
+def plot_ap_difference_vs_frequency(group: Group) -> bytes:
+    """Small multiples, one panel per variant: test AP minus `none`'s on the same label and seed,
+    against the label's training positives, one line per cut-off; the reference rows dashed."""
+    from matplotlib import style, ticker
     from matplotlib.figure import Figure
 
-    cutoffs = group.cutoffs
-    variants = [*group.variants, *group.references]
-    styles = _variant_styles(variants)
-    ncols = min(len(cutoffs), 2)
-    nrows = math.ceil(len(cutoffs) / ncols)
+    variants = [v for v in (*group.variants, *group.references) if v != UNWEIGHTED]
+    colours = _cutoff_colours(group.cutoffs)
+    curves = {
+        (v, c): [(n, d) for n, d, _ in ap_difference_by_frequency(group, v, c) if n > 0]
+        for v in variants
+        for c in group.cutoffs
+    }
+    # The compared variants share one y scale; the reference rows (the ceiling gains far more)
+    # get their own, so that they do not flatten the others.
+    compared = [d for (v, _), points in curves.items() if v not in REFERENCES for _, d in points]
+    low, high = min([0.0, *compared]), max([0.0, *compared])
+    pad = 0.08 * (high - low) or 0.05
+    ncols = min(4, max(1, len(variants)))
+    nrows = math.ceil(len(variants) / ncols)
     with style.context("default"):
-        fig = Figure(figsize=(5.0 * ncols + 0.4, 3.8 * nrows + 1.0), dpi=_DPI, layout="constrained")
-        axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
-        for ax in axes.flat[len(cutoffs) :]:
-            ax.set_visible(False)
-        for ax, cutoff in zip(axes.flat, cutoffs, strict=False):
-            for variant in variants:
-                points = [(x, y) for x, y in _mean_ap_by_frequency(group, variant, cutoff) if x > 0]
-                if points:
-                    color, marker = styles[variant]
-                    xs, ys = zip(*points, strict=True)
+        fig = Figure(figsize=(3.2 * ncols + 0.4, 2.6 * nrows + 1.0), dpi=_DPI, layout="constrained")
+        axes = _grid(fig, max(1, len(variants)), ncols, sharex=True)
+        for ax, variant in zip(axes, variants, strict=False):
+            for cutoff in group.cutoffs:
+                if curves[(variant, cutoff)]:
+                    xs, ys = zip(*curves[(variant, cutoff)], strict=True)
                     ax.plot(
-                        xs, ys, color=color, marker=marker, markersize=4, linewidth=1,
-                        linestyle=_line(variant), alpha=0.85,
-                        label=variant,
+                        xs, ys, color=colours[cutoff], marker="o", markersize=3, linewidth=1,
+                        linestyle=_line(variant), label=f"cut-off {cutoff}",
                     )  # fmt: skip
+            if variant not in REFERENCES:
+                ax.set_ylim(low - pad, high + pad)
+            ax.axhline(0.0, color="0.3", linewidth=0.8)
             ax.set_xscale("log")
-            # Plain numbers (5, 10, 100) read better than 10^1 and crowded minor labels.
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
             ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-            ax.tick_params(labelbottom=True, labelleft=True)
-            ax.set_ylim(-0.02, 1.02)
-            ax.set_title(f"cut-off {cutoff}")
-            ax.set_xlabel("training positives of the label")
-            ax.set_ylabel("test AP (mean over labels and seeds)")
+            ax.tick_params(labelbottom=True, labelleft=True, labelsize="small")
+            own = " (own y scale)" if variant in REFERENCES else ""
+            ax.set_title(f"{variant}{own}", fontsize="small")
+            ax.set_xlabel("training positives", fontsize="small")
             ax.grid(True, alpha=0.3)
-        handles = [
-            lines.Line2D(
-                [],
-                [],
-                color=styles[v][0],
-                marker=styles[v][1],
-                linestyle=_line(v),
-                label=v,
+        fig.supylabel("test AP − none's (same label and seed)")
+        handles = [_legend_handle(colours[c], f"cut-off {c}") for c in group.cutoffs]
+        fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize="small")
+        fig.suptitle(f"AP gained or lost against none, by label frequency: {group.title}")
+        return _render_png(fig)
+
+
+def _legend_handle(colour, label: str):
+    from matplotlib import lines
+
+    return lines.Line2D([], [], color=colour, marker="o", label=label)
+
+
+def forest_rows(group: Group) -> dict[tuple[int, str], list[tuple[str, MeanCI, bool]]]:
+    """(cut-off, metric) -> [(variant, variant − none paired interval, survives Holm)] for every
+    compared variant but `none`, in the tables' order; Holm as in the variant's family."""
+    survives = {
+        (c.variant, c.cutoff, c.metric): c.survives
+        for c in (*headline_family(group), *others_family(group))
+        if c.baseline == UNWEIGHTED
+    }
+    variants = [v for v in group.variants if v != UNWEIGHTED]
+    return {
+        (cutoff, metric): [
+            (
+                v,
+                group.paired(v, UNWEIGHTED, cutoff, metric),
+                survives.get((v, cutoff, metric), False),
             )
             for v in variants
         ]
-        # Below the panels, not beside them: a tall legend at the side ran into the title.
-        fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize="small")
-        fig.suptitle(f"Test AP against training frequency, pooled over class orders: {group.title}")
-        return _render_png(fig)
+        for cutoff in group.cutoffs
+        for metric in RANKED_METRICS
+    }
 
 
-def plot_map_vs_cutoff(group: Group) -> bytes:
-    """mAP and tail mAP against cut-off, one line per variant, 95% CI error bars."""
+def _forest_panel(ax, rows: list[tuple[str, MeanCI, bool]], title: str) -> None:
+    """One row per variant: the mean difference with its 95% interval; filled where it
+    survives Holm's correction, open otherwise."""
+    from matplotlib.ticker import MaxNLocator
+
+    ns = set()
+    for row, (_, ci, survives) in enumerate(rows):
+        if ci.mean is None:
+            continue
+        ns.add(ci.n)
+        ax.errorbar(
+            ci.mean, row, xerr=[[ci.half_width or 0.0], [ci.half_width or 0.0]], fmt="o",
+            color="C0" if ci.mean >= 0 else "C3", markersize=5, capsize=2, linewidth=1.2,
+            markerfacecolor=None if survives else "white",
+        )  # fmt: skip
+    ax.axvline(0.0, color="0.3", linewidth=0.8)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+    ax.set_yticks(range(len(rows)), [v for v, _, _ in rows], fontsize="small")
+    ax.set_ylim(max(len(rows), 1) - 0.5, -0.5)
+    ax.grid(True, axis="x", alpha=0.3)
+    n = "no labels" if not ns else f"n={min(ns)}" + (f"–{max(ns)}" if len(ns) > 1 else "")
+    ax.set_title(f"{title} ({n})", fontsize="small")
+    if not ns:
+        ax.text(0.5, 0.5, "empty bucket", transform=ax.transAxes, ha="center", color="0.4")
+
+
+def plot_forest(group: Group) -> bytes:
+    """Forest plot: every variant − none (paired 95% interval) per bucket (rows: tail, medium,
+    head, all) and cut-off (columns, side by side)."""
     from matplotlib import style
     from matplotlib.figure import Figure
 
-    cutoffs, variants = group.cutoffs, [*group.variants, *group.references]
-    styles = _variant_styles(variants)
+    rows = forest_rows(group)
+    ncols = max(1, len(group.cutoffs))
+    nvariants = max(1, len(group.variants) - 1)
     with style.context("default"):
-        fig = Figure(figsize=(10.4, 5.2), dpi=_DPI, layout="constrained")
-        axes = fig.subplots(1, 2, squeeze=False, sharex=True)[0]
-        for ax, (metric, title) in zip(
-            axes, (("mAP", "test mAP"), ("tail", "test tail mAP")), strict=True
-        ):
-            for i, variant in enumerate(variants):
-                # Small multiplicative offsets so that error bars at one cut-off do not overlap.
-                shift = 1.0 + 0.012 * (i - (len(variants) - 1) / 2)
-                xs, ys, errs = [], [], []
-                for cutoff in cutoffs:
-                    ci = group.cell(variant, cutoff, metric)
-                    if ci.mean is not None:
-                        xs.append(cutoff * shift)
-                        ys.append(ci.mean)
-                        errs.append(ci.half_width or 0.0)
-                if xs:
-                    color, marker = styles[variant]
-                    ax.errorbar(
-                        xs, ys, yerr=errs, color=color, marker=marker, markersize=4,
-                        capsize=2, linewidth=1, label=variant,
-                    )  # fmt: skip
-            for cutoff in cutoffs:
-                if all(group.cell(v, cutoff, metric).mean is None for v in variants):
-                    ax.annotate(
-                        "empty\nbucket" if metric != "mAP" else "no\nvalue", (cutoff, 0.5),
-                        xycoords=("data", "axes fraction"), ha="center", va="center",
-                        fontsize="small", color="0.4",
-                    )  # fmt: skip
-            ax.set_xscale("log")
-            ax.set_xticks(cutoffs, [str(c) for c in cutoffs])
-            ax.minorticks_off()
-            ax.set_xlim(min(cutoffs) / 1.25, max(cutoffs) * 1.25)
-            ax.set_xlabel("cut-off (training positives of the rarest label)")
-            ax.set_ylabel(f"{title} (mean ± 95% CI)")
-            ax.set_title(title)
-            ax.grid(True, alpha=0.3)
-        handles, labels = axes[0].get_legend_handles_labels()
-        if not handles:
-            handles, labels = axes[1].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncols=4, fontsize="small")
-        fig.suptitle(f"Test mAP against cut-off: {group.title}")
+        fig = Figure(
+            figsize=(3.6 * ncols + 2.6, (0.22 * nvariants + 0.9) * len(RANKED_METRICS) + 1.0),
+            dpi=_DPI,
+            layout="constrained",
+        )
+        axes = fig.subplots(len(RANKED_METRICS), ncols, squeeze=False, sharex="row", sharey=True)
+        for r, metric in enumerate(RANKED_METRICS):
+            for c, cutoff in enumerate(group.cutoffs):
+                title = f"{TITLES[metric]}, cut-off {cutoff}"
+                _forest_panel(axes[r, c], rows[(cutoff, metric)], title)
+        fig.supxlabel("difference from none (mean over paired seeds, 95% CI)")
+        fig.suptitle(
+            f"Each method − none: {group.title}\nfilled: survives Holm's correction "
+            "(α = 0.05) in its family; open: does not",
+            fontsize="medium",
+        )
         return _render_png(fig)
 
 
-# (file name part, caption, renderer) of every plot of a group, in the order of the report.
+def plot_critical_difference(group: Group) -> bytes:
+    """One critical-difference diagram per bucket, stacked (Demšar 2006, figure 1)."""
+    from matplotlib import style
+    from matplotlib.figure import Figure
+
+    found = rankings(group)
+    k = len(group.variants)
+    with style.context("default"):
+        fig = Figure(figsize=(10.0, (0.28 * k + 1.2) * len(found)), dpi=_DPI, layout="constrained")
+        axes = fig.subplots(len(found), 1, squeeze=False)[:, 0]
+        for ax, ranking in zip(axes, found, strict=True):
+            _cd_panel(ax, ranking)
+        fig.suptitle(f"Mean ranks (1 = best) and Nemenyi critical difference: {group.title}")
+        return _render_png(fig)
+
+
+def _cd_panel(ax, ranking: Ranking) -> None:
+    k = len(ranking.variants)
+    ax.set_axis_off()
+    title = f"{TITLES[ranking.metric]}: N = {len(ranking.blocks)} complete blocks"
+    if ranking.test is None:
+        ax.set_title(title, fontsize="small")
+        ax.text(0.5, 0.5, "too few blocks to rank", transform=ax.transAxes, ha="center")
+        return
+    p = ranking.test.p_value
+    title += f", Friedman {p_words(p)}"
+    ax.set_title(title, fontsize="small")
+    order = sorted(range(k), key=lambda i: (ranking.test.mean_ranks[i], i))
+    ranks = [ranking.test.mean_ranks[i] for i in order]
+    bars = cliques(ranks, ranking.critical_difference)
+    half = (k + 1) // 2
+    depth = 0.6 + 0.25 * len(bars)
+    ax.set_xlim(1 - 0.45 * (k - 1) - 0.5, k + 0.45 * (k - 1) + 0.5)
+    ax.set_ylim(-(depth + half + 0.5), 1.6)
+    ax.plot([1, k], [0, 0], color="black", linewidth=1)
+    for tick in range(1, k + 1):
+        ax.plot([tick, tick], [0, 0.15], color="black", linewidth=1)
+        ax.text(tick, 0.3, str(tick), ha="center", va="bottom", fontsize="small")
+    cd = ranking.critical_difference
+    ax.plot([1, 1 + cd], [1.2, 1.2], color="black", linewidth=1.5)
+    ax.text(1 + cd / 2, 1.3, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize="small")
+    for level, (i, j) in enumerate(bars):
+        y = -0.4 - 0.25 * level
+        ax.plot([ranks[i] - 0.05, ranks[j] + 0.05], [y, y], color="black", linewidth=3)
+    for slot, index in enumerate(order):
+        rank, name = ranking.test.mean_ranks[index], ranking.variants[index]
+        left = slot < half
+        y = -(depth + (slot if left else k - 1 - slot) + 0.5)
+        end = 1 - 0.1 if left else k + 0.1
+        ax.plot([rank, rank, end], [0, y, y], color="0.35", linewidth=0.8)
+        ax.text(
+            end - 0.05 if left else end + 0.05, y, f"{name} ({rank:.2f})", fontsize="small",
+            ha="right" if left else "left", va="center",
+        )  # fmt: skip
+
+
+# (file name part, caption, renderer) of every plot in a group's "Plots" section, in order.
 PLOTS = (
-    ("map_vs_cutoff", "Test mAP and tail mAP against cut-off", plot_map_vs_cutoff),
     (
-        "ap_vs_frequency",
-        "Test AP against training positives, each point the mean over every label and seed "
-        "(class order) with that many positives; dashed: the reference rows, the ceiling's AP "
-        "on the same classes (labels with no training positives are not drawn)",
-        plot_ap_vs_frequency,
+        "forest",
+        "Each method − `none`, paired over seeds at the same cut-off, with its 95% interval; "
+        "filled where the difference survives Holm's correction in its family (the tables "
+        "above), open where it does not",
+        plot_forest,
+    ),
+    (
+        "ap_difference_vs_frequency",
+        "Test AP minus `none`'s on the same label and seed, against the label's training "
+        "positives, mean over every label and seed (class order) with that many positives; "
+        "one panel per variant, dashed: the reference rows (labels with no training positives "
+        "are not drawn)",
+        plot_ap_difference_vs_frequency,
     ),
 )
+# The critical-difference diagrams go with the ranks table.
+RANKS_PLOT = "critical_difference"
 
 
 # --------------------------------------------------------------------------------------------

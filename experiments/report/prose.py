@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from experiments.report.comparisons import UNWEIGHTED, holm_sentence
+from experiments.report.ranks import ranks_sentence
 from experiments.report.tables import (
     BASELINES,
     CEILING,
@@ -24,7 +26,6 @@ from experiments.words import count
 # How far the unweighted network must clear the linear floor (mean paired mAP) before its
 # comparisons describe a network that has learned more than a linear model of the pixels.
 FLOOR_MARGIN = 0.05
-UNWEIGHTED = "none"
 
 
 @dataclass(frozen=True)
@@ -69,23 +70,6 @@ def _comparison_sentence(group: Group, baseline: str, metric: str, title: str) -
         v, c, ci = min(result.lower, key=lambda t: (t[2].mean, t[1]))
         sentence += f"; largest loss {interval_words(ci)} for {cell_name(v, c)}"
     return sentence + "."
-
-
-def _multiplicity_sentence(group: Group) -> str | None:
-    """How many of the intervals above would exclude 0 by chance alone."""
-    total = sum(
-        len(compare(group, b, m).testable)
-        for b in BASELINES
-        if b in group.variants
-        for m in MAP_METRICS
-    )
-    if total == 0:
-        return None
-    return (
-        f"These are {total} separate 95% intervals, not corrected for multiple comparisons: "
-        f"with no real difference anywhere, about {total / 20:.1f} of them would exclude 0 by "
-        "chance, so an isolated excluded interval is weak evidence."
-    )
 
 
 def short_summary(group: Group) -> str:
@@ -168,11 +152,11 @@ def floor_margin_sentence(group: Group) -> str | None:
     pixels nearly matches."""
     if FLOOR not in group.references or UNWEIGHTED not in group.variants or not group.cutoffs:
         return None
-    margins = {c: group.paired(UNWEIGHTED, FLOOR, c, "mAP") for c in group.cutoffs}
-    text = "`none` − linear floor, mAP (paired): " + "; ".join(
-        f"cut-off {c}: {format_ci(ci, signed=True)}" for c, ci in margins.items()
+    tests = {c: group.test(UNWEIGHTED, FLOOR, c, "mAP") for c in group.cutoffs}
+    text = "`none` − linear floor, mAP (paired; p: paired t-test): " + "; ".join(
+        f"cut-off {c}: {format_ci(t.ci, signed=True, p=t.p_t)}" for c, t in tests.items()
     )
-    short = [str(c) for c, ci in margins.items() if ci.mean is not None and ci.mean < FLOOR_MARGIN]
+    short = [str(c) for c, t in tests.items() if t.ci.mean is not None and t.ci.mean < FLOOR_MARGIN]
     if short:
         text += (
             f". Below the {FLOOR_MARGIN:g} margin of a fitted regime at cut-off "
@@ -221,8 +205,8 @@ def headline(group: Group) -> list[str]:
         for metric, title in METRICS:
             if metric in MAP_METRICS:
                 lines.append(_comparison_sentence(group, baseline, metric, title))
-    if proposed and (caveat := _multiplicity_sentence(group)):
-        lines.append(caveat)
+    if proposed and (corrected := holm_sentence(group)):
+        lines.append(corrected)
     if len(proposed) > 1:
         best = _best_sentence(
             group,
@@ -236,4 +220,6 @@ def headline(group: Group) -> list[str]:
         best = _best_sentence(group, group.variants, metric, f"{lead} over all variants")
         if best:
             lines.append(best)
+    if ranks := ranks_sentence(group):
+        lines.append(ranks)
     return lines

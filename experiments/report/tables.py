@@ -13,8 +13,8 @@ from typing import Any
 
 from experiments.methods import METHODS
 from experiments.records import flatten
-from experiments.report.loading import ReportError, Run
-from experiments.stats import MeanCI, defined, mean_ci, paired_difference
+from experiments.report.loading import RecordedRun, ReportError
+from experiments.stats import MeanCI, PairedTest, defined, mean_ci, paired_difference, paired_test
 
 # (key, column title); the first four are the mAP columns of the paired-difference tables.
 METRICS: tuple[tuple[str, str], ...] = (
@@ -31,6 +31,8 @@ DASH = "–"
 CONFIDENCE = 0.95
 # Differences are printed with 3 decimals; smaller ones are not called separated from 0.
 MIN_DIFFERENCE = 0.0005
+# The family-wise error rate of the Holm-corrected tests.
+ALPHA = 0.05
 
 # Row order of the tables, by method (a variant's name before any "(...)"): the method
 # registry's order; methods not listed follow alphabetically.
@@ -126,14 +128,14 @@ class Group:
 
     tier: str
     task: str
-    runs: tuple[Run, ...]
+    runs: tuple[RecordedRun, ...]
 
     @property
-    def finished(self) -> list[Run]:
+    def finished(self) -> list[RecordedRun]:
         return [r for r in self.runs if r.finished]
 
     @property
-    def failed(self) -> list[Run]:
+    def failed(self) -> list[RecordedRun]:
         return [r for r in self.runs if not r.finished]
 
     @property
@@ -175,7 +177,7 @@ class Group:
             if r.variant == variant and r.cutoff == cutoff
         }
 
-    def long_tailed_peer(self, seed: int, cutoff: int) -> Run | None:
+    def long_tailed_peer(self, seed: int, cutoff: int) -> RecordedRun | None:
         """A finished compared run at (seed, cut-off): its record says which labels were rare
         in that seed's class order (None when there is none)."""
         for run in self.finished:
@@ -215,8 +217,16 @@ class Group:
             CONFIDENCE,
         )
 
+    def test(self, variant: str, baseline: str, cutoff: int, metric: str) -> PairedTest:
+        """`paired` with its paired t and Wilcoxon p-values (pairs: same cut-off and seed)."""
+        return paired_test(
+            self.values(variant, cutoff, metric),
+            self.values(baseline, cutoff, metric),
+            CONFIDENCE,
+        )
 
-def recipe(run: Run) -> dict[str, Any]:
+
+def recipe(run: RecordedRun) -> dict[str, Any]:
     """The fields of `RECIPE_FIELDS` in the run's config (absent ones as None)."""
     flat = flatten(run.record.get("config") or {})
     return {
@@ -243,8 +253,8 @@ def check_one_recipe(group: Group) -> None:
             )
 
 
-def group_runs(runs: Iterable[Run]) -> list[Group]:
-    by_key: dict[tuple[str, str], list[Run]] = defaultdict(list)
+def group_runs(runs: Iterable[RecordedRun]) -> list[Group]:
+    by_key: dict[tuple[str, str], list[RecordedRun]] = defaultdict(list)
     for run in runs:
         by_key[(run.tier, run.task)].append(run)
     keys = sorted(by_key, key=lambda k: (_tier_sort_key(k[0]), k[1]))
@@ -273,17 +283,38 @@ def separated(ci: MeanCI) -> bool:
     return ci.excludes_zero and abs(ci.mean) >= MIN_DIFFERENCE
 
 
-def format_ci(ci: MeanCI, *, signed: bool = False, mark: bool = False) -> str:
-    """'0.512 ± 0.034 (n=3)'; '–' when no value; bold when `mark` and the CI excludes 0."""
+def format_p(p: float | None) -> str:
+    """'0.012', '<0.001', or '–' where there is no p-value."""
+    if p is None:
+        return DASH
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def p_words(p: float | None, name: str = "p") -> str:
+    """'p=0.012' or 'p<0.001' for running text."""
+    shown = format_p(p)
+    return f"{name}{shown}" if shown.startswith("<") else f"{name}={shown}"
+
+
+def format_ci(
+    ci: MeanCI,
+    *,
+    signed: bool = False,
+    mark: bool = False,
+    bold: bool | None = None,
+    p: float | None = None,
+) -> str:
+    """'0.512 ± 0.034 (n=3)'; '–' when no value; bold when `mark` and the CI excludes 0, or
+    as `bold` says where given; with `p`, the p-value beside n: '(n=3, p=0.012)'."""
     if ci.mean is None:
         return DASH
     if ci.half_width is None:
         body = number(ci.mean, signed=signed)
     else:
         body = f"{number(ci.mean, signed=signed)} ± {number(ci.half_width)}"
-    if mark and separated(ci):
+    if (mark and separated(ci)) if bold is None else bold:
         body = f"**{body}**"
-    return f"{body} (n={ci.n})"
+    return f"{body} (n={ci.n}" + (f", {p_words(p)})" if p is not None else ")")
 
 
 def interval_words(ci: MeanCI) -> str:
@@ -355,7 +386,7 @@ def duration(seconds: float) -> str:
     return f"{seconds:.0f} s ({minutes / 60.0:.2f} h)"
 
 
-def wall_time(run: Run) -> float:
+def wall_time(run: RecordedRun) -> float:
     value = run.record["wall_time_s"]
     return float(value) if defined(value) else 0.0
 
@@ -397,35 +428,6 @@ def metric_tables(group: Group) -> list[str]:
         rows = [
             [row_name(v)] + [format_ci(group.cell(v, c, metric)) for c in group.cutoffs]
             for v in table_rows(group)
-        ]
-        lines += [*markdown_table(header, rows), ""]
-    return lines
-
-
-def paired_tables(group: Group) -> list[str]:
-    proposed = [v for v in group.variants if is_proposed(v)]
-    if not proposed:
-        return ["No `proposed` runs in this task: no paired differences.", ""]
-    lines = [
-        "Mean over seeds of the per-seed difference proposed − baseline (same cut-off and seed) "
-        f"± 95% CI half-width, n = paired seeds. **Bold**: the interval excludes 0 and the "
-        f"difference is at least {MIN_DIFFERENCE} (visible at 3 decimals).",
-        "",
-    ]
-    header = ["variant", "cut-off"] + [f"Δ {t}" for k, t in METRICS if k in MAP_METRICS]
-    for baseline in BASELINES:
-        lines += [f"#### `proposed` − `{baseline}`", ""]
-        if baseline not in group.variants:
-            lines += [f"No `{baseline}` runs in this task.", ""]
-            continue
-        rows = [
-            [f"`{v}`", str(c)]
-            + [
-                format_ci(group.paired(v, baseline, c, m), signed=True, mark=True)
-                for m in MAP_METRICS
-            ]
-            for v in proposed
-            for c in group.cutoffs
         ]
         lines += [*markdown_table(header, rows), ""]
     return lines
@@ -498,10 +500,11 @@ def cpu_type(record: dict[str, Any]) -> str:
     isa = [f for f in cpu.get("isa") or [] if f.startswith(("avx", "sve", "asimd", "sse"))]
     widest = next((f for f in ("avx512f", "avx2", "avx", "sve2", "sve", "asimd") if f in isa), "")
     threads = cpu.get("cpu_threads")
-    return f"{cpu.get('cpu_model', '?')} ({widest or 'no AVX'}, {threads} threads)"
+    plural = "" if threads == 1 else "s"
+    return f"{cpu.get('cpu_model', '?')} ({widest or 'no AVX'}, {threads} thread{plural})"
 
 
-def compute_section(runs: Sequence[Run], groups: Sequence[Group]) -> list[str]:
+def compute_section(runs: Sequence[RecordedRun], groups: Sequence[Group]) -> list[str]:
     wall = math.fsum(wall_time(r) for r in runs)
     failed = [r for r in runs if not r.finished]
     lines = [

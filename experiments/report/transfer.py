@@ -20,9 +20,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
 
-from experiments.report.loading import Run
+from experiments.report.loading import RecordedRun, classes_of, init_from_of, transfer_key
 from experiments.report.tables import (
     BASELINES,
     CONFIDENCE,
@@ -40,33 +39,11 @@ TITLE = "Pretrained backbone"
 METRICS = (("mAP", "test mAP"), ("tail", "tail mAP"))
 
 
-def _config(record: dict[str, Any]) -> dict[str, Any]:
-    return record.get("config") or {}
-
-
-def classes_of(record: dict[str, Any]) -> tuple[int, ...] | None:
-    classes = (_config(record).get("data") or {}).get("classes")
-    return None if classes is None else tuple(int(c) for c in classes)
-
-
-def init_from_of(record: dict[str, Any]) -> str | None:
-    return (_config(record).get("model") or {}).get("init_from")
-
-
-def transfer_key(record: dict[str, Any]) -> tuple | None:
-    """What sets a transfer run apart from the main sweep's run of the same variant, cut-off and
-    seed: (classes, init_from); None for a main-sweep run."""
-    classes, init_from = classes_of(record), init_from_of(record)
-    if classes is None and init_from is None:
-        return None
-    return (classes, init_from)
-
-
-def is_transfer(run: Run) -> bool:
+def is_transfer(run: RecordedRun) -> bool:
     return transfer_key(run.record) is not None
 
 
-def _label_names(runs: Iterable[Run]) -> str:
+def _label_names(runs: Iterable[RecordedRun]) -> str:
     for run in runs:
         names = (run.record.get("data") or {}).get("label_names")
         if names:
@@ -74,7 +51,7 @@ def _label_names(runs: Iterable[Run]) -> str:
     return DASH
 
 
-def _values(runs: Iterable[Run], metric: str) -> dict[int, float | None]:
+def _values(runs: Iterable[RecordedRun], metric: str) -> dict[int, float | None]:
     return {r.seed: run_metrics(r.record)[metric] for r in runs if r.finished}
 
 
@@ -82,10 +59,10 @@ def _signed(ci) -> str:
     return format_ci(ci, signed=True, mark=True)
 
 
-def _target_groups(runs: Sequence[Run]) -> dict[tuple, list[Run]]:
+def _target_groups(runs: Sequence[RecordedRun]) -> dict[tuple, list[RecordedRun]]:
     """(tier, target classes, cut-off) -> its runs, for every target a fine-tuned run names."""
     targets = {(r.tier, classes_of(r.record), r.cutoff) for r in runs if init_from_of(r.record)}
-    groups: dict[tuple, list[Run]] = defaultdict(list)
+    groups: dict[tuple, list[RecordedRun]] = defaultdict(list)
     for run in runs:
         key = (run.tier, classes_of(run.record), run.cutoff)
         if key in targets:
@@ -93,7 +70,7 @@ def _target_groups(runs: Sequence[Run]) -> dict[tuple, list[Run]]:
     return groups
 
 
-def _source_line(runs: Sequence[Run], tier: str, target: tuple[int, ...] | None) -> str:
+def _source_line(runs: Sequence[RecordedRun], tier: str, target: tuple[int, ...] | None) -> str:
     sources = [
         r
         for r in runs
@@ -115,7 +92,7 @@ def _source_line(runs: Sequence[Run], tier: str, target: tuple[int, ...] | None)
     )
 
 
-def transfer_section(runs: Sequence[Run]) -> list[str]:
+def transfer_section(runs: Sequence[RecordedRun]) -> list[str]:
     """The markdown lines of the section ([] when there are no fine-tuned runs)."""
     transfer = [r for r in runs if is_transfer(r)]
     groups = _target_groups(transfer)
