@@ -23,8 +23,11 @@ stays out for every continuation of them (entries are only ever added).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +150,25 @@ def steps_to_keep(
     return set(sorted(saved_steps)[-keep_last:]) | {int(entry["step"]) for entry in best}
 
 
+def check_free_space(directory: Path, state: Any, last_saved: int | None) -> None:
+    """Raises OSError(ENOSPC) naming `directory` when its disk has less free space than twice
+    the last checkpoint's size (or, before the first, twice the state's bytes): a save that
+    fails part-way fills the output with the checkpoint library's tracebacks, and the run's
+    earlier checkpoint is what resumes it."""
+    import jax  # a dependency of orbax, imported with it anyway
+
+    previous = directory / str(last_saved) if last_saved is not None else None
+    if previous is not None and previous.is_dir():
+        size = sum(f.stat().st_size for f in previous.rglob("*") if f.is_file())
+    else:
+        size = sum(getattr(leaf, "nbytes", 0) for leaf in jax.tree_util.tree_leaves(state))
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if shutil.disk_usage(existing).free < 2 * size:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+
+
 class Checkpoints:
     """The checkpoints of one run folder: save, prune (see the module docstring), restore.
 
@@ -203,8 +225,10 @@ class Checkpoints:
         return restored["state"], progress
 
     def save(self, step: int, state: Any, progress: Progress) -> None:
-        """Starts writing a checkpoint of `state` and `progress` at `step`."""
+        """Starts writing a checkpoint of `state` and `progress` at `step`; OSError (ENOSPC)
+        before writing anything when the disk cannot hold it (see `check_free_space`)."""
         self._prune()
+        check_free_space(self.directory, state, self.last_saved)
         meta = progress.to_json()
         self._manager.save(
             step,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import shlex
 import shutil
 import sys
@@ -31,12 +32,16 @@ from typing import Any
 
 import ml_collections
 
-from experiments import distributed, parallel, records
-from experiments.atomic import atomic_write_json
+from experiments import distributed, parallel, progress, records
+from experiments.atomic import atomic_write_json, disk_full, disk_full_message
 from experiments.lock import LOCK_FILENAME, LockHeld, RunLock
 from experiments.runs import Run, build_record, failed_result, plan_action, read_record
 
-EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
+# The exit codes of every command that trains runs.
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+# A run's outcome when the disk is full: no record is written, its checkpoints resume it, and
+# no further run starts (each would fail the same way).
+NO_SPACE = "no space"
 # Bound of the shared compilation cache; setting one turns on JAX's cross-process file lock.
 COMPILATION_CACHE_BYTES = 2 << 30
 SUMMARY_HEADER = ("variant", "cutoff", "seed", "status", "test mAP", "tail mAP", "macro-F1", "time")
@@ -81,6 +86,16 @@ def summary_row(run: Run, action: str, record: dict[str, Any] | None) -> list[st
         number(test.get("macro_f1")),
         "-" if wall is None else f"{wall:.0f}s",
     ]
+
+
+def labelled_result(row: Sequence[str]) -> str:
+    """A summary row's status and numbers with their column names: "finished: test mAP 0.727,
+    tail mAP 0.688, macro-F1 0.629, time 332s"."""
+    status, *values = row[3:]
+    named = ", ".join(
+        f"{name} {value}" for name, value in zip(SUMMARY_HEADER[4:], values, strict=True)
+    )
+    return f"{status}: {named}"
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -262,6 +277,8 @@ def _run_locked(run: Run, options: Options, trainer, environment, prefix: str):
     except (Interrupted, KeyboardInterrupt):
         return "interrupted", None
     except Exception as e:  # recorded as failed; the remaining runs still run
+        if disk_full(e):  # not the run's fault: no failed record, its checkpoints resume it
+            return _no_space(prefix, e, run.workdir)
         traceback.print_exc()
         hint = recovery_hint(run_argv(run) if options.per_run_argv else options.argv, run)
         print(f"{prefix}: failed: {type(e).__name__}: {e}\n{hint}", file=sys.stderr)
@@ -269,10 +286,36 @@ def _run_locked(run: Run, options: Options, trainer, environment, prefix: str):
         result = failed_result(failure, time.perf_counter() - start)
     record = build_record(run, result, environment)
     if distributed.is_primary():
-        atomic_write_json(run.record_path, record)
-    row = summary_row(run, action, record)
-    print(f"{prefix}: {' '.join(row[3:])} -> {run.record_path}", flush=True)
+        try:
+            atomic_write_json(run.record_path, record)
+        except OSError as e:  # the run's checkpoints are kept: rerunning writes the record
+            if disk_full(e):
+                return _no_space(prefix, e, run.workdir)
+            print(f"{prefix}: could not write {run.record_path}: {e}", file=sys.stderr)
+            return "no record", None
+    print(f"{prefix}: {labelled_result(summary_row(run, action, record))}", flush=True)
+    print(f"  record: {run.record_path}", flush=True)
     return action, record
+
+
+def quiet_library_logs() -> None:
+    """Leaves only errors in the absl logger (orbax's "Waiting for previous save to complete"
+    and other notes would fill a run's output), and not those of a full disk, which the run's
+    own one line reports."""
+    logger = logging.getLogger("absl")
+    logger.setLevel(logging.ERROR)
+    if _not_disk_full not in logger.filters:
+        logger.addFilter(_not_disk_full)
+
+
+def _not_disk_full(record: logging.LogRecord) -> bool:
+    return not disk_full(Exception(record.getMessage()))
+
+
+def _no_space(prefix: str, error: BaseException, folder: Path) -> tuple[str, str]:
+    message = disk_full_message(error, folder)
+    print(f"{prefix}: stopped: {message}", file=sys.stderr, flush=True)
+    return NO_SPACE, message
 
 
 _WORKER_STATE: dict[str, Any] = {}
@@ -282,12 +325,15 @@ def run_in_worker(task: tuple[Run, Options, str]) -> tuple[str, Any]:
     """`run_one` in a worker process (experiments.parallel): the trainer, the environment and
     the compilation cache are set up once per worker."""
     run, options, prefix = task
+    parallel.report_progress(f"{run.label}: starting")
     if not _WORKER_STATE:
+        quiet_library_logs()
         _WORKER_STATE["trainer"] = load_trainer()
         _WORKER_STATE["environment"] = records.environment()
         cache = contextlib.ExitStack()
         cache.enter_context(compilation_cache(options.cache_dir))
         _WORKER_STATE["cache"] = cache  # held for the worker's life
+    parallel.report_progress(f"{run.label}: starting (data, compilation)")
     return run_one(run, options, _WORKER_STATE["trainer"], _WORKER_STATE["environment"], prefix)
 
 
@@ -298,6 +344,7 @@ def run_in_worker(task: tuple[Run, Options, str]) -> tuple[str, Any]:
 def execute(plan, options: Options, trainer, jobs: int = 1) -> int:
     """Carries out `plan` [(run, action, why)]; returns the exit code. `trainer` is
     (train_and_evaluate, Interrupted) for runs in this process (None when nothing trains)."""
+    quiet_library_logs()
     outcomes: dict[int, tuple[str, Any]] = {}
     todo = []
     for i, (run, action, why) in enumerate(plan):
@@ -322,6 +369,14 @@ def execute(plan, options: Options, trainer, jobs: int = 1) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    full = [record for action, record in outcomes.values() if action == NO_SPACE]
+    if full:
+        print(
+            f"\nStopped: {full[0]}. Finished runs and checkpoints are kept; resume with the "
+            f"same command:\n  {resume_command(options.argv, options.program)}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     failed = sum(_failed(outcome) for outcome in outcomes.values())
     if failed:
         print(
@@ -338,14 +393,14 @@ def _prefix(i: int, plan) -> str:
 
 def _row(run: Run, outcome: tuple[str, Any]) -> list[str]:
     action, record = outcome
-    if action in ("locked", "interrupted", "not started"):  # no record to show
+    if action in ("locked", "interrupted", "not started", NO_SPACE, "no record"):  # no record
         return summary_row(run, action, None)
     return summary_row(run, action, record)
 
 
 def _failed(outcome: tuple[str, Any]) -> bool:
     action, record = outcome
-    if action in ("conflict", "locked"):
+    if action in ("conflict", "locked", NO_SPACE, "no record"):
         return True
     return action == "run" and (record or {}).get("status") != "finished"
 
@@ -358,19 +413,35 @@ def _run_serial(plan, todo, options, trainer, outcomes) -> list[int]:
         outcomes[i] = run_one(plan[i][0], options, trainer, environment, _prefix(i, plan))
         if outcomes[i][0] == "interrupted":
             return [i]
+        if outcomes[i][0] == NO_SPACE:  # the next runs would fail the same way
+            for j in todo:
+                outcomes.setdefault(j, ("not started", None))
+            break
     return []
 
 
 def _run_parallel(plan, todo, options, jobs, outcomes) -> list[int]:
     """Runs in `jobs` worker processes. Returns the interrupted runs' indices."""
-    quiet = dataclasses.replace(options, progress=False)  # bars of several processes would mix
-    tasks = [(plan[i][0], quiet, _prefix(i, plan)) for i in todo]
+    tasks = [(plan[i][0], options, _prefix(i, plan)) for i in todo]
+    # The workers' live lines and output, shown by one board (bars of several processes would mix).
+    board = progress.Board(len(todo)) if options.progress else None
     try:
-        for done in parallel.run_tasks("experiments.execute:run_in_worker", tasks, jobs):
+        for done in parallel.run_tasks(
+            "experiments.execute:run_in_worker",
+            tasks,
+            jobs,
+            watcher=board,
+            should_stop=lambda: any(a == NO_SPACE for a, _ in outcomes.values()),
+        ):
             outcomes[todo[done.index]] = _outcome(done, plan[todo[done.index]][0])
+        for i in todo:  # left over after a full disk
+            outcomes.setdefault(i, ("not started", None))
     except KeyboardInterrupt:
         for i in todo:
             outcomes.setdefault(i, ("not started", None))
+    finally:
+        if board is not None:
+            board.close()
     return [i for i in todo if outcomes[i][0] in ("interrupted", "not started")]
 
 

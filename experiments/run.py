@@ -16,6 +16,10 @@ with its checkpoints beside it (experiments/runs.py). Usage:
   python -m experiments.run --config catalog_none --dry-run        # validate; what would run
   python -m experiments.run --config catalog_none --dry-run --show-config  # who set each field
 
+This module parses the arguments and calls: experiments/plan.py resolves the config into runs,
+checks them (config, output folder, data) and estimates their time; experiments/execute.py
+trains them (exit codes: `execute.EXIT_*`).
+
 `--set key=value` (repeatable) sets any field by dotted path (experiments/configs/overrides.py);
 values are Python literals (`5`, `0.5`, `[1,1]`, `'text'`), anything else is a string. New keys
 may be added only under `data`, `scheme_params` and `loss_params`; `--set sweep.<path>=[...]`
@@ -53,86 +57,13 @@ core and one XLA thread (experiments/xla.py), so its numbers do not depend on --
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
-from importlib import metadata
-from pathlib import Path
 
-import ml_collections
-
-from experiments import configs, distributed, execute, methods, parallel, xla
-from experiments.configs import overrides, tasks, tiers, validate
-from experiments.execute import (  # noqa: F401  (re-exported for callers)
-    SUMMARY_HEADER,
-    compilation_cache,
-    compilation_cache_dir,
-    format_table,
-    recovery_command,
-    summary_row,
-)
-from experiments.runs import (  # noqa: F401  (the runner's API, re-exported for callers)
-    Run,
-    build_record,
-    config_differences,
-    expand_runs,
-    failed_result,
-    json_safe_config,
-    plan_action,
-    read_record,
-    run_dir,
-    variant_slug,
-)
-
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-JOBS_ENV = "LTWEIGHTS_JOBS"
-
-
-def parse_int_list(text: str) -> list[int]:
-    """ "0,1, 2" -> [0, 1, 2]; a clear error for anything else."""
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ValueError(
-            f"Expected comma-separated integers such as 0,1,2; got {text!r}."
-        ) from None
-    if not values:
-        raise ValueError(f"Expected at least one integer (e.g. 0 or 0,1,2); got {text!r}.")
-    return values
-
-
-def check_data(config: ml_collections.ConfigDict, cutoff: int) -> None:
-    """Loads the task's data once before training (built and cached by the data layer), so
-    missing data fails at once rather than in every run."""
-    from experiments.data import load_task
-
-    params = config.data.to_dict()
-    seed = params.pop("seed")
-    load_task(config.task, cutoff=cutoff, seed=0 if seed is None else seed, **params)
-
-
-def data_error_message(config: ml_collections.ConfigDict, error: Exception) -> str:
-    message = f"{config.task} data is not available: {type(error).__name__}: {error}"
-    if tasks.TASKS[config.task].needs_download:
-        method = config.method
-        message += (
-            f"\nOnce downloaded: python -m experiments.run --config {config.name} "
-            "--set data.data_dir=<folder>"
-            f"\nThe embedded config {tasks.EMBEDDED_TASK}_{method} runs the same comparison on "
-            f"Fashion-MNIST catalog images with no download:\n  python -m experiments.run "
-            f"--config {tasks.EMBEDDED_TASK}_{method}"
-        )
-    return message
-
-
-# ---------------------------------------------------------------------------------------------
-# The command line.
-
-
-def _load_trainer():
-    """(train_and_evaluate, Interrupted) for runs in this process."""
-    return execute.load_trainer()
+from experiments import distributed, execute, plan, xla
+from experiments.configs import overrides, tiers
+from experiments.execute import EXIT_INTERRUPTED, EXIT_USAGE, format_table
+from experiments.runs import plan_action
 
 
 def _argparse_type(parse):
@@ -163,10 +94,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--list", action="store_true", help="list the configs and exit")
     parser.add_argument("--tier", choices=list(tiers.TIERS), help="cpu (default), gpu or smoke")
     parser.add_argument(
-        "--seeds", type=_argparse_type(parse_int_list), help="comma list, e.g. 0 or 0,1,2"
+        "--seeds", type=_argparse_type(plan.parse_int_list), help="comma list, e.g. 0 or 0,1,2"
     )
     parser.add_argument(
-        "--cutoffs", type=_argparse_type(parse_int_list), help="comma list, e.g. 6 or 6,12"
+        "--cutoffs", type=_argparse_type(plan.parse_int_list), help="comma list, e.g. 6 or 6,12"
     )
     parser.add_argument(
         "--set",
@@ -190,9 +121,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
         "--jobs",
-        type=_argparse_type(_positive_int),
+        type=_argparse_type(plan.positive_int),
         help=f"runs trained at once, each in a process pinned to its share of the cores "
-        f"(default: ${JOBS_ENV}, else one per core; 1 trains in this process with progress bars)",
+        f"(default: ${plan.JOBS_ENV}, else one per core; 1 trains in this process)",
     )
     parser.add_argument(
         "--no-compilation-cache",
@@ -204,94 +135,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def print_list() -> None:
-    rows = []
-    for name in configs.list_configs():
-        config = configs.get_config(name)
-        num_runs = len(expand_runs(config))
-        doc = methods.METHODS[config.method].doc.split(" (")[0].split(":")[0].rstrip(".")
-        rows.append([name, str(num_runs), _estimate(num_runs, config.tier), doc])
-    print(format_table(("config", "runs", "cpu time", "method"), rows))
+    print(format_table(("config", "runs", "cpu time", "method"), plan.config_table()))
     print(
         f"\nTiers: {', '.join(tiers.TIERS)} (--tier NAME or a _<tier> suffix); times are for "
         "the cpu tier on 2 CPU cores."
     )
-
-
-def _estimate(num_runs: int, tier: str) -> str:
-    seconds = tiers.EXPECTED_SECONDS_PER_RUN.get(tier)
-    if seconds is None:
-        return "unknown"
-    total = num_runs * seconds
-    return f"~{total / 60:.0f} min" if total >= 60 else f"~{total:.0f} s"
-
-
-def check_writable(directory: Path) -> None:
-    """Raises OSError (one-line message) unless `directory` can hold files: a probe file is
-    created and removed in it, or, while it does not exist yet, in its nearest existing
-    ancestor (so nothing is left behind). Permission bits alone mislead (root ignores them)."""
-    existing = directory.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    try:
-        if not existing.is_dir():
-            raise NotADirectoryError(0, f"{existing} is not a folder")
-        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-probe-"):
-            pass
-    except OSError as e:
-        reason = e.strerror or type(e).__name__
-        raise OSError(
-            f"output directory {directory} is not writable ({reason}); choose another with "
-            "--output-dir DIR"
-        ) from None
-
-
-def show_config(config: ml_collections.ConfigDict, origin: dict[str, str]) -> str:
-    """The resolved config, one `path = value  # layer` line per field."""
-    flat = configs.flat_values(config)
-    width = max(len(f"{p} = {v!r}") for p, v in flat.items())
-    lines = [f"{f'{p} = {v!r}':<{width}}  # {origin.get(p, '--set')}" for p, v in flat.items()]
-    return "\n".join(lines)
-
-
-def resolve_config(args: argparse.Namespace):
-    """(config, origin, runs) for the command line, validated; ValueError on any problem."""
-    config, origin = configs.resolve(args.config, tier=args.tier)
-    before = configs.flat_values(config)
-    config = overrides.apply_overrides(config, args.overrides)
-    if args.output_dir:
-        config.output_dir = args.output_dir
-    for path, value in configs.flat_values(config).items():
-        if path not in before or before[path] != value:
-            origin[path] = "--output-dir" if path == "output_dir" and args.output_dir else "--set"
-    runs = expand_runs(config, seeds=args.seeds, cutoffs=args.cutoffs)
-    checked = set()
-    for run in runs:
-        if run.variant not in checked:
-            checked.add(run.variant)
-            validate.check(run.config)
-    return config, origin, runs
-
-
-def config_runs(
-    name: str,
-    *,
-    tier: str | None = None,
-    output_dir: str | None = None,
-    seeds: Sequence[int] | None = None,
-    cutoffs: Sequence[int] | None = None,
-) -> list[Run]:
-    """The validated runs of config `name` (what `--config name` would run, before planning);
-    ValueError on any problem. A method with its own fixed cut-off (the `balanced` ceiling)
-    keeps it whatever `cutoffs` says."""
-    config = configs.get_config(name, tier=tier)
-    if output_dir:
-        config.output_dir = output_dir
-    if methods.METHODS[config.method].balanced_data:
-        cutoffs = None
-    runs = expand_runs(config, seeds=seeds, cutoffs=cutoffs)
-    for variant_config in {run.variant: run.config for run in runs}.values():
-        validate.check(variant_config)
-    return runs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -310,92 +158,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --config NAME is required (see --list).", file=sys.stderr)
         return EXIT_USAGE
     try:
-        config, origin, runs = resolve_config(args)
+        config, origin, runs = plan.resolve_config(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-
-    plan = [(run, *plan_action(run, force=args.force)) for run in runs]
+    actions = [(run, *plan_action(run, force=args.force)) for run in runs]
     # Multi-process runs: every process must train the same runs (they meet in collectives).
-    distributed.agree(repr([(str(r.workdir), a) for r, a, _ in plan]), "which runs to train")
+    distributed.agree(repr([(str(r.workdir), a) for r, a, _ in actions]), "which runs to train")
     if args.show_config:
-        print(show_config(config, origin))
+        print(plan.show_config(config, origin))
+    todo = [run for run, action, _ in actions if action == "run"]
+    try:
+        sizes = plan.check_before_running(config.output_dir, todo, progress=not args.no_progress)
+    except plan.PlanError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("Interrupted before training; nothing to resume.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    jobs = plan.job_count(args.jobs)
     if args.dry_run:
-        num_variants = len({run.variant for run in runs})
-        print(configs.describe(config, num_variants=num_variants, num_runs=len(runs)) + "\n")
-        print(format_table(("action", "run", "why"), [[a, r.label, why] for r, a, why in plan]))
-        todo = sum(a == "run" for _, a, _ in plan)
-        print(f"\n{todo} of {len(plan)} runs would train ({_estimate(todo, config.tier)}).")
+        print(plan.describe_selection(config, runs) + "\n")
+        print(plan.format_plan(actions, todo, sizes, jobs))
         return 0
-    return _prepare_and_run(config, plan, args, argv)
-
-
-def _prepare_and_run(config, plan, args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """Checks the output folder and the data, then runs the plan; returns the exit code."""
-    todo = [run for run, action, _ in plan if action == "run"]
-    if todo:
-        try:
-            check_writable(Path(config.output_dir))
-        except OSError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return EXIT_USAGE
-        try:
-            check_data(todo[0].config, todo[0].cutoff)
-        except KeyboardInterrupt:
-            print("Interrupted before training; nothing to resume.", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        except Exception as e:  # the data layer's own message, with what to do instead
-            print(f"error: {data_error_message(config, e)}", file=sys.stderr)
-            return EXIT_USAGE
-    # A multi-process run trains its runs one by one, all processes together.
-    jobs = 1 if distributed.process_count() > 1 else args.jobs or default_jobs()
-    in_process = jobs == 1 or len(todo) <= 1
-    trainer = _load_trainer() if todo and in_process else None
+    trainer = execute.load_trainer() if todo and (jobs == 1 or len(todo) <= 1) else None
     options = execute.Options(
         argv=tuple(argv),
         force=args.force,
         progress=not args.no_progress,
-        cache_dir=None if args.no_compilation_cache else compilation_cache_dir(config),
+        cache_dir=None if args.no_compilation_cache else execute.compilation_cache_dir(config),
     )
-    return execute.execute(plan, options, trainer, jobs=jobs)
-
-
-def configure_process() -> None:
-    """For the command line, before anything starts JAX: on a CPU machine this process trains on
-    one core with one XLA thread, as each --jobs worker does, so a run's numbers do not depend
-    on --jobs (experiments.xla; workers still get the cores the process started with)."""
-    if not accelerator_installed() and not xla.backend_started():
-        xla.configure_cpu(threads=1)
-
-
-def accelerator_installed() -> bool:
-    """Whether a JAX GPU or TPU plugin is installed (asked without starting JAX)."""
-    names = {dist.metadata["Name"].lower().replace("_", "-") for dist in metadata.distributions()}
-    return any(n.startswith(("jax-cuda", "jax-rocm", "libtpu")) for n in names)
-
-
-def default_jobs() -> int:
-    """$LTWEIGHTS_JOBS, else one job per available core on a CPU machine and 1 where an
-    accelerator is installed (its runs share one device)."""
-    value = os.environ.get(JOBS_ENV, "").strip()
-    if not value:
-        return 1 if accelerator_installed() else parallel.default_jobs()
-    try:
-        return _positive_int(value)
-    except ValueError as e:
-        raise SystemExit(f"error: ${JOBS_ENV}: {e}") from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"expected a whole number >= 1, got {value}")
-    return value
+    return execute.execute(actions, options, trainer, jobs=jobs)
 
 
 if __name__ == "__main__":
-    configure_process()
+    xla.configure_process()
     sys.exit(main())

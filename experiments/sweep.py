@@ -22,7 +22,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments import configs, execute, methods, report, run
+from experiments import configs, execute, methods, report, xla
+from experiments import plan as plan_mod
 from experiments.runs import Run, plan_action
 
 DEFAULT_TASKS = ("catalog", "catalog_step")
@@ -44,14 +45,45 @@ def replicate_order(runs: Sequence[Run]) -> list[Run]:
 def sweep_runs(tasks, *, tier, records, seeds=None, cutoffs=None) -> list[Run]:
     runs = []
     for name in sweep_configs(tasks):
-        runs += run.config_runs(
+        runs += plan_mod.config_runs(
             name, tier=tier, output_dir=f"{records}/{tier}", seeds=seeds, cutoffs=cutoffs
         )
     return replicate_order(runs)
 
 
+def run_plan(plan, *, argv, program, folder: Path, jobs, dry_run: bool, progress: bool) -> int:
+    """The runs of several configs (a sweep, a comparison): checks the records folder and every
+    run's data, as one config's runs are checked; with `dry_run` prints the plan and its
+    estimate, else trains it (`jobs` at a time, default one per core); returns the exit code."""
+    todo = [r for r, action, _ in plan if action == "run"]
+    jobs = plan_mod.job_count(jobs)
+    try:
+        sizes = plan_mod.check_before_running(folder, todo, progress=progress)
+    except plan_mod.PlanError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return execute.EXIT_USAGE
+    if dry_run:
+        print(plan_mod.format_plan(plan, todo, sizes, jobs))
+        return 0
+    if not todo:
+        return 0
+    options = execute.Options(
+        argv=tuple(argv),
+        program=program,
+        per_run_argv=True,
+        progress=progress,
+        cache_dir=execute.compilation_cache_dir(todo[0].config),
+    )
+    trainer = execute.load_trainer() if jobs == 1 or len(todo) == 1 else None
+    return execute.execute(plan, options, trainer, jobs=jobs)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.sweep",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the examples one per line
+    )
     parser.add_argument("--tier", default="cpu", help="cpu (default), gpu or smoke")
     parser.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="comma list of tasks")
     parser.add_argument("--seeds", help="comma list of seeds (default: each config's)")
@@ -76,39 +108,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             [t for t in args.tasks.split(",") if t],
             tier=args.tier,
             records=args.records,
-            seeds=run.parse_int_list(args.seeds) if args.seeds else None,
-            cutoffs=run.parse_int_list(args.cutoffs) if args.cutoffs else None,
+            seeds=plan_mod.parse_int_list(args.seeds) if args.seeds else None,
+            cutoffs=plan_mod.parse_int_list(args.cutoffs) if args.cutoffs else None,
         )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
-        return run.EXIT_USAGE
+        return execute.EXIT_USAGE
     plan = [(r, *plan_action(r, force=False)) for r in runs]
-    todo = [r for r, action, _ in plan if action == "run"]
-    if args.dry_run:
-        print(execute.format_table(("action", "run", "why"), [[a, r.label, w] for r, a, w in plan]))
-        estimate = run._estimate(len(todo), args.tier)
-        print(f"\n{len(todo)} of {len(plan)} runs would train ({estimate}).")
-        return 0
-    code = 0
-    if todo:
-        try:
-            run.check_writable(Path(args.records) / args.tier)
-            run.check_data(todo[0].config, todo[0].cutoff)
-        except Exception as e:  # the folder's or the data layer's own message
-            print(f"error: {e}", file=sys.stderr)
-            return run.EXIT_USAGE
-        jobs = args.jobs or run.default_jobs()
-        options = execute.Options(
-            argv=tuple(argv),
-            program="experiments.sweep",
-            per_run_argv=True,
-            progress=not args.no_progress,
-            cache_dir=execute.compilation_cache_dir(todo[0].config),
-        )
-        trainer = run._load_trainer() if jobs == 1 or len(todo) == 1 else None
-        code = execute.execute(plan, options, trainer, jobs=jobs)
-        if code == run.EXIT_INTERRUPTED:
-            return code
+    code = run_plan(
+        plan,
+        argv=argv,
+        program="experiments.sweep",
+        folder=Path(args.records) / args.tier,
+        jobs=args.jobs,
+        dry_run=args.dry_run,
+        progress=not args.no_progress,
+    )
+    if args.dry_run or code in (execute.EXIT_USAGE, execute.EXIT_INTERRUPTED):
+        return code
     if args.no_report:
         return code
     report_args = ["--records", args.records]
@@ -118,5 +135,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run.configure_process()
+    xla.configure_process()
     sys.exit(main())

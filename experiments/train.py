@@ -38,12 +38,13 @@ from pathlib import Path
 from typing import Any
 
 import jax
-from tqdm.auto import tqdm
 
 from experiments import distributed, pretrained
 from experiments.checkpoints import CheckpointError, Checkpoints, Progress, best_entry
 from experiments.checkpoints import run_fingerprint as _run_fingerprint
 from experiments.data import Splits, load_task, pipeline
+from experiments.progress import RunProgress
+from experiments.runs import format_variant
 from experiments.steps import (  # re-exported: callers import them from here
     _COMPILED,  # noqa: F401  (tests clear it)
     DATA_AXIS,
@@ -269,13 +270,13 @@ def _resume(setup: _Setup, checkpoints: Checkpoints) -> tuple[TrainState, Progre
 def _train(setup, checkpoints, state, run, clock, interrupt_at_step, progress) -> TrainState:
     """Trains from the run's data position to the last epoch; returns the last state."""
     config = setup.config
-    bar = tqdm(
-        total=setup.num_epochs * setup.steps_per_epoch,
+    bar = RunProgress(  # a bar, plain lines or a worker's live line (experiments.progress)
+        f"{_run_name(config)} cutoff={setup.cutoff} seed={setup.seed}",
+        total_steps=setup.num_epochs * setup.steps_per_epoch,
         initial=run.step(setup.steps_per_epoch),
-        disable=not (progress and jax.process_index() == 0),  # one bar per job
-        unit="step",
-        desc=f"{config.name} seed={setup.seed} cutoff={setup.cutoff}",
-        leave=False,
+        steps_per_epoch=setup.steps_per_epoch,
+        batch_size=setup.batch_size,
+        enabled=progress and jax.process_index() == 0,
     )
     monitor = _StepMonitor(run, bar, setup, checkpoints)
     try:
@@ -510,6 +511,13 @@ def _stop_signals() -> Iterator[dict[str, Any]]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _run_name(config: Any) -> str:
+    """The run's variant ("proposed(beta=0.99)"), or what names a config built by hand."""
+    if "variant" in config:
+        return format_variant(config)
+    return str(config.get("name", config.get("method", "run")))
 
 
 def _rate(images: int, seconds: float) -> float:

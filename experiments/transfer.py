@@ -47,7 +47,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments import configs, execute, run
+from experiments import configs, execute, run, xla
+from experiments import plan as plan_mod
 from experiments.configs import overrides, tiers
 from experiments.runs import Run, expand_runs, plan_action, read_record
 
@@ -134,7 +135,7 @@ def make_leg(
     argv += _sets(pairs)
     args = run.parse_args(argv)
     if check:
-        _, _, runs = run.resolve_config(args)
+        _, _, runs = plan_mod.resolve_config(args)
     else:  # resolve_config without the validation
         config, _ = configs.resolve(args.config, tier=args.tier)
         config = overrides.apply_overrides(config, args.overrides)
@@ -252,12 +253,12 @@ def _print_plan(phases, jobs: int, tier: str, records: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        seeds = run.parse_int_list(args.seeds)
+        seeds = plan_mod.parse_int_list(args.seeds)
         phase1, phase2 = plan_legs(tier=args.tier, records=args.records, seeds=seeds)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
-        return run.EXIT_USAGE
-    jobs = args.jobs or run.default_jobs()
+        return execute.EXIT_USAGE
+    jobs = args.jobs or plan_mod.default_jobs()
     phases = [_plan(phase1), _plan(phase2)]
     _print_plan(phases, jobs, args.tier, args.records)
     if args.dry_run:
@@ -268,11 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not todo:
             continue
         try:
-            run.check_writable(Path(args.records))
-            run.check_data(todo[0].config, todo[0].cutoff)
+            plan_mod.check_writable(Path(args.records))
+            plan_mod.check_runs_data(todo[:1], progress=not args.no_progress)
         except Exception as e:  # the folder's or the data layer's own message
             print(f"error: {e}", file=sys.stderr)
-            return run.EXIT_USAGE
+            return execute.EXIT_USAGE
         remaining = estimate_seconds(
             [len(todo)] + ([len(phases[1])] if number == 1 else []), args.tier, jobs
         )
@@ -286,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 legs = plan_legs(tier=args.tier, records=args.records, seeds=seeds)[1]
             except ValueError as e:
                 print(f"error: {e}", file=sys.stderr)
-                return run.EXIT_USAGE
+                return execute.EXIT_USAGE
         plan = _plan(legs)  # again: a run may have finished meanwhile
         options = execute.Options(
             argv=("--tier", args.tier, "--seeds", args.seeds, "--records", args.records),
@@ -295,9 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress,
             cache_dir=execute.compilation_cache_dir(todo[0].config),
         )
-        trainer = run._load_trainer() if jobs == 1 or len(todo) == 1 else None
+        trainer = execute.load_trainer() if jobs == 1 or len(todo) == 1 else None
         code = execute.execute(plan, options, trainer, jobs=jobs) or code
-        if code == run.EXIT_INTERRUPTED:
+        if code == execute.EXIT_INTERRUPTED:
             return code
         unfinished = [
             r.label
@@ -310,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "fine-tuned from it; see above, then rerun the same command.",
                 file=sys.stderr,
             )
-            return run.EXIT_FAILED
+            return execute.EXIT_FAILED
     if args.no_report:
         return code
     from experiments import report
@@ -322,5 +323,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run.configure_process()
+    xla.configure_process()
     sys.exit(main())

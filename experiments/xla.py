@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib import metadata
 
 __all__ = ["backend_started", "configure_cpu", "cpu_flags"]
 
@@ -82,3 +83,17 @@ def configure_cpu(threads: int = 1, *, ynnpack: bool = False, pin: bool = True) 
             os.sched_setaffinity(0, allowed[: int(threads)])
     os.environ["XLA_FLAGS"] = " ".join(current + missing)
     return os.environ["XLA_FLAGS"]
+
+
+def accelerator_installed() -> bool:
+    """Whether a JAX GPU or TPU plugin is installed (asked without starting JAX)."""
+    names = {dist.metadata["Name"].lower().replace("_", "-") for dist in metadata.distributions()}
+    return any(n.startswith(("jax-cuda", "jax-rocm", "libtpu")) for n in names)
+
+
+def configure_process() -> None:
+    """For the command line, before anything starts JAX: on a CPU machine this process trains on
+    one core with one XLA thread, as each --jobs worker does, so a run's numbers do not depend
+    on --jobs (experiments.xla; workers still get the cores the process started with)."""
+    if not accelerator_installed() and not backend_started():
+        configure_cpu(threads=1)

@@ -21,9 +21,9 @@ def main() -> int:
     args = parser.parse_args()
     run_args = args.run_args[1:] if args.run_args[:1] == ["--"] else args.run_args
 
-    from experiments import run, train
+    from experiments import run, train, xla
 
-    run.configure_process()  # the CPU settings `python -m experiments.run` starts with
+    xla.configure_process()  # the CPU settings `python -m experiments.run` starts with
 
     if args.interrupt_at_step is not None:
         train.train_and_evaluate = functools.partial(

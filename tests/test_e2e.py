@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import records
+from experiments import execute, records
 from experiments import run as run_mod
 
 pytestmark = pytest.mark.slow
@@ -51,16 +51,16 @@ def test_train_interrupt_resume_report(tmp_path, monkeypatch, capsys):
     from experiments.train import Interrupted, train_and_evaluate
 
     interrupting = functools.partial(train_and_evaluate, interrupt_at_step=reference["steps"] - 5)
-    monkeypatch.setattr(run_mod, "_load_trainer", lambda: (interrupting, Interrupted))
+    monkeypatch.setattr(execute, "load_trainer", lambda: (interrupting, Interrupted))
     args = [*none_args, "--output-dir", str(resumed)]
-    assert run_mod.main(args) == run_mod.EXIT_INTERRUPTED
+    assert run_mod.main(args) == execute.EXIT_INTERRUPTED
     assert "rerunning the same command" in capsys.readouterr().err
     workdir = resumed / "catalog_none/none/cutoff6/seed0"
     assert not (workdir / "record.json").exists()
     assert any((workdir / "checkpoints").iterdir())
 
     # 3. Rerunning the same command resumes and ends with exactly the reference metrics.
-    monkeypatch.setattr(run_mod, "_load_trainer", lambda: (train_and_evaluate, Interrupted))
+    monkeypatch.setattr(execute, "load_trainer", lambda: (train_and_evaluate, Interrupted))
     assert run_mod.main(args) == 0
     result = _record(resumed, "catalog_none", "none")
     assert result["status"] == "finished" and result["steps"] == reference["steps"]

@@ -86,3 +86,58 @@ def test_jobs_must_be_a_positive_number(capsys):
     with pytest.raises(SystemExit):
         run_mod.main([*COMMAND, "--jobs", "0"])
     assert "expected a whole number >= 1" in capsys.readouterr().err
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _in_session(session: int) -> list[int]:
+    """The live processes of a session (the command and everything it started)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_stop_with_their_killed_parent_and_the_rerun_resumes(tmp_path):
+    """`kill -9` of the parent of a --jobs 2 invocation: both workers checkpoint and exit within
+    seconds (no process of the command lives on), and the same command resumes both runs."""
+    output_dir, cache = tmp_path / "runs", tmp_path / "cache"
+    job = _cli(output_dir, "--jobs", "2", "--set", "num_epochs=60", cache=cache)
+    survivors: list[int] = []
+    try:
+        runs = [output_dir / f"catalog_none/none/cutoff6/seed{seed}" for seed in (0, 1)]
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not all(
+            any((run / "checkpoints").glob("[0-9]*")) for run in runs
+        ):
+            assert job.poll() is None, job.stdout.read()
+            time.sleep(0.5)
+        workers = [json.loads((run / ".lock").read_text())["pid"] for run in runs]
+        assert job.pid not in workers and all(_alive(pid) for pid in workers)
+        os.kill(job.pid, signal.SIGKILL)
+        job.wait()
+        deadline = time.monotonic() + 120  # a bound on a hang, not a timing
+        while time.monotonic() < deadline and _in_session(job.pid):
+            time.sleep(0.5)
+        survivors = _in_session(job.pid)
+        assert survivors == [], "processes outlived the command"
+    finally:
+        for pid in survivors:
+            os.kill(pid, signal.SIGKILL)
+    resumed = _cli(output_dir, "--jobs", "2", "--set", "num_epochs=60", cache=cache)
+    out, _ = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, out
+    assert "locked" not in out and out.count("resume") >= 2, out

@@ -344,7 +344,7 @@ def test_gpu_photo_configs_take_the_recipe_only_with_init_from(name, tmp_path):
 
 
 def test_the_command_line_applies_the_recipe(tmp_path, monkeypatch):
-    from experiments import pretrained, run
+    from experiments import plan, pretrained, run
 
     # A suite checkpoint step folder. Validation opens and checks a real source against the
     # network (tests/test_pretrained.py); this empty stand-in only names one, so that check is
@@ -353,7 +353,7 @@ def test_the_command_line_applies_the_recipe(tmp_path, monkeypatch):
     step = tmp_path / "run" / "checkpoints" / "7"
     (step / "state").mkdir(parents=True)
     argv = ["--config", "archetype_proposed_gpu", "--set", f"model.init_from={step}"]
-    config, origin, runs = run.resolve_config(run.parse_args(argv))
+    config, origin, runs = plan.resolve_config(run.parse_args(argv))
     assert config.backbone_lr_scale == 0.1 and origin["backbone_lr_scale"] == "--set"
     assert all(r.config.freeze_backbone_epochs == 2.0 for r in runs)
     assert isinstance(run.parse_args(argv), argparse.Namespace)

@@ -80,7 +80,7 @@ def test_lock_is_released_on_exit_and_on_an_exception(tmp_path):
 
 
 def test_cli_skips_a_locked_run_touches_nothing_and_exits_1(holder, monkeypatch, capsys):
-    from experiments import records
+    from experiments import execute, plan, records
     from experiments import run as run_mod
 
     directory, child = holder
@@ -92,8 +92,8 @@ def test_cli_skips_a_locked_run_touches_nothing_and_exits_1(holder, monkeypatch,
         return {"status": "finished", "failure": None, "data": None, "curves": [], "val": None,
                 "test": None, "wall_time_s": 1.0, "images_per_s": 1.0, "steps": 1}  # fmt: skip
 
-    monkeypatch.setattr(run_mod, "_load_trainer", lambda: (trainer, KeyboardInterrupt))
-    monkeypatch.setattr(run_mod, "check_data", lambda config, cutoff: None)
+    monkeypatch.setattr(execute, "load_trainer", lambda: (trainer, KeyboardInterrupt))
+    monkeypatch.setattr(plan, "check_data", lambda config, cutoff, **kw: None)
     monkeypatch.setattr(records, "environment", lambda: {})
     # The holder's folder is catalog_none/none/cutoff6/seed0 below output_dir.
     assert directory.relative_to(output_dir).as_posix() == "catalog_none/none/cutoff6/seed0"
@@ -103,7 +103,7 @@ def test_cli_skips_a_locked_run_touches_nothing_and_exits_1(holder, monkeypatch,
     argv = ["--config", "catalog_none", "--cutoffs", "6", "--seeds", "0,1", "--force"]
     code = run_mod.main([*argv, "--output-dir", str(output_dir), "--no-progress"])
     err = capsys.readouterr().err
-    assert code == run_mod.EXIT_FAILED
+    assert code == execute.EXIT_FAILED
     assert [c[0] for c in calls] == [1]  # seed 0 is locked; seed 1 ran
     (line,) = [x for x in err.splitlines() if "is in use by" in x]
     assert str(directory) in line and f"pid {child.pid}" in line
@@ -129,7 +129,7 @@ def test_two_cli_processes_on_one_folder_one_runs_one_is_refused(tmp_path):
     script = textwrap.dedent(
         """
         import sys, time
-        from experiments import records, run
+        from experiments import execute, plan, records, run
         def trainer(config, *, seed, cutoff, workdir, progress=True):
             print("training", flush=True)
             release = workdir.parents[3] / "release"
@@ -140,8 +140,8 @@ def test_two_cli_processes_on_one_folder_one_runs_one_is_refused(tmp_path):
             return {"status": "finished", "failure": None, "data": None, "curves": [],
                     "val": None, "test": None, "wall_time_s": 3.0, "images_per_s": 1.0,
                     "steps": 1}
-        run._load_trainer = lambda: (trainer, KeyboardInterrupt)
-        run.check_data = lambda config, cutoff: None
+        execute.load_trainer = lambda: (trainer, KeyboardInterrupt)
+        plan.check_data = lambda config, cutoff, **kw: None
         records.environment = lambda: {}
         sys.exit(run.main(sys.argv[1:]))
         """

@@ -108,6 +108,7 @@ def test_without_the_extra_a_tfds_task_stops_at_once_with_the_install_command(
 ):
     import sys
 
+    from experiments import execute
     from experiments import run as run_mod
     from experiments.data import tfds_source
 
@@ -116,7 +117,7 @@ def test_without_the_extra_a_tfds_task_stops_at_once_with_the_install_command(
         tfds_source.load_tfds(dataset="voc/2007")
     for config in ("voc_mlt_proposed", "coco_mlt_none", "tfds_proposed"):
         code = run_mod.main(["--config", config, "--tier", "smoke", "--output-dir", str(tmp_path)])
-        assert code == run_mod.EXIT_USAGE
+        assert code == execute.EXIT_USAGE
         assert 'pip install -e ".[tfds]"' in capsys.readouterr().err
     assert not any(tmp_path.rglob("record.json"))
 

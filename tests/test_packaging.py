@@ -1,8 +1,8 @@
 """What a fresh clone and the published wheel hold.
 
-- The README's first command runs on the embedded data: its config, at the smoke tier, from a copy
-  of the checkout's files (what `git clone` gives), with every system-wide data location hidden,
-  trains and records that Fashion-MNIST came from the repository.
+- The README's first command runs on the embedded data: its comparison, at the smoke tier, from a
+  copy of the checkout's files (what `git clone` gives), with every system-wide data location
+  hidden, trains and records that Fashion-MNIST came from the repository.
 - The core wheel (`pip install ltweights`, no extras) carries the library only, not the data,
   and its `py.typed` marker.
 """
@@ -53,7 +53,7 @@ def readme_main_command() -> list[str]:
     blocks = re.findall(r"```bash\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
     first = blocks[0].strip()
     install, _, command = first.partition(" && ")
-    assert "pip install" in install and command.startswith("python3 -m experiments.run"), first
+    assert "pip install" in install and command.startswith("python3 -m experiments."), first
     return shlex.split(command)
 
 
@@ -61,17 +61,18 @@ def readme_main_command() -> list[str]:
 def test_readme_main_command_runs_on_the_embedded_data(tmp_path):
     clone = _copy_checkout(tmp_path / "clone")
     argv = readme_main_command()
-    assert "--config" in argv and "--tier" not in argv
-    # Smoke tier and a single beta keep this to seconds; the config and data are the command's.
+    assert argv[:3] == ["python3", "-m", "experiments.compare"] and "--tier" not in argv
+    # Smoke tier and two methods keep this to seconds; the task and data are the command's.
     argv = [sys.executable, *argv[1:], "--tier", "smoke", "--no-progress"]
-    argv += ["--output-dir", str(tmp_path / "runs"), "--set", "scheme_params.beta=0.99"]
+    argv += ["--output-dir", str(tmp_path / "runs"), "--methods", "none,inverse"]
     env = {k: v for k, v in os.environ.items() if k not in ("LTWEIGHTS_DATA", "PYTHONPATH")} | {
         "LTWEIGHTS_NO_SYSTEM_DATA": "1",  # no Debian folder, no cache copy, no download
         "LTWEIGHTS_CACHE": str(tmp_path / "empty-cache"),
     }
     done = subprocess.run(argv, cwd=clone, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (record_path,) = (tmp_path / "runs").rglob("record.json")
+    assert "The comparison" in done.stdout and "python -m experiments.report" in done.stdout
+    record_path, _ = sorted((tmp_path / "runs").rglob("record.json"))
     record = json.loads(record_path.read_text(encoding="utf-8"))
     assert record["status"] == "finished"
     sources = _fashion_mnist_sources(record["data"])

@@ -22,7 +22,7 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from experiments import records  # noqa: E402
+from experiments import execute, records  # noqa: E402
 from experiments import run as run_mod  # noqa: E402
 from experiments.configs import get_config, validate  # noqa: E402
 from experiments.models import create_model  # noqa: E402
@@ -263,7 +263,7 @@ def test_init_from_a_torchvision_file_and_then_from_that_run(tmp_path, monkeypat
 
     # The source run's padding is checked against the config's (from its record).
     capsys.readouterr()
-    assert _smoke(tmp_path / "c", *shape, f"model.init_from={run_a}") == run_mod.EXIT_USAGE
+    assert _smoke(tmp_path / "c", *shape, f"model.init_from={run_a}") == execute.EXIT_USAGE
     assert "trained with model.padding='torchvision'" in capsys.readouterr().err
 
 
@@ -355,7 +355,7 @@ def test_a_pth_that_holds_no_weights_stops_before_any_run(tmp_path, capsys, cont
     out = tmp_path / "runs"
     shape = ["model.stage_sizes=[1]", "model.num_filters=4", "model.small_input=False"]
     code = _smoke(out, *shape, "model.padding=torchvision", f"model.init_from={path}")
-    assert code == run_mod.EXIT_USAGE
+    assert code == execute.EXIT_USAGE
     err = capsys.readouterr().err
     assert f"  model.init_from: {str(path)!r} {problem}" in err, err
     assert "Traceback" not in err and len(err.splitlines()) < 8, err

@@ -1013,3 +1013,12 @@ def test_ap_difference_pairs_labels_and_seeds(tmp_path):
     ceiling = report.ap_difference_by_frequency(group, "balanced", 6)
     assert [(n, k) for n, _, k in ceiling] == [(6, 1), (20, 1), (60, 1), (300, 1)]
     assert [d for _, d, _ in ceiling] == pytest.approx([0.8, 0.6, 0.4, 0.1])
+
+
+def test_counts_in_the_report_agree_with_their_number(tmp_path):
+    write_record(tmp_path / "runs", make_record())
+    out = tmp_path / "R.md"
+    assert report.main(["--records", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "1 variant, cut-offs 6, 1 seed with finished runs; 1 finished run." in text
+    assert "1 seeds" not in text

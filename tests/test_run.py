@@ -9,8 +9,9 @@ import re
 import ml_collections
 import pytest
 
-from experiments import configs, execute, methods, records
+from experiments import configs, execute, methods, plan, records
 from experiments import run as run_mod
+from experiments import runs as runs_mod
 from experiments.configs import overrides
 
 RECORD_KEYS = set(records.SCHEMA_KEYS)
@@ -40,11 +41,11 @@ def test_atomic_open_replaces_whole_or_not_at_all(tmp_path):
 
 
 def test_parse_int_list():
-    assert run_mod.parse_int_list("0") == [0]
-    assert run_mod.parse_int_list("6, 12,25") == [6, 12, 25]
+    assert plan.parse_int_list("0") == [0]
+    assert plan.parse_int_list("6, 12,25") == [6, 12, 25]
     for bad in ("", "a", "1,b", "1.5"):
         with pytest.raises(ValueError, match="integer"):
-            run_mod.parse_int_list(bad)
+            plan.parse_int_list(bad)
 
 
 @pytest.mark.parametrize(
@@ -62,6 +63,16 @@ def test_parse_int_list():
 )
 def test_parse_override(text, expected):
     assert overrides.parse_override(text) == expected
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-inf", "NaN", "1e999", "[1, 1e999]"])
+def test_non_finite_numbers_are_refused_plainly(raw, capsys):
+    with pytest.raises(ValueError, match=r"is not a finite number.*learning_rate=0\.001"):
+        overrides.parse_override(f"learning_rate={raw}")
+    with pytest.raises(SystemExit):
+        run_mod.main(["--config", "catalog_none", "--dry-run", "--set", f"learning_rate={raw}"])
+    err = capsys.readouterr().err
+    assert "not a finite number" in err and "cannot be casted" not in err
 
 
 @pytest.mark.parametrize("bad", ["num_epochs", "=5", ""])
@@ -113,7 +124,7 @@ def test_setting_a_swept_field_fixes_it():
     config = configs.get_config("catalog_proposed")
     new = overrides.apply_overrides(config, [("scheme_params.beta", 0.99)])
     assert overrides.sweep_axes(new) == []
-    runs = run_mod.expand_runs(new)
+    runs = runs_mod.expand_runs(new)
     assert {r.variant for r in runs} == {"proposed(beta=0.99)"} and len(runs) == 2 * 5
 
 
@@ -121,7 +132,7 @@ def test_sweep_override_adds_a_sweep():
     config = configs.get_config("catalog_class_balanced")
     new = overrides.apply_overrides(config, [("sweep.scheme_params.beta", [0.99, 0.9999])])
     assert overrides.sweep_axes(new) == [("scheme_params.beta", [0.99, 0.9999])]
-    assert len(run_mod.expand_runs(new)) == 2 * 2 * 5  # betas x cut-offs x seeds
+    assert len(runs_mod.expand_runs(new)) == 2 * 2 * 5  # betas x cut-offs x seeds
     with pytest.raises(ValueError, match=r"no field 'scheme_params\.bta'"):
         overrides.apply_overrides(config, [("sweep.scheme_params.bta", [0.9])])
 
@@ -136,15 +147,15 @@ def test_sweep_override_adds_a_sweep():
 )
 def test_expand_runs_counts(name, num_variants):
     config = configs.get_config(name)
-    runs = run_mod.expand_runs(config)
+    runs = runs_mod.expand_runs(config)
     assert len(runs) == num_variants * 2 * 5  # cut-offs 6 and 25, seeds 0-4
     assert len({r.workdir for r in runs}) == len(runs)
-    assert len(run_mod.expand_runs(config, seeds=[0], cutoffs=[6])) == num_variants
-    assert len(run_mod.expand_runs(config, seeds=[1, 2], cutoffs=[6, 50])) == num_variants * 4
+    assert len(runs_mod.expand_runs(config, seeds=[0], cutoffs=[6])) == num_variants
+    assert len(runs_mod.expand_runs(config, seeds=[1, 2], cutoffs=[6, 50])) == num_variants * 4
 
 
 def test_expand_runs_applies_each_beta_to_its_run():
-    runs = run_mod.expand_runs(configs.get_config("catalog_proposed"), seeds=[0], cutoffs=[6])
+    runs = runs_mod.expand_runs(configs.get_config("catalog_proposed"), seeds=[0], cutoffs=[6])
     assert [r.config.scheme_params.beta for r in runs] == [0.99, 0.999]
     assert [r.variant for r in runs] == ["proposed(beta=0.99)", "proposed(beta=0.999)"]
 
@@ -159,7 +170,7 @@ def test_two_swept_fields_give_their_product():
             ("variant", "focal(gamma={loss_params.gamma:g},lr={learning_rate:g})"),
         ],
     )
-    runs = run_mod.expand_runs(config, seeds=[0], cutoffs=[6])
+    runs = runs_mod.expand_runs(config, seeds=[0], cutoffs=[6])
     pairs = {(r.config.loss_params.gamma, r.config.learning_rate) for r in runs}
     assert pairs == {(g, lr) for g in (0.0, 1.0, 2.0) for lr in (1e-3, 3e-3)}
 
@@ -168,43 +179,43 @@ def test_variants_that_share_a_folder_are_rejected():
     config = configs.get_config("catalog_proposed")
     config = overrides.apply_overrides(config, [("variant", "proposed")])
     with pytest.raises(ValueError, match="share the folder"):
-        run_mod.expand_runs(config)
+        runs_mod.expand_runs(config)
 
 
 def test_bad_sweeps_and_selections_are_errors():
     config = configs.get_config("catalog_none")
     with pytest.raises(ValueError, match="non-empty list"):
-        run_mod.expand_runs(overrides.apply_overrides(config, [("sweep.learning_rate", [])]))
+        runs_mod.expand_runs(overrides.apply_overrides(config, [("sweep.learning_rate", [])]))
     with pytest.raises(ValueError, match="without repeats"):
-        run_mod.expand_runs(config, seeds=[0, 0])
+        runs_mod.expand_runs(config, seeds=[0, 0])
     with pytest.raises(ValueError, match=">= 1"):
-        run_mod.expand_runs(config, cutoffs=[0])
+        runs_mod.expand_runs(config, cutoffs=[0])
     with pytest.raises(ValueError, match="does not format"):
-        run_mod.expand_runs(overrides.apply_overrides(config, [("variant", "{nope}")]))
+        runs_mod.expand_runs(overrides.apply_overrides(config, [("variant", "{nope}")]))
 
 
 def test_variant_slug_and_run_dir():
-    assert run_mod.variant_slug("proposed(beta=0.999)") == "proposed-beta-0.999"
-    assert run_mod.variant_slug("focal(gamma=2)") == "focal-gamma-2"
-    assert run_mod.variant_slug("inverse_sqrt") == "inverse_sqrt"
-    path = run_mod.run_dir("runs", "catalog_proposed", "proposed(beta=0.9)", 6, 2)
+    assert runs_mod.variant_slug("proposed(beta=0.999)") == "proposed-beta-0.999"
+    assert runs_mod.variant_slug("focal(gamma=2)") == "focal-gamma-2"
+    assert runs_mod.variant_slug("inverse_sqrt") == "inverse_sqrt"
+    path = runs_mod.run_dir("runs", "catalog_proposed", "proposed(beta=0.9)", 6, 2)
     assert path.as_posix() == "runs/catalog_proposed/proposed-beta-0.9/cutoff6/seed2"
     with pytest.raises(ValueError, match="empty folder name"):
-        run_mod.variant_slug("()")
+        runs_mod.variant_slug("()")
 
 
 def test_every_config_expands_to_distinct_report_rows():
     for name in configs.list_configs():
-        runs = run_mod.expand_runs(configs.get_config(name), seeds=[0], cutoffs=[6])
+        runs = runs_mod.expand_runs(configs.get_config(name), seeds=[0], cutoffs=[6])
         assert len({r.variant for r in runs}) == len(runs), name
 
 
 def test_config_differences_ignores_locations_and_selection():
     a = {"tier": "cpu", "output_dir": "runs", "data": {"data_dir": None, "seed": 0}, "seeds": [0]}
     b = {"tier": "cpu", "output_dir": "x", "data": {"data_dir": "/d", "seed": 0}, "seeds": [1]}
-    assert run_mod.config_differences(a, b) == []
+    assert runs_mod.config_differences(a, b) == []
     c = {**b, "tier": "smoke", "data": {"data_dir": None, "seed": 1}}
-    assert run_mod.config_differences(a, c) == ["data.seed", "tier"]
+    assert runs_mod.config_differences(a, c) == ["data.seed", "tier"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,8 +258,8 @@ class StubTrainer:
 @pytest.fixture
 def stub(monkeypatch):
     trainer = StubTrainer()
-    monkeypatch.setattr(run_mod, "_load_trainer", lambda: (trainer, StubInterrupted))
-    monkeypatch.setattr(run_mod, "check_data", lambda config, cutoff: None)
+    monkeypatch.setattr(execute, "load_trainer", lambda: (trainer, StubInterrupted))
+    monkeypatch.setattr(plan, "check_data", lambda config, cutoff, **kw: None)
     monkeypatch.setattr(records, "environment", lambda: {"packages": {}, "git_commit": None})
     return trainer
 
@@ -277,6 +288,25 @@ def test_cli_runs_every_run_and_writes_complete_records(tmp_path, stub, capsys):
     assert "test mAP" in out and out.count("finished") >= 8  # closing summary table
 
 
+def test_each_finished_run_prints_its_numbers_with_their_names(tmp_path, stub, capsys):
+    assert cli(tmp_path, "--config", "catalog_none", "--seeds", "1", "--cutoffs", "6") == 0
+    out = capsys.readouterr().out
+    assert "finished: test mAP 0.510, tail mAP 0.300, macro-F1 0.400, time 1s" in out
+
+
+def test_library_warnings_stay_out_of_a_runs_output(tmp_path, stub, capsys, caplog):
+    import logging
+
+    def noisy(config, **kw):
+        logging.getLogger("absl").warning("Waiting for previous save to complete")
+        return stub(config, **kw)
+
+    execute.load_trainer = lambda: (noisy, StubInterrupted)  # undone by the stub fixture
+    assert cli(tmp_path, "--config", "catalog_none", "--seeds", "0", "--cutoffs", "6") == 0
+    captured = capsys.readouterr()
+    assert "Waiting for previous save" not in captured.out + captured.err + caplog.text
+
+
 def test_cli_skips_finished_runs_and_force_reruns_them(tmp_path, stub, capsys):
     args = ("--config", "catalog_none", "--seeds", "0", "--cutoffs", "6,12")
     assert cli(tmp_path, *args) == 0 and len(stub.calls) == 2
@@ -295,7 +325,7 @@ def test_cli_records_a_failed_run_and_continues(tmp_path, stub, capsys):
     stub.fail = {(6, 1)}
     stub.nan = {(6, 2)}
     three = ("--config", "catalog_none", "--cutoffs", "6", "--seeds", "0,1,2")
-    assert cli(tmp_path, *three) == run_mod.EXIT_FAILED
+    assert cli(tmp_path, *three) == execute.EXIT_FAILED
     assert [c[2] for c in stub.calls] == [0, 1, 2]
     by_seed = {r["seed"]: r for r in records.load_records(tmp_path)}
     assert by_seed[0]["status"] == "finished"
@@ -312,7 +342,7 @@ def test_cli_records_a_failed_run_and_continues(tmp_path, stub, capsys):
 def test_cli_interrupt_exits_130_and_the_same_command_resumes(tmp_path, stub, capsys):
     stub.interrupt = {(6, 1)}
     args = ("--config", "catalog_none", "--cutoffs", "6", "--seeds", "0,1,2", "--force")
-    assert cli(tmp_path, *args) == run_mod.EXIT_INTERRUPTED
+    assert cli(tmp_path, *args) == execute.EXIT_INTERRUPTED
     err = capsys.readouterr().err
     assert "rerunning the same command" in err and "--force" not in err.split("command:")[1]
     workdir = tmp_path / "catalog_none/none/cutoff6/seed1"
@@ -328,7 +358,7 @@ def test_cli_refuses_a_finished_record_from_another_config(tmp_path, stub, capsy
     assert cli(tmp_path, *args, "--tier", "smoke") == 0
     path = tmp_path / "catalog_none/none/cutoff6/seed0/record.json"
     before = path.read_text()
-    assert cli(tmp_path, *args) == run_mod.EXIT_FAILED
+    assert cli(tmp_path, *args) == execute.EXIT_FAILED
     assert "different config" in capsys.readouterr().out and "tier" in path.read_text()
     assert path.read_text() == before and len(stub.calls) == 1
     assert cli(tmp_path, *args, "--force") == 0
@@ -351,11 +381,11 @@ def test_cli_list(capsys):
 
 
 def test_cli_usage_errors(tmp_path, stub, capsys):
-    assert cli(tmp_path, "--config", "catalog_propsed") == run_mod.EXIT_USAGE
+    assert cli(tmp_path, "--config", "catalog_propsed") == execute.EXIT_USAGE
     assert "catalog_proposed" in capsys.readouterr().err
-    assert cli(tmp_path, "--config", "catalog_none", "--set", "epochs=3") == run_mod.EXIT_USAGE
+    assert cli(tmp_path, "--config", "catalog_none", "--set", "epochs=3") == execute.EXIT_USAGE
     assert "num_epochs" in capsys.readouterr().err
-    assert cli(tmp_path) == run_mod.EXIT_USAGE
+    assert cli(tmp_path) == execute.EXIT_USAGE
     with pytest.raises(SystemExit):
         cli(tmp_path, "--config", "catalog_none", "--seeds", "x")
     assert stub.calls == []
@@ -366,7 +396,7 @@ def test_fashionpedia_configs_fail_fast_naming_the_embedded_config(
     task, tmp_path, monkeypatch, capsys
 ):
     trainer = StubTrainer()
-    monkeypatch.setattr(run_mod, "_load_trainer", lambda: (trainer, StubInterrupted))
+    monkeypatch.setattr(execute, "load_trainer", lambda: (trainer, StubInterrupted))
     monkeypatch.delenv("LTWEIGHTS_DATA", raising=False)
     empty = tmp_path / "no_fashionpedia"
     empty.mkdir()
@@ -383,7 +413,7 @@ def test_fashionpedia_configs_fail_fast_naming_the_embedded_config(
         ]
     )
     err = capsys.readouterr().err
-    assert code == run_mod.EXIT_USAGE and trainer.calls == []
+    assert code == execute.EXIT_USAGE and trainer.calls == []
     assert "Fashionpedia" in err  # the data layer's own message: how to get it
     assert "python -m experiments.run --config catalog_proposed" in err
     assert not (tmp_path / "runs").exists()
@@ -395,13 +425,13 @@ def test_compilation_cache_is_scoped_to_the_invocation(tmp_path):
 
     assert jax.config.jax_compilation_cache_dir is None
     before = jax.config.jax_persistent_cache_min_compile_time_secs
-    with run_mod.compilation_cache(tmp_path / "jax"):
+    with execute.compilation_cache(tmp_path / "jax"):
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "jax")
         jax.jit(lambda x: x * 3.0 + 1.0)(jnp.ones(3)).block_until_ready()
     assert any((tmp_path / "jax").iterdir())  # compiled executables were stored
     assert jax.config.jax_compilation_cache_dir is None
     assert jax.config.jax_persistent_cache_min_compile_time_secs == before
-    with run_mod.compilation_cache(None):  # disabled: nothing changes
+    with execute.compilation_cache(None):  # disabled: nothing changes
         assert jax.config.jax_compilation_cache_dir is None
 
 
@@ -418,7 +448,7 @@ def test_compilation_cache_recovers_entries_an_unbounded_cache_wrote(tmp_path):
     (folder / "jit_old-0123-cache").write_bytes(b"an executable from an unbounded cache")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "Error writing persistent compilation cache entry"
-        with run_mod.compilation_cache(folder):
+        with execute.compilation_cache(folder):
             jax.jit(lambda x: x * 5.0 - 2.0)(jnp.ones(4)).block_until_ready()
     assert (folder / "jit_old-0123-atime").is_file()
     written = {p.name for p in folder.glob("*-cache")} - {"jit_old-0123-cache"}
@@ -434,13 +464,13 @@ def test_added_config_fields_at_their_default_match_records_written_before_them(
     old = json.loads(json.dumps(configs.get_config("catalog_none").to_dict()))
     new = json.loads(json.dumps(old))
     new["model"]["new_option"] = "off"
-    assert run_mod.config_differences(old, new) == ["model.new_option"]
+    assert runs_mod.config_differences(old, new) == ["model.new_option"]
     before = checkpoints.run_fingerprint(old, 0, 6, [6, 7])
     monkeypatch.setitem(records.ADDED_FIELD_DEFAULTS, "model.new_option", "off")
-    assert run_mod.config_differences(old, new) == []
+    assert runs_mod.config_differences(old, new) == []
     assert checkpoints.run_fingerprint(new, 0, 6, [6, 7]) == before
     new["model"]["new_option"] = "on"  # a non-default value is a real difference
-    assert run_mod.config_differences(old, new) == ["model.new_option"]
+    assert runs_mod.config_differences(old, new) == ["model.new_option"]
     assert checkpoints.run_fingerprint(new, 0, 6, [6, 7]) != before
 
 

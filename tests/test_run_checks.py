@@ -8,8 +8,9 @@ import shlex
 
 import pytest
 
-from experiments import configs, records
+from experiments import configs, execute, plan, records
 from experiments import run as run_mod
+from experiments import runs as runs_mod
 from experiments.configs import validate
 
 # ---------------------------------------------------------------------------------------------
@@ -30,12 +31,12 @@ from experiments.configs import validate
 def test_config_errors_are_refused_before_any_run(tmp_path, capsys, monkeypatch, args, expected,
                                                   dry_run):  # fmt: skip
     calls = []
-    monkeypatch.setattr(run_mod, "_load_trainer", lambda: calls.append(1))
-    monkeypatch.setattr(run_mod, "check_data", lambda *a: calls.append(2))
+    monkeypatch.setattr(execute, "load_trainer", lambda: calls.append(1))
+    monkeypatch.setattr(plan, "check_data", lambda *a, **kw: calls.append(2))
     name = "catalog_focal" if "gama" in args[-1] else "catalog_class_balanced"
     argv = ["--config", name, "--output-dir", str(tmp_path / "out"), *args]
     code = run_mod.main([*argv, "--dry-run"] if dry_run else argv)
-    assert code == run_mod.EXIT_USAGE
+    assert code == execute.EXIT_USAGE
     assert expected in capsys.readouterr().err
     assert calls == [] and not (tmp_path / "out").exists()
 
@@ -76,7 +77,7 @@ def test_an_unknown_field_deep_in_a_fixed_block_is_refused():
 def test_sweep_values_are_validated_too(tmp_path, capsys):
     argv = ["--config", "catalog_proposed", "--dry-run", "--output-dir", str(tmp_path)]
     code = run_mod.main([*argv, "--set", "sweep.scheme_params.beta=[0.9,2.0]"])
-    assert code == run_mod.EXIT_USAGE and "got 2.0" in capsys.readouterr().err
+    assert code == execute.EXIT_USAGE and "got 2.0" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,20 +87,20 @@ def test_sweep_values_are_validated_too(tmp_path, capsys):
 @pytest.mark.parametrize("where", ["is_a_file", "under_a_file"])
 def test_unwritable_output_dir_is_one_line_before_data_loads(tmp_path, capsys, monkeypatch, where):
     loaded = []
-    monkeypatch.setattr(run_mod, "check_data", lambda *a: loaded.append(1))
+    monkeypatch.setattr(plan, "check_data", lambda *a, **kw: loaded.append(1))
     blocker = tmp_path / "file"
     blocker.write_text("x")
     output_dir = blocker if where == "is_a_file" else blocker / "runs"
     code = run_mod.main(["--config", "catalog_none_smoke", "--output-dir", str(output_dir)])
     err = capsys.readouterr().err.strip()
-    assert code == run_mod.EXIT_USAGE and loaded == []
+    assert code == execute.EXIT_USAGE and loaded == []
     assert err.count("\n") == 0 and "Traceback" not in err
     assert f"output directory {output_dir} is not writable" in err and "--output-dir" in err
     assert blocker.read_text() == "x"
 
 
 def test_check_writable_leaves_nothing_behind(tmp_path):
-    run_mod.check_writable(tmp_path / "a" / "b")
+    plan.check_writable(tmp_path / "a" / "b")
     assert list(tmp_path.iterdir()) == []  # the missing folder is not created, the probe gone
 
 
@@ -108,8 +109,8 @@ def test_check_writable_leaves_nothing_behind(tmp_path):
 
 
 def _stub(monkeypatch, trainer):
-    monkeypatch.setattr(run_mod, "_load_trainer", lambda: (trainer, KeyboardInterrupt))
-    monkeypatch.setattr(run_mod, "check_data", lambda config, cutoff: None)
+    monkeypatch.setattr(execute, "load_trainer", lambda: (trainer, KeyboardInterrupt))
+    monkeypatch.setattr(plan, "check_data", lambda config, cutoff, **kw: None)
     monkeypatch.setattr(records, "environment", lambda: {})
 
 
@@ -128,7 +129,7 @@ def test_a_failed_run_names_the_command_that_restarts_just_it(tmp_path, monkeypa
     _stub(monkeypatch, trainer)
     argv = ["--config", "catalog_proposed", "--cutoffs", "6", "--seeds", "0,1"]
     argv += ["--output-dir", str(tmp_path), "--no-progress"]
-    assert run_mod.main(argv) == run_mod.EXIT_FAILED
+    assert run_mod.main(argv) == execute.EXIT_FAILED
     err = capsys.readouterr().err
     workdir = tmp_path / "catalog_proposed/proposed-beta-0.99/cutoff6/seed1"
     record = records.load_record(workdir / "record.json")
@@ -199,13 +200,15 @@ def test_finished_v1_records_are_skipped_not_rerun(tmp_path, monkeypatch, capsys
     argv = ["--config", name, "--seeds", "0", "--cutoffs", "6", "--output-dir", str(tmp_path)]
     config = configs.get_config(name)
     config.output_dir = str(tmp_path)
-    for run in run_mod.expand_runs(config, seeds=[0], cutoffs=[6]):
+    for run in runs_mod.expand_runs(config, seeds=[0], cutoffs=[6]):
         run.workdir.mkdir(parents=True)
-        records.atomic_write_json(run.record_path, _v1_record(run_mod.json_safe_config(run.config)))
+        records.atomic_write_json(
+            run.record_path, _v1_record(runs_mod.json_safe_config(run.config))
+        )
     assert run_mod.main([*argv, "--no-progress"]) == 0
     assert calls == [] and "--force reruns it" in capsys.readouterr().out
     # ...but a v1 record of another recipe is still a conflict.
-    assert run_mod.main([*argv, "--no-progress", "--set", "num_epochs=3"]) == run_mod.EXIT_FAILED
+    assert run_mod.main([*argv, "--no-progress", "--set", "num_epochs=3"]) == execute.EXIT_FAILED
 
 
 def test_load_record_reads_v1_and_v2_and_refuses_others(tmp_path):
@@ -233,3 +236,75 @@ def test_show_config_names_the_layer_of_each_field(tmp_path, capsys):
     assert lines["data.image_size"].endswith("# task")
     assert lines["weight_decay"].endswith("# base")
     assert lines["output_dir"].endswith("# --output-dir")
+
+
+# ---------------------------------------------------------------------------------------------
+# --dry-run refuses what a run would refuse, and says what the command selected
+
+
+def test_dry_run_reports_the_runs_selected_not_the_configs_defaults(tmp_path, capsys):
+    args = ["--config", "catalog_proposed", "--seeds", "0", "--cutoffs", "6", "--dry-run"]
+    assert run_mod.main([*args, "--output-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs (2 variants x cut-offs [6] x seeds [0])" in out
+    assert "2 of 2 runs would train" in out and "[6, 25]" not in out
+    assert not any(tmp_path.iterdir())
+
+
+def test_dry_run_refuses_a_cutoff_beyond_the_data(tmp_path, capsys):
+    args = ["--config", "catalog_none", "--seeds", "0", "--cutoffs", "100000", "--dry-run"]
+    assert run_mod.main([*args, "--output-dir", str(tmp_path)]) == execute.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "cutoff=100000" in err and "lower the cut-off" in err
+
+
+def test_dry_run_refuses_a_csv_without_its_columns(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_text("img,tags\na.png,x\n", encoding="utf-8")
+    args = ["--config", "csv_none", "--dry-run", "--output-dir", str(tmp_path / "runs")]
+    args += ["--set", f"data.path={catalog}", "--set", f"data.image_root={tmp_path / 'images'}"]
+    assert run_mod.main(args) == execute.EXIT_USAGE
+    assert "lacks the column(s) ['image', 'labels']" in capsys.readouterr().err
+
+
+def test_dry_run_refuses_an_unwritable_output_folder(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    args = ["--config", "catalog_none", "--seeds", "0", "--cutoffs", "6", "--dry-run"]
+    assert run_mod.main([*args, "--output-dir", str(tmp_path / "file" / "runs")]) == 2
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_the_estimate_follows_the_epochs_the_data_and_the_jobs():
+    config = configs.get_config("catalog_none")
+    one = plan.run_seconds(config, num_train=2000, num_val=500)
+    longer = configs.get_config("catalog_none")
+    longer.num_epochs = 2 * config.num_epochs
+    assert plan.run_seconds(longer, 2000, 500) > 1.8 * one
+    assert (
+        plan.run_seconds(config, 4000, 500) > 1.8 * one - plan.THROUGHPUT["cpu", "resnet"].fixed_s
+    )
+    assert plan.run_seconds(configs.get_config("catalog_linear"), 2000, 500) < one / 5
+    assert plan.run_seconds(configs.get_config("catalog_none_gpu"), 2000, 500) is None
+    assert plan.makespan([one] * 4, jobs=1, cores=2) == pytest.approx(4 * one)
+    assert plan.makespan([one] * 4, jobs=2, cores=2) == pytest.approx(2 * one)
+    assert plan.makespan([one] * 4, jobs=4, cores=2) == pytest.approx(2 * one)  # cores shared
+    assert plan.makespan([3.0, 1.0, 1.0, 1.0], jobs=2, cores=2) == pytest.approx(3.0)
+
+
+def test_a_cpu_tier_catalog_run_is_estimated_near_its_measured_time():
+    """The committed sweep's records (measured on a 2-core machine) against the estimate of
+    their own config and data: within 2x of each long-tailed run's wall time."""
+    import glob
+    import json
+
+    paths = sorted(glob.glob("results/runs/cpu/catalog_*/*/cutoff6/seed0/record.json"))
+    assert paths
+    for path in paths:
+        record = json.loads(open(path, encoding="utf-8").read())
+        config = configs.get_config(record["config_name"])
+        data = record["data"]
+        expected = plan.run_seconds(config, data["num_train"], data["num_val"])
+        if int(record["config"]["num_epochs"]) != int(config.num_epochs):
+            continue  # a run trained with --set num_epochs
+        assert 0.5 < record["wall_time_s"] / expected < 2.0, (path, expected)

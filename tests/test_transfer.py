@@ -251,7 +251,7 @@ def test_the_cpu_demonstration_keeps_its_24_epochs_and_its_committed_records():
 
 
 def test_fine_tuned_legs_are_validated_once_their_pretraining_has_finished(tmp_path, monkeypatch):
-    from experiments import pretrained, transfer
+    from experiments import plan, pretrained, transfer
     from experiments.atomic import atomic_write_json
 
     # The source below is an empty stand-in for a run's checkpoint; validation opens and checks
@@ -259,10 +259,8 @@ def test_fine_tuned_legs_are_validated_once_their_pretraining_has_finished(tmp_p
     monkeypatch.setattr(pretrained, "source_problems", lambda model_config, **_: [])
     records = str(tmp_path)
     checked = []
-    real = transfer.run.resolve_config
-    monkeypatch.setattr(
-        transfer.run, "resolve_config", lambda args: checked.append(args) or real(args)
-    )
+    real = plan.resolve_config
+    monkeypatch.setattr(plan, "resolve_config", lambda args: checked.append(args) or real(args))
 
     def validated_fine_tuned_legs():
         checked.clear()

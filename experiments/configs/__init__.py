@@ -165,7 +165,7 @@ def get_config(name: str, tier: str | None = None) -> ml_collections.ConfigDict:
 
 def describe(config: ml_collections.ConfigDict, *, num_variants: int, num_runs: int) -> str:
     """What config `config` is: its task, method and tier, how to run it and how long its
-    `num_runs` runs (as counted by `experiments.run.expand_runs`) take."""
+    `num_runs` runs (as counted by `experiments.runs.expand_runs`) take."""
     seconds = tiers.EXPECTED_SECONDS_PER_RUN.get(config.tier)
     duration = (
         f"about {num_runs * seconds / 60:.0f} min ({seconds:.0f} s per run, 2 CPU cores)"

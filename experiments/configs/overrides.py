@@ -16,6 +16,7 @@ import ast
 import copy
 import difflib
 import itertools
+import math
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -25,17 +26,34 @@ from ml_collections.config_flags import config_path
 from experiments.configs.base import flat_values
 from experiments.configs.validate import OPEN_BLOCKS
 
+# Spellings of a non-finite number, which are no Python literal: read as the float they name so
+# that the error says what is wrong with them (no config field takes one), not that they are text.
+NON_FINITE = ("nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity")
+
 
 def parse_value(raw: str) -> Any:
     """A Python literal (5, 0.5, [1, 2], None, True, 'x') or, failing that, the string; `true`
-    and `false` as absl writes them are booleans (as in ml_collections' config flags)."""
+    and `false` as absl writes them are booleans (as in ml_collections' config flags); `nan` and
+    `inf` are the floats."""
     raw = raw.strip()
     if raw in ("true", "false"):
         raw = raw.capitalize()
+    if raw.lower() in NON_FINITE:
+        return float(raw)
     try:
         return ast.literal_eval(raw)
     except (ValueError, SyntaxError):
         return raw
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    return False
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -47,7 +65,13 @@ def parse_override(text: str) -> tuple[str, Any]:
             f"--set expects key=value with a dotted key, e.g. --set model.num_filters=32; "
             f"got {text!r}."
         )
-    return key, parse_value(raw)
+    value = parse_value(raw)
+    if _has_non_finite(value):
+        raise ValueError(
+            f"--set {key}={raw.strip()}: {raw.strip()} is not a finite number; every number in a "
+            f"config must be finite. Give a finite value, e.g. --set {key}=0.001."
+        )
+    return key, value
 
 
 def has_path(config: ml_collections.ConfigDict, path: str) -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments import records as records_lib
+from experiments.atomic import atomic_write_all, disk_full, disk_full_message
 from experiments.report.loading import ReportError, read_runs
 from experiments.report.markdown import build_report, relative
 from experiments.report.plots import manifest_key, read_manifest, update_plots
@@ -70,6 +70,11 @@ def resolve_outputs(
             )
         out = COMMITTED_REPORT
     out = Path(out)
+    if out.is_dir():
+        raise UsageError(
+            f"--out {out} is a folder; --out names the markdown file to write, e.g. "
+            f"--out {out / 'report.md'}"
+        )
     if plots_dir is None:
         plots_dir = COMMITTED_PLOTS if _same_path(out, COMMITTED_REPORT) else default_plots_dir(out)
     plots_dir = Path(plots_dir)
@@ -121,10 +126,8 @@ def write_report(
         notes=notes,
         notes_name=relative(notes_path, out.parent) if notes_path is not None else None,
     )
-    for path, data in plots.items():
-        with records_lib.atomic_open(path) as f:
-            f.write(data)
-    records_lib.atomic_write_text(out, text)
+    # All or nothing: a full disk leaves the old report and plots as they were.
+    atomic_write_all({**{Path(p): data for p, data in plots.items()}, out: text.encode("utf-8")})
     summary.append(f"Wrote {out} and {len(plots)} plots in {plots_dir}.")
     removed = update_plots(plots_dir, manifest_key(out, plots_dir), previous, plots)
     if removed:
@@ -191,6 +194,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = write_report(args.records, outputs.out, outputs.plots_dir, outputs.notes)
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # nothing was written: the files are renamed only once all are whole
+        reason = disk_full_message(e, outputs.out.parent) if disk_full(e) else str(e)
+        print(
+            f"error: {reason}; the report was not written ({outputs.out} and its plots are as "
+            "they were)",
+            file=sys.stderr,
+        )
         return 1
     print("\n".join(summary))
     return 0

@@ -21,6 +21,7 @@ from experiments.report.tables import (
     separated,
 )
 from experiments.stats import MeanCI
+from experiments.words import count
 
 # How far the unweighted network must clear the linear floor (mean paired mAP) before its
 # comparisons describe a network that has learned more than a linear model of the pixels.
@@ -186,8 +187,9 @@ def headline(group: Group) -> list[str]:
     """Plain-language, templated findings for one (tier, task)."""
     lines = [line for line in (regime_sentence(group), floor_margin_sentence(group)) if line]
     lines += [
-        f"{len(group.variants)} variants, cut-offs {', '.join(map(str, group.cutoffs))}, "
-        f"{len(group.seeds)} seeds with finished runs; {len(group.finished)} finished runs"
+        f"{count(len(group.variants), 'variant')}, cut-offs {', '.join(map(str, group.cutoffs))}, "
+        f"{count(len(group.seeds), 'seed')} with finished runs; "
+        f"{count(len(group.finished), 'finished run')}"
         + (f", {len(group.failed)} failed (left out)" if group.failed else "")
         + "."
     ]
