@@ -33,9 +33,10 @@ from typing import Any
 import ml_collections
 
 from experiments import distributed, parallel, progress, records
-from experiments.atomic import atomic_write_json, disk_full, disk_full_message
+from experiments.atomic import disk_full, disk_full_message
 from experiments.lock import LOCK_FILENAME, LockHeld, RunLock
-from experiments.runs import Run, build_record, failed_result, plan_action, read_record
+from experiments.records import build_record, failed_result, write_record
+from experiments.runs import Run, plan_action, read_record
 
 # The exit codes of every command that trains runs.
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -287,7 +288,7 @@ def _run_locked(run: Run, options: Options, trainer, environment, prefix: str):
     record = build_record(run, result, environment)
     if distributed.is_primary():
         try:
-            atomic_write_json(run.record_path, record)
+            write_record(run.record_path, record)
         except OSError as e:  # the run's checkpoints are kept: rerunning writes the record
             if disk_full(e):
                 return _no_space(prefix, e, run.workdir)

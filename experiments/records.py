@@ -1,4 +1,6 @@
-"""Run records: the JSON file each run leaves, written atomically, and read back by the report.
+"""Run records: the JSON file each run leaves. This module is their one home: it builds them
+(`trainer_fields`, `failed_result`, `build_record`), writes them atomically (`write_record`),
+reads them back (`load_record`) and upgrades old versions (`upgrade_config_v1`).
 
 A record is the only thing the report reads, so it carries everything a table or plot needs.
 Schema (version 2); every key is present, values JSON-native:
@@ -60,8 +62,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import ml_collections
+
 from experiments import hardware
-from experiments.atomic import atomic_open, atomic_write_json, atomic_write_text  # noqa: F401
+from experiments.atomic import atomic_write_json
 
 SCHEMA_VERSION = 2
 # Versions `load_record` reads (the report reads them too).
@@ -106,6 +110,81 @@ RECORD_KEYS = tuple(k for k in SCHEMA_KEYS if k != "method")
 def record_keys(version: int) -> tuple[str, ...]:
     """The top-level keys of a record of schema `version` (1 or 2)."""
     return SCHEMA_KEYS if version == 2 else RECORD_KEYS
+
+
+# The keys the trainer fills (the rest identify the run: `build_record`).
+TRAINER_KEYS = (
+    "status",
+    "failure",
+    "data",
+    "curves",
+    "val",
+    "test",
+    "wall_time_s",
+    "images_per_s",
+    "steps",
+)
+
+
+def trainer_fields(**fields: Any) -> dict[str, Any]:
+    """The trainer's part of a record: exactly the `TRAINER_KEYS`, in schema order (a missing
+    or unknown key is a TypeError, so a new field is added here once)."""
+    if set(fields) != set(TRAINER_KEYS):
+        missing, unknown = set(TRAINER_KEYS) - set(fields), set(fields) - set(TRAINER_KEYS)
+        raise TypeError(f"trainer fields: missing {sorted(missing)}, unknown {sorted(unknown)}")
+    return {key: fields[key] for key in TRAINER_KEYS}
+
+
+def failed_result(failure: str, wall_time_s: float) -> dict[str, Any]:
+    """The trainer's part of a record for a run that raised instead of returning."""
+    return trainer_fields(
+        status="failed",
+        failure=failure,
+        data=None,
+        curves=[],
+        val=None,
+        test=None,
+        wall_time_s=wall_time_s,
+        images_per_s=None,
+        steps=0,
+    )
+
+
+def json_safe_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """config.to_dict() through a JSON round trip (tuples -> lists), as stored in records."""
+    return json.loads(json.dumps(config.to_dict()))
+
+
+def build_record(run: Any, result: dict[str, Any], environment: dict[str, Any]) -> dict[str, Any]:
+    """The record of `run` (an `experiments.runs.Run`: config, variant, seed, cut-off): the
+    trainer's fields plus what identifies the run, with the trainer's per-split provenance
+    stored once (`split_provenance`), keys in schema order."""
+    record = dict(result)
+    data = record.get("data")
+    if isinstance(data, dict) and "split_provenance" not in data:
+        common, differ = split_provenance(data.get("provenance") or {})
+        record["data"] = {**data, "provenance": common, "split_provenance": differ}
+    record.update(
+        schema_version=SCHEMA_VERSION,
+        config_name=run.config.name,
+        task=run.config.task,
+        method=run.config.method,
+        scheme=run.config.scheme,
+        loss=run.config.loss,
+        variant=run.variant,
+        tier=run.config.tier,
+        seed=run.seed,
+        cutoff=run.cutoff,
+        config=json_safe_config(run.config),
+        environment=environment,
+    )
+    record.setdefault("failure", None)
+    return {key: record[key] for key in SCHEMA_KEYS}
+
+
+def write_record(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Writes `record` to `path` atomically: readers see the old file or the whole new one."""
+    atomic_write_json(path, record)
 
 
 RECORD_FILENAME = "record.json"

@@ -1,5 +1,5 @@
 """Runs of a config: expansion into (sweep value, cut-off, seed), their folders, what to do
-with each given its existing record, and the record a run leaves (schema: experiments/records.py).
+with each given its existing record (a record is built and written by experiments/records.py).
 
   <output_dir>/<config name>/<variant slug>/cutoff<k>/seed<s>/record.json
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ import ml_collections
 
 from experiments import records
 from experiments.configs import overrides
+from experiments.lock import LOCK_FILENAME
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,11 +118,6 @@ def replicate_config(config: ml_collections.ConfigDict, seed: int) -> ml_collect
     return seeded
 
 
-def json_safe_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """config.to_dict() through a JSON round trip (tuples -> lists), as stored in records."""
-    return json.loads(json.dumps(config.to_dict()))
-
-
 def config_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Dotted paths where two record configs differ in a field that changes the result
     (`records.is_result_neutral` fields, such as where files live, are ignored; a field added
@@ -154,8 +149,6 @@ def recorded_config(record: dict[str, Any]) -> dict[str, Any]:
 
 def _has_state(workdir: Path) -> bool:
     """Whether `workdir` holds anything of a run (its lock file aside)."""
-    from experiments.lock import LOCK_FILENAME
-
     return workdir.is_dir() and any(p.name != LOCK_FILENAME for p in workdir.iterdir())
 
 
@@ -168,7 +161,7 @@ def plan_action(run: Run, *, force: bool) -> tuple[str, str]:
         return "run", "resume from checkpoint" if _has_state(run.workdir) else "new"
     if force:
         return "run", "forced: finished record and checkpoints deleted first"
-    differences = config_differences(recorded_config(record), json_safe_config(run.config))
+    differences = config_differences(recorded_config(record), records.json_safe_config(run.config))
     if differences:
         shown = ", ".join(differences[:5]) + (" ..." if len(differences) > 5 else "")
         return "conflict", (
@@ -176,44 +169,3 @@ def plan_action(run: Run, *, force: bool) -> tuple[str, str]:
             f"{shown}); rerun with --force to replace it, or choose another --output-dir"
         )
     return "skip", f"finished record at {run.record_path} (--force reruns it)"
-
-
-def failed_result(failure: str, wall_time_s: float) -> dict[str, Any]:
-    """The trainer's part of a record for a run that raised instead of returning."""
-    return {
-        "status": "failed",
-        "failure": failure,
-        "data": None,
-        "curves": [],
-        "val": None,
-        "test": None,
-        "wall_time_s": wall_time_s,
-        "images_per_s": None,
-        "steps": 0,
-    }
-
-
-def build_record(run: Run, result: dict[str, Any], environment: dict[str, Any]) -> dict[str, Any]:
-    """The record of `run`: the trainer's fields plus what identifies the run, with the
-    trainer's per-split provenance stored once (`records.split_provenance`)."""
-    record = dict(result)
-    data = record.get("data")
-    if isinstance(data, dict) and "split_provenance" not in data:
-        common, differ = records.split_provenance(data.get("provenance") or {})
-        record["data"] = {**data, "provenance": common, "split_provenance": differ}
-    record.update(
-        schema_version=records.SCHEMA_VERSION,
-        config_name=run.config.name,
-        task=run.config.task,
-        method=run.config.method,
-        scheme=run.config.scheme,
-        loss=run.config.loss,
-        variant=run.variant,
-        tier=run.config.tier,
-        seed=run.seed,
-        cutoff=run.cutoff,
-        config=json_safe_config(run.config),
-        environment=environment,
-    )
-    record.setdefault("failure", None)
-    return record

@@ -39,7 +39,7 @@ from typing import Any
 
 import jax
 
-from experiments import distributed, pretrained
+from experiments import distributed, pretrained, records
 from experiments.checkpoints import CheckpointError, Checkpoints, Progress, best_entry
 from experiments.checkpoints import run_fingerprint as _run_fingerprint
 from experiments.data import Splits, load_task, pipeline
@@ -419,10 +419,10 @@ def _record(setup: _Setup, run: Progress, failure: NonFiniteLoss | None, clock: 
     train, val, test = setup.splits
     # steps: those completed with finite numbers.
     steps = run.step(setup.steps_per_epoch) if failure is None else failure.step - 1
-    return {
-        "status": "failed" if failure else "finished",
-        "failure": None if failure is None else str(failure),
-        "data": {
+    return records.trainer_fields(
+        status="failed" if failure else "finished",
+        failure=None if failure is None else str(failure),
+        data={
             "provenance": {d.split: _with_init(d.provenance, run) for d in setup.splits},
             "label_names": list(train.label_names),
             "train_positives": setup.train_positives,
@@ -430,13 +430,13 @@ def _record(setup: _Setup, run: Progress, failure: NonFiniteLoss | None, clock: 
             "num_val": val.num_examples,
             "num_test": test.num_examples,
         },
-        "curves": list(run.curves),
-        "val": None,
-        "test": None,
-        "wall_time_s": clock.total(),
-        "images_per_s": _rate(run.train_images, run.train_time_s),
-        "steps": steps,
-    }
+        curves=list(run.curves),
+        val=None,
+        test=None,
+        wall_time_s=clock.total(),
+        images_per_s=_rate(run.train_images, run.train_time_s),
+        steps=steps,
+    )
 
 
 def _with_init(provenance: dict[str, Any], run: Progress) -> dict[str, Any]:

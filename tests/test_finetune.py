@@ -372,8 +372,8 @@ def test_other_configs_have_no_recipe(name, tmp_path):
 
 
 def test_recipe_fields_match_records_written_before_them():
-    from experiments.records import ADDED_FIELD_DEFAULTS, without_added_defaults
-    from experiments.runs import config_differences, json_safe_config
+    from experiments.records import ADDED_FIELD_DEFAULTS, json_safe_config, without_added_defaults
+    from experiments.runs import config_differences
 
     config = json_safe_config(configs.get_config("catalog_none"))
     old = {

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from experiments import records, report
-from experiments.records import atomic_write_json
+from experiments.atomic import atomic_write_json
 
 SHA = "3f2a9c1be0d47f6a8b5c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a"
 NUM_LABELS = 4

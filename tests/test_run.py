@@ -9,7 +9,7 @@ import re
 import ml_collections
 import pytest
 
-from experiments import configs, execute, methods, plan, records
+from experiments import atomic, configs, execute, methods, plan, records
 from experiments import run as run_mod
 from experiments import runs as runs_mod
 from experiments.configs import overrides
@@ -26,10 +26,10 @@ def test_record_keys_are_the_documented_schema():
 
 def test_atomic_open_replaces_whole_or_not_at_all(tmp_path):
     path = tmp_path / "sub" / "file.bin"
-    with records.atomic_open(path) as f:
+    with atomic.atomic_open(path) as f:
         f.write(b"old")
     assert path.read_bytes() == b"old" and path.stat().st_mode & 0o777 == 0o644
-    with pytest.raises(RuntimeError, match="midway"), records.atomic_open(path) as f:
+    with pytest.raises(RuntimeError, match="midway"), atomic.atomic_open(path) as f:
         f.write(b"half")
         raise RuntimeError("midway")
     assert path.read_bytes() == b"old"
@@ -488,3 +488,20 @@ def test_the_trainer_builds_every_methods_loss_from_its_config(method):
     value = train.make_loss_fn(config, counts)(jnp.zeros((4, 2)), jnp.ones((4, 2)))
     assert np.isfinite(float(value))
     assert config.loss == methods.METHODS[method].loss
+
+
+def test_records_build_every_schema_key_in_order_and_refuse_unknown_trainer_fields(tmp_path):
+    """One home for a record: the trainer's fields, the failed result and the full record come
+    from experiments.records, with the schema's keys in its order."""
+    failed = records.failed_result("boom", 1.5)
+    assert tuple(failed) == records.TRAINER_KEYS and failed["status"] == "failed"
+    with pytest.raises(TypeError, match=r"missing \['steps'\], unknown \['step'\]"):
+        records.trainer_fields(**{**{k: None for k in records.TRAINER_KEYS[:-1]}, "step": 0})
+    config = configs.get_config("catalog_none", tier="smoke")
+    config.output_dir = str(tmp_path)
+    (run,) = runs_mod.expand_runs(config, seeds=[0], cutoffs=[6])
+    record = records.build_record(run, failed, {"packages": {}})
+    assert tuple(record) == records.SCHEMA_KEYS
+    assert (record["seed"], record["cutoff"], record["failure"]) == (0, 6, "boom")
+    records.write_record(run.record_path, record)
+    assert records.load_record(run.record_path) == json.loads(json.dumps(record))

@@ -202,9 +202,7 @@ def test_finished_v1_records_are_skipped_not_rerun(tmp_path, monkeypatch, capsys
     config.output_dir = str(tmp_path)
     for run in runs_mod.expand_runs(config, seeds=[0], cutoffs=[6]):
         run.workdir.mkdir(parents=True)
-        records.atomic_write_json(
-            run.record_path, _v1_record(runs_mod.json_safe_config(run.config))
-        )
+        records.write_record(run.record_path, _v1_record(records.json_safe_config(run.config)))
     assert run_mod.main([*argv, "--no-progress"]) == 0
     assert calls == [] and "--force reruns it" in capsys.readouterr().out
     # ...but a v1 record of another recipe is still a conflict.

@@ -132,7 +132,8 @@ def test_classes_is_a_catalog_data_field_recorded_like_the_others():
 
 def test_the_plan_pretrains_on_one_half_and_compares_starts_on_the_other(tmp_path):
     from experiments import transfer
-    from experiments.runs import config_differences, json_safe_config
+    from experiments.records import json_safe_config
+    from experiments.runs import config_differences
 
     assert set(transfer.SOURCE_CLASSES) | set(transfer.TARGET_CLASSES) == set(range(10))
     assert not set(transfer.SOURCE_CLASSES) & set(transfer.TARGET_CLASSES)

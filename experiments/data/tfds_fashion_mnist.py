@@ -88,8 +88,8 @@ def export_fashion_mnist_idx(
     """
     import gzip
 
+    from experiments.atomic import atomic_open
     from experiments.data.fashion_mnist import SHA256
-    from experiments.records import atomic_open
 
     train_images, train_labels, test_images, test_labels = fashion_mnist_from_tfds(
         data_dir=data_dir, restore_order=restore_order
