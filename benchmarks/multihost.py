@@ -2,7 +2,7 @@
 `python -m benchmarks.multihost`.
 
 Measures, in one invocation, images/s of the trainer's data-parallel step
-(`experiments.train.make_train_step` over `make_mesh()`, the global host batch placed with
+(`experiments.steps.make_train_step` over `make_mesh()`, the global host batch placed with
 `shard_batch` every step and the loss read back, as training does, plus the loop's per-step
 stop agreement between processes, `experiments.distributed.agree_on_stop`) on the cpu-tier
 catalog model (ResNet [1, 1, 1] basic x 8 filters, 28 x 28 images, batch 128, synthetic uint8
@@ -59,7 +59,7 @@ def _child(args: argparse.Namespace) -> None:
     import jax
     import numpy as np
 
-    from experiments import train as trainer
+    from experiments import steps as train_steps
     from experiments.configs import get_config
     from experiments.models import create_model
     from ltweights import weights
@@ -69,19 +69,19 @@ def _child(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(0)  # every process builds the same global batch
     images = rng.integers(0, 256, (batch_size, image_size, image_size, 1), dtype=np.uint8)
     labels = (rng.random((batch_size, NUM_LABELS)) < 0.2).astype(np.uint8)
-    mesh = trainer.make_mesh()
+    mesh = train_steps.make_mesh()
     model = create_model(config.model.to_dict(), NUM_LABELS)
-    tx = trainer.make_optimizer(config, steps_per_epoch=100)
-    loss_fn = trainer.make_loss_fn(config, weights.label_counts(labels))
-    step = trainer.make_train_step(model, tx, loss_fn, mesh)
-    state = trainer.create_train_state(model, tx, images.shape[1:], seed=0, mesh=mesh)
+    tx = train_steps.make_optimizer(config, steps_per_epoch=100)
+    loss_fn = train_steps.make_loss_fn(config, weights.label_counts(labels))
+    step = train_steps.make_train_step(model, tx, loss_fn, mesh)
+    state = train_steps.create_train_state(model, tx, images.shape[1:], seed=0, mesh=mesh)
 
     times = []
     for i in range(args.steps + 2):
         start = time.perf_counter()
-        x, y = trainer.shard_batch(mesh, images), trainer.shard_batch(mesh, labels)
+        x, y = train_steps.shard_batch(mesh, images), train_steps.shard_batch(mesh, labels)
         state, metrics = step(state, x, y)
-        loss = float(trainer.to_host(metrics["loss"]))
+        loss = float(train_steps.to_host(metrics["loss"]))
         distributed.agree_on_stop(None)  # the training loop's per-step stop agreement
         if i >= 2:  # the first steps compile
             times.append(time.perf_counter() - start)

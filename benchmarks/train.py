@@ -4,7 +4,7 @@ For each tier's model (from `experiments.configs`: catalog task, weighted BCE wi
 scheme, the tier's ResNet, batch size and image size) this measures, in the same run and
 interleaved round by round (`benchmarks.common.time_interleaved`):
 
-- data-parallel: the trainer's step (`experiments.train.make_train_step`): `jax.jit` over a
+- data-parallel: the trainer's step (`experiments.steps.make_train_step`): `jax.jit` over a
   mesh of all local devices, batch sharded, state replicated and donated, the global host batch
   placed with `shard_batch`;
 - reference: a plain `jax.jit` of the same step maths on one device, no mesh, no shardings, no
@@ -116,7 +116,7 @@ import jax
 import numpy as np
 
 from benchmarks.common import block, environment, markdown_table, time_interleaved, write_json
-from experiments import train as trainer
+from experiments import steps as train_steps
 from experiments.configs import get_config
 from experiments.models import create_model
 from ltweights import weights
@@ -128,7 +128,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "train.json"
 def reference_train_step(model, tx, loss_fn):
     """The trainer's step maths (`train_step_fn`) as a plain one-device jit: no mesh, no
     shardings, no donation."""
-    return jax.jit(trainer.train_step_fn(model, tx, loss_fn))
+    return jax.jit(train_steps.train_step_fn(model, tx, loss_fn))
 
 
 def _synthetic_batch(batch_size: int, image_size: int, seed: int = 0):
@@ -282,11 +282,11 @@ def torch_num_params(module) -> int:
 def _dp_call(model, tx, loss_fn, mesh, images, labels):
     """The trainer's data-parallel step on `mesh` as a call without arguments (it keeps its
     state), and the state holder."""
-    step = trainer.make_train_step(model, tx, loss_fn, mesh)
-    dp = {"state": trainer.create_train_state(model, tx, images.shape[1:], seed=0, mesh=mesh)}
+    step = train_steps.make_train_step(model, tx, loss_fn, mesh)
+    dp = {"state": train_steps.create_train_state(model, tx, images.shape[1:], seed=0, mesh=mesh)}
 
     def call():
-        x, y = trainer.shard_batch(mesh, images), trainer.shard_batch(mesh, labels)
+        x, y = train_steps.shard_batch(mesh, images), train_steps.shard_batch(mesh, labels)
         dp["state"], metrics = step(dp["state"], x, y)
         return metrics
 
@@ -298,10 +298,11 @@ def _ref_call(model, tx, loss_fn, images, labels):
     arguments."""
     device = jax.devices()[0]
     step = reference_train_step(model, tx, loss_fn)
-    ref_mesh = trainer.make_mesh([device])
+    ref_mesh = train_steps.make_mesh([device])
     ref = {
         "state": jax.device_put(
-            trainer.create_train_state(model, tx, images.shape[1:], seed=0, mesh=ref_mesh), device
+            train_steps.create_train_state(model, tx, images.shape[1:], seed=0, mesh=ref_mesh),
+            device,
         )
     }
 
@@ -358,15 +359,15 @@ def benchmark_tier(
     # computes in float32. benchmarks.gpu_check times the bfloat16 step.
     config.model.dtype = "float32"
     batch_size = int(batch_size or config.batch_size)
-    mesh = trainer.make_mesh()
+    mesh = train_steps.make_mesh()
     if batch_size % mesh.size:
         batch_size = max(mesh.size, batch_size // mesh.size * mesh.size)
     image_size = int(config.data.image_size)
     images, labels = _synthetic_batch(batch_size, image_size)
     counts = weights.label_counts(labels)
     model = create_model(config.model.to_dict(), NUM_LABELS)
-    tx = trainer.make_optimizer(config, steps_per_epoch=100)
-    loss_fn = trainer.make_loss_fn(config, counts)
+    tx = train_steps.make_optimizer(config, steps_per_epoch=100)
+    loss_fn = train_steps.make_loss_fn(config, counts)
 
     dp_call, dp = _dp_call(model, tx, loss_fn, mesh, images, labels)
     ref_call = _ref_call(model, tx, loss_fn, images, labels)

@@ -2,7 +2,7 @@
 
 A run over several processes (one per host, or one per GPU) is the same program on every
 process: each loads the same data, builds the same global batch, places the rows of its own
-devices (`jax.make_array_from_process_local_data` in `experiments.train.shard_batch`) and takes
+devices (`jax.make_array_from_process_local_data` in `experiments.steps.shard_batch`) and takes
 part in every jitted step, whose collectives (gradients, BatchNorm statistics, replicated
 evaluation scores) cross process boundaries. What differs is what touches the outside world:
 

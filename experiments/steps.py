@@ -47,6 +47,7 @@ __all__ = [
     "DATA_AXIS",
     "LOSSES",
     "TrainState",
+    "config_dict",
     "create_train_state",
     "eval_scores",
     "make_eval_step",
@@ -100,7 +101,8 @@ LOSSES = methods.LOSSES
 _SUPPLIED = methods.SUPPLIED_LOSS_ARGS
 
 
-def _as_dict(x: Any) -> dict[str, Any]:
+def config_dict(x: Any) -> dict[str, Any]:
+    """A config block (ConfigDict, mapping or None) as a plain dict."""
     if x is None:
         return {}
     if hasattr(x, "to_dict"):
@@ -156,7 +158,7 @@ def make_loss_fn(config: Any, counts: weights.LabelCounts) -> Objective:
         raise ValueError(f"Unknown loss {name!r}; valid losses: {', '.join(LOSSES)}.")
     fn = LOSSES[name]
     accepted = methods.keyword_parameters(fn)
-    params = _as_dict(config.loss_params)
+    params = config_dict(config.loss_params)
     known_anywhere = set().union(*(methods.keyword_parameters(f) for f in LOSSES.values()))
     known_anywhere -= set(_SUPPLIED)
     unknown = sorted(set(params) - known_anywhere)
@@ -171,7 +173,7 @@ def make_loss_fn(config: Any, counts: weights.LabelCounts) -> Objective:
             kwargs[key] = jnp.asarray(value, jnp.float32)
 
     pos_weight, neg_weight = weights.scheme_weights(
-        config.scheme, counts, **_as_dict(config.scheme_params)
+        config.scheme, counts, **config_dict(config.scheme_params)
     )
     if "pos_weight" not in accepted and config.scheme != "none":
         raise ValueError(
@@ -521,7 +523,7 @@ def run_functions(config, counts, train: Dataset, steps_per_epoch: int, mesh):
     if key in _COMPILED:
         _COMPILED.move_to_end(key)
     else:
-        model = create_model(_as_dict(config.model), train.num_labels)
+        model = create_model(config_dict(config.model), train.num_labels)
         tx = make_optimizer(config, steps_per_epoch)
         augment = get_augment(config.get("augment", "none"))
         _COMPILED[key] = (

@@ -45,49 +45,18 @@ from experiments.checkpoints import run_fingerprint as _run_fingerprint
 from experiments.data import Splits, load_task, pipeline
 from experiments.progress import RunProgress
 from experiments.runs import format_variant
-from experiments.steps import (  # re-exported: callers import them from here
-    _COMPILED,  # noqa: F401  (tests clear it)
-    DATA_AXIS,
-    LOSSES,
+from experiments.steps import (
     TrainState,
-    _as_dict,
-    create_train_state,
+    config_dict,
     eval_scores,
-    make_eval_step,
-    make_init,
-    make_loss_fn,
     make_mesh,
-    make_optimizer,
-    make_train_step,
-    normalize_images,
     run_functions,
     shard_batch,
     to_host,
-    train_step_fn,
 )
 from ltweights import metrics, weights
 
-__all__ = [  # the step functions are re-exported from experiments.steps
-    "DATA_AXIS",
-    "LOSSES",
-    "CheckpointError",
-    "Interrupted",
-    "NonFiniteLoss",
-    "TrainState",
-    "create_train_state",
-    "eval_scores",
-    "make_eval_step",
-    "make_init",
-    "make_loss_fn",
-    "make_mesh",
-    "make_optimizer",
-    "make_train_step",
-    "normalize_images",
-    "shard_batch",
-    "to_host",
-    "train_and_evaluate",
-    "train_step_fn",
-]
+__all__ = ["CheckpointError", "Interrupted", "NonFiniteLoss", "train_and_evaluate"]
 
 
 class Interrupted(Exception):
@@ -466,7 +435,7 @@ def _final_evaluation(setup: _Setup, state: TrainState, best: dict[str, Any]):
 
 
 def _load_splits(config: Any, cutoff: int, seed: int) -> Splits:
-    data = _as_dict(config.data)
+    data = config_dict(config.data)
     data_seed = data.pop("seed", None)  # None: the run seed also draws the data (a replicate)
     return load_task(
         config.task, cutoff=cutoff, seed=seed if data_seed is None else data_seed, **data

@@ -31,6 +31,8 @@ SCRIPT = textwrap.dedent(
     sys.path.insert(0, str(Path.cwd() / "tests"))
     from test_train import make_config, make_split, NUM_LABELS  # noqa: E402
 
+    from experiments import steps
+
     from experiments import train as trainer
     from experiments.data import Splits
     from experiments.models import create_model
@@ -46,24 +48,24 @@ SCRIPT = textwrap.dedent(
     config = make_config(scheme="inverse")
     counts = weights.label_counts(splits.train.labels)
     model = create_model(config.model.to_dict(), NUM_LABELS)
-    tx = trainer.make_optimizer(config, steps_per_epoch=8)
-    loss_fn = trainer.make_loss_fn(config, counts)
+    tx = steps.make_optimizer(config, steps_per_epoch=8)
+    loss_fn = steps.make_loss_fn(config, counts)
 
     def trajectory(devices):
-        mesh = trainer.make_mesh(devices)
-        state = trainer.create_train_state(model, tx, (28, 28, 1), seed=0, mesh=mesh)
-        step = trainer.make_train_step(model, tx, loss_fn, mesh)
+        mesh = steps.make_mesh(devices)
+        state = steps.create_train_state(model, tx, (28, 28, 1), seed=0, mesh=mesh)
+        step = steps.make_train_step(model, tx, loss_fn, mesh)
         losses = []
         for epoch in range(2):
             for images, labels in trainer.pipeline.epoch_batches(
                 splits.train, 16, seed=0, epoch=epoch
             ):
-                x = trainer.shard_batch(mesh, images)
-                y = trainer.shard_batch(mesh, labels)
+                x = steps.shard_batch(mesh, images)
+                y = steps.shard_batch(mesh, labels)
                 state, metrics = step(state, x, y)
                 losses.append(float(metrics["loss"]))
         shards = len(x.addressable_shards)
-        assert isinstance(state, trainer.TrainState)
+        assert isinstance(state, steps.TrainState)
         replicated = state.params["head"]["kernel"].sharding.is_fully_replicated
         leaves = jax.tree.leaves(state.variables)
         return {

@@ -22,11 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from experiments import distributed, records
 from experiments import run as run_cli
+from tests.test_reference_metrics import metric_differences
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "multihost_worker.py"
@@ -35,9 +35,6 @@ RUN_ARGS = ["--config", "catalog_none", "--tier", "smoke", "--no-progress"]
 RUN_SUBDIR = Path("catalog_none", "none", "cutoff6", "seed0")  # the smoke tier's one run
 STEPS = 14  # smoke catalog: 120 training images, batch 16 -> 7 steps x 2 epochs
 INTERRUPT_STEP = 5
-# float32 tolerance for metrics after training: the two runs' all-reduces (in-process vs gloo)
-# may round differently, and a few ulps in the scores move an AP by about 1e-6.
-RTOL = 1e-5
 
 
 def free_port() -> int:
@@ -117,25 +114,26 @@ def load_record(output_dir: Path) -> dict:
     return json.loads((output_dir / RUN_SUBDIR / records.RECORD_FILENAME).read_text())
 
 
+def _metrics(record: dict) -> dict:
+    """The numbers of a record that training and evaluation produce."""
+    return {
+        "curves": [{k: v for k, v in c.items() if k != "images_per_s"} for c in record["curves"]],
+        "val": {k: record["val"][k] for k in ("mAP", "macro_f1", "micro_f1", "buckets")},
+        "best_epoch": record["val"]["best_epoch"],
+        "test": {
+            k: record["test"][k] for k in ("mAP", "macro_f1", "micro_f1", "buckets", "thresholds")
+        },
+    }
+
+
 def assert_same_metrics(a: dict, b: dict) -> None:
-    """Same training curve, best epoch, thresholds and val/test metrics within float32."""
+    """Same training curve, best epoch, thresholds and val/test metrics within the tolerances
+    measured for other kernels (`tests.test_reference_metrics.TOLERANCES`): the two runs'
+    all-reduces (in-process vs gloo) may round differently, and a few ulps in the scores can
+    swap a near-tie, which moves an AP by a step (3.9e-6 in a bucket mAP, seen on AVX-512)."""
     assert a["status"] == b["status"] == "finished"
     assert a["steps"] == b["steps"] == STEPS
-    for key in ("train_loss", "val_mAP", "val_macro_f1", "val_micro_f1"):
-        np.testing.assert_allclose(
-            [c[key] for c in a["curves"]], [c[key] for c in b["curves"]], rtol=RTOL, err_msg=key
-        )
-    assert a["val"]["best_epoch"] == b["val"]["best_epoch"]
-    np.testing.assert_allclose(a["test"]["thresholds"], b["test"]["thresholds"], rtol=RTOL)
-    for split in ("val", "test"):
-        for key in ("mAP", "macro_f1", "micro_f1"):
-            np.testing.assert_allclose(a[split][key], b[split][key], rtol=RTOL, err_msg=key)
-        for bucket, values in a[split]["buckets"].items():
-            other = b[split]["buckets"][bucket]["mAP"]
-            if values["mAP"] is None or other is None:  # a bucket without labels
-                assert values["mAP"] is other is None, bucket
-            else:
-                np.testing.assert_allclose(values["mAP"], other, rtol=RTOL, err_msg=bucket)
+    assert metric_differences(_metrics(a), _metrics(b)) == []
 
 
 @pytest.fixture(scope="module")

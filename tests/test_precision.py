@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import train as trainer
+from experiments import steps
 from experiments.configs import get_config
 from experiments.models import create_model
 from experiments.train import train_and_evaluate
@@ -21,21 +21,19 @@ def _step_once(dtype: str):
     config = get_config("catalog_none", tier="smoke")
     config.model.dtype = dtype
     model = create_model(config.model.to_dict(), 3)
-    tx = trainer.make_optimizer(config, steps_per_epoch=4)
-    mesh = trainer.make_mesh(jax.devices()[:1])
-    state = trainer.create_train_state(model, tx, (16, 16, 1), seed=0, mesh=mesh)
+    tx = steps.make_optimizer(config, steps_per_epoch=4)
+    mesh = steps.make_mesh(jax.devices()[:1])
+    state = steps.create_train_state(model, tx, (16, 16, 1), seed=0, mesh=mesh)
     images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 1), dtype=np.uint8)
     labels = (np.arange(12).reshape(4, 3) % 2).astype(np.uint8)
 
     def loss_fn(logits, y):
         return jnp.mean(jnp.sum(jax.nn.softplus(-logits) * y, axis=-1))
 
-    step = trainer.make_train_step(model, tx, loss_fn, mesh)
+    step = steps.make_train_step(model, tx, loss_fn, mesh)
     x = jnp.asarray(images, jnp.float32)
     jaxpr = str(jax.make_jaxpr(lambda v: model.apply(v, x, train=False))(state.variables))
-    state, metrics = step(
-        state, trainer.shard_batch(mesh, images), trainer.shard_batch(mesh, labels)
-    )
+    state, metrics = step(state, steps.shard_batch(mesh, images), steps.shard_batch(mesh, labels))
     return state, metrics, jaxpr
 
 

@@ -16,6 +16,7 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
+from experiments import steps
 from experiments import train as trainer
 from experiments.data import Dataset, Splits
 from ltweights import losses, weights
@@ -114,7 +115,7 @@ def _hand_weighted_bce(logits, labels, pos_weight):
 def test_unweighted_bce_is_optax_bce_summed_over_labels_and_averaged_over_batch(splits):
     counts = weights.label_counts(splits.train.labels)
     logits, labels = _random_batch()
-    loss = trainer.make_loss_fn(make_config(), counts)(jnp.asarray(logits), jnp.asarray(labels))
+    loss = steps.make_loss_fn(make_config(), counts)(jnp.asarray(logits), jnp.asarray(labels))
     expected = np.asarray(optax.sigmoid_binary_cross_entropy(logits, labels)).sum(1).mean()
     np.testing.assert_allclose(float(loss), expected, rtol=1e-6)
 
@@ -124,9 +125,9 @@ def test_inverse_scheme_weights_positives_by_negatives_over_positives(splits):
     positives = splits.train.labels.sum(0).astype(np.float64)
     pos_weight = (128 - positives) / positives  # n-_j / n+_j
     logits, labels = _random_batch(1)
-    loss = trainer.make_loss_fn(make_config(scheme="inverse"), counts)(logits, labels)
+    loss = steps.make_loss_fn(make_config(scheme="inverse"), counts)(logits, labels)
     np.testing.assert_allclose(float(loss), _hand_weighted_bce(logits, labels, pos_weight), 1e-5)
-    unweighted = trainer.make_loss_fn(make_config(), counts)(logits, labels)
+    unweighted = steps.make_loss_fn(make_config(), counts)(logits, labels)
     assert abs(float(loss) - float(unweighted)) > 0.1
 
 
@@ -141,7 +142,7 @@ def test_proposed_scheme_uses_effective_numbers(splits):
     pos_weight = effective(128 - positives) / effective(positives)
     logits, labels = _random_batch(2)
     config = make_config(scheme="proposed", scheme_params={"beta": beta})
-    loss = trainer.make_loss_fn(config, counts)(logits, labels)
+    loss = steps.make_loss_fn(config, counts)(logits, labels)
     np.testing.assert_allclose(float(loss), _hand_weighted_bce(logits, labels, pos_weight), 1e-5)
 
 
@@ -153,7 +154,7 @@ def test_class_balanced_scheme_weights_both_terms(splits):
     c = c * NUM_LABELS / c.sum()  # normalised to sum to C
     logits, labels = _random_batch(5)
     config = make_config(scheme="class_balanced", scheme_params={"beta": beta})
-    loss = trainer.make_loss_fn(config, counts)(logits, labels)
+    loss = steps.make_loss_fn(config, counts)(logits, labels)
     x, y = logits.astype(np.float64), labels.astype(np.float64)
     expected = (c * (y * _softplus(-x) + (1 - y) * _softplus(x))).sum(1).mean()
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
@@ -173,7 +174,7 @@ def test_each_loss_gets_its_params_and_the_scheme_weights(splits, loss, loss_par
     positives = splits.train.labels.sum(0)
     logits, labels = _random_batch(3)
     config = make_config(loss=loss, loss_params=loss_params, scheme=scheme)
-    got = trainer.make_loss_fn(config, counts)(logits, labels)
+    got = steps.make_loss_fn(config, counts)(logits, labels)
 
     pos, neg = weights.scheme_weights(scheme, counts)
     if loss == "sigmoid_focal":
@@ -198,20 +199,20 @@ def test_each_loss_gets_its_params_and_the_scheme_weights(splits, loss, loss_par
 def test_params_of_other_losses_are_ignored_but_unknown_ones_are_errors(splits):
     counts = weights.label_counts(splits.train.labels)
     logits, labels = _random_batch(4)
-    plain = trainer.make_loss_fn(make_config(), counts)(logits, labels)
-    with_gamma = trainer.make_loss_fn(make_config(loss_params={"gamma": 2.0}), counts)
+    plain = steps.make_loss_fn(make_config(), counts)(logits, labels)
+    with_gamma = steps.make_loss_fn(make_config(loss_params={"gamma": 2.0}), counts)
     assert float(with_gamma(logits, labels)) == float(plain)
     with pytest.raises(ValueError, match="gama"):
-        trainer.make_loss_fn(make_config(loss_params={"gama": 2.0}), counts)
+        steps.make_loss_fn(make_config(loss_params={"gama": 2.0}), counts)
     with pytest.raises(ValueError, match="valid losses"):
-        trainer.make_loss_fn(make_config(loss="hinge"), counts)
+        steps.make_loss_fn(make_config(loss="hinge"), counts)
 
 
 def test_distribution_balanced_refuses_a_scheme(splits):
     counts = weights.label_counts(splits.train.labels)
     config = make_config(loss="distribution_balanced", scheme="proposed")
     with pytest.raises(ValueError, match="scheme='none'"):
-        trainer.make_loss_fn(config, counts)
+        steps.make_loss_fn(config, counts)
 
 
 @pytest.mark.parametrize(
@@ -222,7 +223,7 @@ def test_optimizer_reads_its_fields_from_the_config_without_fallbacks(field):
     silent default that could disagree with base's."""
     values = {k: v for k, v in make_config(optimizer="sgd").to_dict().items() if k != field}
     with pytest.raises(AttributeError, match=field):
-        trainer.make_optimizer(ml_collections.ConfigDict(values), 10)
+        steps.make_optimizer(ml_collections.ConfigDict(values), 10)
 
 
 def test_warmup_epochs_of_the_config_set_the_warmup():
@@ -231,7 +232,7 @@ def test_warmup_epochs_of_the_config_set_the_warmup():
 
     def first_updates(warmup_epochs):
         config = make_config(warmup_epochs=warmup_epochs, weight_decay=0.0, grad_clip=0.0)
-        tx = trainer.make_optimizer(config, 10)
+        tx = steps.make_optimizer(config, 10)
         updates, _ = tx.update(grads, tx.init(params), params)
         return np.asarray(updates["w"])
 
@@ -244,7 +245,7 @@ def test_warmup_epochs_of_the_config_set_the_warmup():
 def test_weight_decay_skips_batchnorm_and_biases():
     params = {"conv": {"kernel": jnp.ones((3, 3, 1, 4))}, "bn": {"scale": jnp.ones(4)}}
     params["head"] = {"kernel": jnp.ones((4, 2)), "bias": jnp.ones(2)}
-    tx = trainer.make_optimizer(make_config(warmup_epochs=0.0, grad_clip=0.0), 10)
+    tx = steps.make_optimizer(make_config(warmup_epochs=0.0, grad_clip=0.0), 10)
     zero_grads = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zero_grads, tx.init(params), params)
     # With zero gradients the only update is decoupled weight decay: -lr * wd * p.
@@ -329,7 +330,7 @@ def test_run_resumes_exactly_after_sigint_and_interrupt_and_never_recompiles(
                 config, workdir=tmp_path / "resumed", interrupt_at_step=8, **run
             )
         assert info.value.step == 8
-        trainer._COMPILED.clear()  # the last resume compiles afresh, as in a new process
+        steps._COMPILED.clear()  # the last resume compiles afresh, as in a new process
         resumed = trainer.train_and_evaluate(config, workdir=tmp_path / "resumed", **run)
 
         assert resumed["steps"] == full["steps"]
@@ -353,22 +354,22 @@ def test_runs_of_one_method_share_compiled_steps_but_bind_their_own_loss_args(sp
     """Seeds, cut-offs and scheme parameters change only the per-label loss arguments: the
     jitted steps are reused and each run binds its own weights. A change to the model or to a
     loss hyperparameter (compiled into the step) gets steps of its own."""
-    trainer._COMPILED.clear()
-    mesh = trainer.make_mesh()
+    steps._COMPILED.clear()
+    mesh = steps.make_mesh()
     counts = weights.label_counts(splits.train.labels)
     # Another seed's draw: the same class counts in another class order.
     reordered = weights.LabelCounts(counts.positives[::-1].copy(), counts.num_examples)
     first_config = make_config(scheme="proposed", scheme_params={"beta": 0.999})
     second_config = make_config(scheme="proposed", scheme_params={"beta": 0.99}, name="other")
-    first = trainer.run_functions(first_config, counts, splits.train, 8, mesh)
-    second = trainer.run_functions(second_config, reordered, splits.train, 8, mesh)
+    first = steps.run_functions(first_config, counts, splits.train, 8, mesh)
+    second = steps.run_functions(second_config, reordered, splits.train, 8, mesh)
     assert second[0] is first[0] and second[2] is first[2]
     assert second[1].jitted is first[1].jitted
     for config, run_counts, (_, train_step, _) in (
         (first_config, counts, first),
         (second_config, reordered, second),
     ):
-        expected = trainer.make_loss_fn(config, run_counts).args
+        expected = steps.make_loss_fn(config, run_counts).args
         assert set(train_step.loss_args) == set(expected) == {"pos_weight", "neg_weight"}
         for name, value in expected.items():
             np.testing.assert_array_equal(np.asarray(train_step.loss_args[name]), value)
@@ -377,11 +378,11 @@ def test_runs_of_one_method_share_compiled_steps_but_bind_their_own_loss_args(sp
     wider = make_config(model={**make_config().model.to_dict(), "num_filters": 8})
     focal = make_config(loss="sigmoid_focal", loss_params={"gamma": 2.0})
     focal_gamma_1 = make_config(loss="sigmoid_focal", loss_params={"gamma": 1.0})
-    steps = {first[1].jitted}
+    jitted = {first[1].jitted}
     for config in (wider, focal, focal_gamma_1):
-        steps.add(trainer.run_functions(config, counts, splits.train, 8, mesh)[1].jitted)
-    assert len(steps) == 4
-    assert trainer.run_functions(first_config, counts, splits.train, 9, mesh)[1].jitted not in steps
+        jitted.add(steps.run_functions(config, counts, splits.train, 8, mesh)[1].jitted)
+    assert len(jitted) == 4
+    assert steps.run_functions(first_config, counts, splits.train, 9, mesh)[1].jitted not in jitted
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -35,7 +35,7 @@ def test_configure_cpu_keeps_user_flags_and_refuses_after_backend_start(monkeypa
 _CHILD = """
 import sys
 import jax, jax.numpy as jnp, numpy as np
-from experiments import train as trainer
+from experiments import steps
 from experiments.configs import get_config
 from experiments.models import create_model
 from ltweights import weights
@@ -45,7 +45,7 @@ rng = np.random.default_rng(0)
 images = rng.integers(0, 256, (32, 28, 28, 1), dtype=np.uint8)
 labels = (rng.random((32, 10)) < 0.3).astype(np.uint8)
 model = create_model(config.model.to_dict(), 10)
-loss_fn = trainer.make_loss_fn(config, weights.label_counts(labels))
+loss_fn = steps.make_loss_fn(config, weights.label_counts(labels))
 variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)), train=False)
 # BatchNorm scales of 1 everywhere, so that every convolution's gradient is non-zero.
 params = jax.tree_util.tree_map_with_path(
@@ -56,7 +56,7 @@ params = jax.tree_util.tree_map_with_path(
 def objective(params):
     logits, _ = model.apply(
         {"params": params, "batch_stats": variables["batch_stats"]},
-        trainer.normalize_images(images), train=True, mutable=["batch_stats"],
+        steps.normalize_images(images), train=True, mutable=["batch_stats"],
     )
     return loss_fn(logits, jnp.asarray(labels, jnp.float32))
 
