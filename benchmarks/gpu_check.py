@@ -176,7 +176,7 @@ def check_slice(smoke: bool, workdir: Path) -> dict[str, Any]:
     again, and an interrupted run resumed; their metrics compared."""
     import jax
 
-    from experiments import records
+    from experiments import plan, records
     from experiments import run as run_mod
     from experiments.train import Interrupted, train_and_evaluate
 
@@ -191,7 +191,7 @@ def check_slice(smoke: bool, workdir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     code = run_mod.main(argv)
     timings["record_run_s"] = time.perf_counter() - start
-    (run,) = run_mod.resolve_config(run_mod.parse_args(argv))[2]
+    (run,) = plan.resolve_config(run_mod.parse_args(argv))[2]
     folder = workdir / "runs" / SLICE_CONFIG / run.variant / f"cutoff{SLICE_CUTOFF}"
     folder = folder / f"seed{SLICE_SEED}"
     out: dict[str, Any] = {

@@ -366,6 +366,7 @@ RESULT_NEUTRAL_FIELDS = (
     "data.cache_dir",
     "checkpoint_every_steps",
     "keep_checkpoints",
+    "input_prefetch",
     "keep_best",
     # The fine-tune recipe a tier offers: what it does shows in the fields it sets
     # (`experiments.configs.apply_finetune`), which are compared.
@@ -399,6 +400,8 @@ ADDED_FIELD_DEFAULTS: dict[str, Any] = {
     "freeze_backbone_epochs": 0.0,
     # Catalog tasks: all ten Fashion-MNIST classes (experiments.data.catalog).
     "data.classes": None,
+    # Batches gathered in the training loop, none ahead (experiments.train).
+    "input_prefetch": 0,
 }
 
 

@@ -266,37 +266,47 @@ def _train_epoch(setup, checkpoints, state, run, clock, monitor, stop, interrupt
     `interrupt_at_step`, after which it raises `Interrupted`.
     """
     every = int(setup.config.checkpoint_every_steps or 0)  # 0: epoch ends only
-    epoch, mesh = run.epoch, setup.mesh
+    epoch = run.epoch
     monitor.start_epoch()
-    batches = pipeline.epoch_batches(
-        setup.splits.train, setup.batch_size, seed=setup.seed, epoch=epoch, start_batch=run.batch
-    )
-    for images, labels in batches:
-        state, step_metrics = setup.train_step(
-            state, shard_batch(mesh, images), shard_batch(mesh, labels)
-        )
-        run.batch += 1
-        step = run.step(setup.steps_per_epoch)
-        monitor.dispatched(step, step_metrics)
-        epoch_end = run.batch == setup.steps_per_epoch
-        interrupt = stop["signal"] or ("interrupt_at_step" if step == interrupt_at_step else None)
-        # Multi-process runs: a stop seen by any process stops all at this step.
-        interrupt = distributed.agree_on_stop(interrupt)
-        if epoch_end or interrupt or (every and step % every == 0):
-            monitor.flush()
+    with contextlib.closing(_placed_batches(setup, run, epoch)) as placed:
+        for images, labels in placed:
+            state, step_metrics = setup.train_step(state, images, labels)
+            run.batch += 1
+            step = run.step(setup.steps_per_epoch)
+            monitor.dispatched(step, step_metrics)
+            epoch_end = run.batch == setup.steps_per_epoch
+            interrupt = stop["signal"] or (
+                "interrupt_at_step" if step == interrupt_at_step else None
+            )
+            # Multi-process runs: a stop seen by any process stops all at this step.
+            interrupt = distributed.agree_on_stop(interrupt)
+            if epoch_end or interrupt or (every and step % every == 0):
+                monitor.flush()
+                if epoch_end:
+                    _end_epoch(setup, run, state, step, monitor.end_epoch())
+                run.wall_time_s = clock.total()
+                checkpoints.save(step, state, run)
+            if interrupt:
+                checkpoints.finish()
+                raise Interrupted(step, checkpoints.directory, interrupt)
             if epoch_end:
-                _end_epoch(setup, run, state, step, monitor.end_epoch())
-            run.wall_time_s = clock.total()
-            checkpoints.save(step, state, run)
-        if interrupt:
-            checkpoints.finish()
-            raise Interrupted(step, checkpoints.directory, interrupt)
-        if epoch_end:
-            return state
+                return state
     raise RuntimeError(
         f"The input pipeline ended epoch {epoch} after {run.batch} batches; "
         f"expected {setup.steps_per_epoch}."
     )
+
+
+def _placed_batches(setup, run, epoch: int) -> Iterator:
+    """The rest of the epoch's training batches, placed on the mesh; with `input_prefetch`,
+    gathered and placed that many batches ahead by a background thread (the same batches in
+    the same order, so the numbers do not change)."""
+    batches = pipeline.epoch_batches(
+        setup.splits.train, setup.batch_size, seed=setup.seed, epoch=epoch, start_batch=run.batch
+    )
+    placed = ((shard_batch(setup.mesh, x), shard_batch(setup.mesh, y)) for x, y in batches)
+    depth = int(setup.config.get("input_prefetch", 0) or 0)
+    return pipeline.prefetch(placed, depth) if depth else placed
 
 
 class _StepMonitor:

@@ -303,6 +303,9 @@ def test_every_config_and_tier_resolves_to_the_values_before_the_redesign():
         # The gpu tier trains in mixed precision since (issue 30); the others as before.
         assert now["model.dtype"] == ("bfloat16" if tier == "gpu" else "float32"), key
         now["model.dtype"] = before["model.dtype"]
+        # The gpu tier gathers its batches ahead on a thread since (issue 29).
+        if tier == "gpu":
+            assert now.pop("input_prefetch") == 2, key
         if "sweep.scheme_params.beta" in before:
             assert now["sweep.scheme_params.beta"] == [0.99, 0.999]
             assert before["sweep.scheme_params.beta"] == [0.9, 0.99, 0.999, 0.9999]

@@ -172,7 +172,7 @@ def test_fingerprint_ignores_exactly_the_result_neutral_fields():
         seeds=[0, 1], cutoffs=[6], sweep={"beta": [0.9]}, variant="x", output_dir="o"
     )
     neutral.data.data_dir, neutral.data.cache_dir = "d", "c"
-    neutral.update(checkpoint_every_steps=7, keep_checkpoints=5, keep_best=3)
+    neutral.update(checkpoint_every_steps=7, keep_checkpoints=5, keep_best=3, input_prefetch=3)
     # A tier's fine-tune recipe counts only through the fields it sets (with model.init_from).
     neutral.finetune = {"backbone_lr_scale": 0.1, "freeze_backbone_epochs": 2.0}
     flat = records.flatten(neutral.to_dict())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +17,7 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from experiments import steps
+from experiments import configs, steps
 from experiments import train as trainer
 from experiments.data import Dataset, Splits
 from ltweights import losses, weights
@@ -415,3 +416,34 @@ def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(splits
         restored = manager.restore(max(steps))
     params = restored["state"]["params"]
     assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(params))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fashion_mnist_installed")
+def test_input_prefetch_trains_the_same_numbers_and_resumes_exactly(tmp_path):
+    """input_prefetch gathers and places batches on a background thread: the same batches in
+    the same order, so the same bits as without it, and an interrupted prefetching run resumes
+    to them too (its thread is closed at the interrupt)."""
+
+    def metrics(prefetch, workdir, **kw):
+        config = configs.get_config("catalog_none", tier="smoke")
+        config.data.cache_dir = str(tmp_path / "cache")
+        config.input_prefetch = prefetch
+        return trainer.train_and_evaluate(
+            config, seed=0, cutoff=6, workdir=workdir, progress=False, **kw
+        )
+
+    def numbers(record):
+        return {k: record[k] for k in ("curves", "val", "test", "steps")} | {
+            "curves": [
+                {k: v for k, v in c.items() if k != "images_per_s"} for c in record["curves"]
+            ]
+        }
+
+    plain = numbers(metrics(0, tmp_path / "plain"))
+    assert numbers(metrics(2, tmp_path / "prefetch")) == plain
+    with pytest.raises(trainer.Interrupted):
+        metrics(2, tmp_path / "resumed", interrupt_at_step=5)
+    assert numbers(metrics(2, tmp_path / "resumed")) == plain
+    # The interrupted run's thread was stopped and joined (pipeline.prefetch's finally).
+    assert not [t for t in threading.enumerate() if t.name == "prefetch"]

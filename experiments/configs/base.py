@@ -52,6 +52,9 @@ Fields (the contract between configs, `experiments.train` and `experiments.run`)
                   itself; all None (the default): no recipe
   augment         "none" | "flip" | "cells" (catalog tasks: shuffle the 2 x 2 grid's items and
                   mirror each), done inside the train step (experiments/augment.py)
+  input_prefetch  training batches gathered and placed on the devices ahead of the step by a
+                  background thread (experiments.data.pipeline.prefetch); 0: in the loop. The
+                  same batches in the same order, so the numbers do not depend on it
   checkpoints     checkpoint_every_steps, keep_checkpoints (how many of the last to keep),
                   keep_best (how many of the best by val mAP to keep, >= 1)
   buckets         bucket_head, bucket_tail: head >= bucket_head, tail < bucket_tail training
@@ -131,6 +134,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.finetune.learning_rate = ml_collections.FieldReference(None, field_type=float)
 
     config.augment = "none"
+
+    config.input_prefetch = 0
 
     config.checkpoint_every_steps = 200
     config.keep_checkpoints = 2

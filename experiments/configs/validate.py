@@ -44,6 +44,7 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "grad_clip": (lambda v: _num(v) and v >= 0, "a finite number >= 0 (0 disables)"),
     "optimizer": (lambda v: v in ("adamw", "sgd"), "'adamw' or 'sgd'"),
     "augment": (lambda v: v in AUGMENTATIONS, " or ".join(map(repr, AUGMENTATIONS))),
+    "input_prefetch": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: no prefetch)"),
     "checkpoint_every_steps": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: epoch ends)"),
     "keep_checkpoints": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "keep_best": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
