@@ -214,8 +214,14 @@ def gpu_tier_feed(args: argparse.Namespace, all_cores: set[int] | None) -> list[
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
     all_cores = allowed_cores()
+    try:
+        return _measure(parse_args(argv), all_cores)
+    finally:  # the caller (a test, a notebook) gets its cores back
+        set_cores(all_cores)
+
+
+def _measure(args: argparse.Namespace, all_cores: set[int] | None) -> dict:
     core = pin_to_one_core()
     splits, times = time_catalog_loads(args)
     ips = pipeline_throughputs(splits, args.batch_size, args.seconds)

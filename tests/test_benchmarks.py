@@ -1,6 +1,7 @@
 """The loss benchmark's code path on tiny shapes: structure of its JSON, never its timings."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -231,3 +232,13 @@ def test_data_benchmark_measures_the_gpu_tier_feed_without_and_with_prefetch(tmp
     }
     assert all(r["images_per_s"] > 0 and r["demand_images_per_s"] > 0 for r in feed)
     assert "ResNet-18 demand" in capsys.readouterr().out
+
+
+def test_data_benchmark_gives_the_caller_its_cores_back(tmp_path):
+    """It pins itself to one core to measure; a test or notebook calling it keeps its cores
+    (a pinned pytest process once made later tests see one core)."""
+    from benchmarks import data as data_bench
+
+    before = os.sched_getaffinity(0)
+    data_bench.main(["--seconds", "0.01", "--no-gpu-feed", "--out", str(tmp_path / "d.json")])
+    assert os.sched_getaffinity(0) == before
