@@ -34,6 +34,7 @@ import ml_collections
 
 from experiments import distributed, parallel, progress, records
 from experiments.atomic import disk_full, disk_full_message
+from experiments.data.cache import cache_root
 from experiments.lock import LOCK_FILENAME, LockHeld, RunLock
 from experiments.records import build_record, failed_result, write_record
 from experiments.runs import Run, plan_action, read_record
@@ -209,7 +210,6 @@ def give_entries_access_times(directory: Path) -> list[str]:
 
 
 def compilation_cache_dir(config: ml_collections.ConfigDict) -> Path:
-    from experiments.data.cache import cache_root
 
     return cache_root(config.data.cache_dir) / "jax-compilation"
 

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments import resnet_weights
+from experiments import records, resnet_weights
 from experiments.resnet_weights import first_line as _first_line
 from experiments.resnet_weights import flatten, load_weights, torchvision_to_flax
 
@@ -89,7 +89,7 @@ def resolve_source(init_from: str | Path) -> InitSource:
             f"model.init_from {str(init_from)!r} is a file without a .pth/.pt/.safetensors "
             f"suffix; give {_SOURCE_FORMS}"
         )
-    from experiments.checkpoints import CHECKPOINT_DIR
+    from experiments.checkpoints import CHECKPOINT_DIR  # deferred: orbax, for run folders only
 
     if (path / CHECKPOINT_DIR).is_dir():
         return InitSource("suite", path / CHECKPOINT_DIR)
@@ -207,7 +207,7 @@ def _variable_shapes(model_key: tuple, channels: int) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
 
-    from experiments.models import create_model
+    from experiments.models import create_model  # deferred: Flax loads only when needed
 
     model = create_model({k: list(v) if isinstance(v, tuple) else v for k, v in model_key}, 2)
     image = jnp.zeros((1, 32, 32, channels), jnp.float32)
@@ -215,7 +215,7 @@ def _variable_shapes(model_key: tuple, channels: int) -> dict[str, Any]:
 
 
 def _stage_sizes(model_config: Any) -> list[int]:
-    from experiments.models import PRESETS
+    from experiments.models import PRESETS  # deferred: Flax loads only when needed
 
     name = model_config.get("name")
     return list(PRESETS[name][0] if name in PRESETS else model_config.stage_sizes)
@@ -269,7 +269,7 @@ def best_step(checkpoint_dir: Path) -> int:
     saved in the latest checkpoint), which the run's keep policy never deletes."""
     import orbax.checkpoint as ocp
 
-    from experiments.checkpoints import best_entry
+    from experiments.checkpoints import best_entry  # deferred: orbax
 
     steps = _steps(checkpoint_dir)
     if not steps:
@@ -416,7 +416,6 @@ def _run_name(run_dir: Path) -> str:
 
 def _check_padding(run_dir: Path, padding: str) -> None:
     """The source run's model.padding (from its record, when it has one) must be `padding`."""
-    from experiments import records
 
     record_path = run_dir / records.RECORD_FILENAME
     if not record_path.is_file():

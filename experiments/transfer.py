@@ -47,7 +47,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments import configs, execute, run, xla
+from experiments import configs, execute, report, run, xla
 from experiments import plan as plan_mod
 from experiments.configs import overrides, tiers
 from experiments.runs import Run, expand_runs, plan_action, read_record
@@ -314,7 +314,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return execute.EXIT_FAILED
     if args.no_report:
         return code
-    from experiments import report
 
     report_args = ["--records", args.records]
     if args.records != RECORDS_ROOT:

@@ -25,6 +25,7 @@ from ml_collections.config_flags import config_path
 
 from experiments.configs.base import flat_values
 from experiments.configs.validate import OPEN_BLOCKS
+from experiments.records import flatten
 
 # Spellings of a non-finite number, which are no Python literal: read as the float they name so
 # that the error says what is wrong with them (no config field takes one), not that they are text.
@@ -154,7 +155,6 @@ def apply_finetune(config: ml_collections.ConfigDict, explicit: Collection[str] 
 
 def sweep_axes(config: ml_collections.ConfigDict) -> list[tuple[str, list[Any]]]:
     """The swept fields of `config.sweep` as (dotted path, values), in a stable order."""
-    from experiments.records import flatten
 
     axes = []
     for path, value in sorted(flatten(config.sweep.to_dict()).items()):

@@ -20,12 +20,17 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
-from experiments import methods
+from experiments import methods, pretrained
 from experiments.augment import AUGMENTATIONS
 from experiments.configs import base, tasks
 from experiments.configs.base import flat_values
+from experiments.data import get_task_loader
+from experiments.data.catalog import check_classes
+from ltweights import weights
 
 # Blocks whose keys are keyword arguments of a loader, scheme or loss: `--set` may add keys.
 OPEN_BLOCKS = ("data", "scheme_params", "loss_params")
@@ -132,10 +137,6 @@ def _probe_scheme_and_loss(config: ml_collections.ConfigDict) -> list[str]:
     """Calls the scheme and the loss once on a made-up 2-label count, with the inputs the
     trainer would supply (`methods.loss_inputs`), so that their own checks judge the parameter
     values."""
-    import jax.numpy as jnp
-    import numpy as np
-
-    from ltweights import weights
 
     counts = weights.LabelCounts(positives=np.array([3, 1]), num_examples=8)
     try:
@@ -174,7 +175,6 @@ def _finetune_problems(flat: dict[str, Any]) -> list[str]:
 
 
 def _data_fields(config: ml_collections.ConfigDict) -> list[str]:
-    from experiments.data import get_task_loader
 
     valid = methods.keyword_parameters(get_task_loader(config.task), _LOADER_SUPPLIED)
     found = _unknown("data", config.data, valid, f"the {config.task} loader")
@@ -192,8 +192,6 @@ def _data_fields(config: ml_collections.ConfigDict) -> list[str]:
         elif isinstance(default, str) and not isinstance(value, str):
             found.append(f"data.{key} must be a string; got {value!r}")
     if "classes" in valid and config.data.get("classes") is not None:
-        from experiments.data.catalog import check_classes
-
         try:
             check_classes(config.data.classes)
         except ValueError as e:
@@ -205,7 +203,6 @@ def _image_channels(config: ml_collections.ConfigDict) -> int | None:
     """The channels of the task's images where the config fixes them (1 for the Fashion-MNIST
     catalogs; the loader's `channels`, set or by default; 3 for loaders without one, whose
     photos are RGB); None where the dataset decides."""
-    from experiments.data import get_task_loader
 
     if tasks.TASKS[config.task].fashion_mnist_items:
         return 1
@@ -242,14 +239,11 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
                 f"[data.head_count] = [{head}]; got {list(config.cutoffs)} (use --cutoffs {head})"
             )
     if isinstance(config.get("model"), ml_collections.ConfigDict):
-        from experiments import pretrained
-
         found += pretrained.source_problems(config.model, channels=_image_channels(config))
     found += _finetune_problems(flat)
     if _num(flat.get("bucket_tail")) and _num(flat.get("bucket_head")):
         if flat["bucket_tail"] > flat["bucket_head"]:
             found.append("bucket_tail must be <= bucket_head")
-    from ltweights import weights
 
     if config.scheme not in weights.SCHEMES:
         return [f"scheme {config.scheme!r} is not one of {', '.join(weights.SCHEMES)}"]

@@ -9,6 +9,7 @@ SHA-256 is checked). Command line (kept under the name the README gives):
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.atomic import atomic_open
+from experiments.data.fashion_mnist import SHA256
 from experiments.data.images import DataError
 from experiments.data.tfds_decode import open_builder, read_examples
 from experiments.data.tfds_features import find_label
@@ -86,11 +89,6 @@ def export_fashion_mnist_idx(
     as data.data_dir, or use <cache>/fashion-mnist, which the catalog searches) sees exactly the
     arrays of the IDX release; nothing is written if any file differs.
     """
-    import gzip
-
-    from experiments.atomic import atomic_open
-    from experiments.data.fashion_mnist import SHA256
-
     train_images, train_labels, test_images, test_labels = fashion_mnist_from_tfds(
         data_dir=data_dir, restore_order=restore_order
     )

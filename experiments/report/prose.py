@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from experiments.configs import tasks
 from experiments.report.comparisons import UNWEIGHTED, holm_sentence
 from experiments.report.ranks import ranks_sentence
 from experiments.report.tables import (
@@ -168,8 +169,7 @@ def floor_margin_sentence(group: Group) -> str | None:
 
 def network_parameters(run) -> int | None:
     """The parameter count of a run's network, from its config and data (None if unknown)."""
-    from experiments.configs import tasks
-    from experiments.models import parameter_count
+    from experiments.models import parameter_count  # deferred: Flax, only for this line
 
     config, data = run.record["config"], run.record["data"]
     task = tasks.TASKS.get(run.task)
