@@ -1,5 +1,7 @@
 """The step maths of the trainer: loss from a config, optimiser, train state, jitted steps.
 
+(About 500 lines: the jitted programs and the cache that shares them belong together.)
+
 Everything here is a function of arrays and a config; the loop that calls these steps, the
 checkpoints and the record live in `experiments.train` and `experiments.checkpoints`.
 

@@ -1,5 +1,8 @@
 """The trainer's loop: one run = one (config, seed, cut-off), from data to the record's metrics.
 
+(About 500 lines, read top to bottom like big_vision's trainer: exact resume, stop signals and
+the non-finite stop are part of the loop.)
+
 `train_and_evaluate` reads top to bottom:
 
 1. Data: `load_task(config.task, cutoff=..., seed=config.data.seed, ...)` (or given `splits`);

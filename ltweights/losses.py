@@ -1,5 +1,8 @@
 """Elementwise multi-label losses for long-tailed labels, as pure JAX functions.
 
+(All the losses in one module, as `optax.losses` keeps them; its length is mostly their
+formulas, references and runnable examples.)
+
 Every loss takes ``logits`` and ``labels`` of the same shape ``[..., C]`` (labels in [0, 1],
 usually multi-hot; bool or integer labels are cast) and returns the elementwise loss with the
 logits' shape and dtype; reduction is the caller's (see :func:`per_example_sum` and

@@ -1,5 +1,7 @@
 """Multi-label evaluation metrics: AP / mAP, precision, recall, F1, thresholds, frequency buckets.
 
+(One module for the metrics a record holds; its length is mostly docstrings and examples.)
+
 Host-side NumPy in float64. Inputs are a score matrix `scores` [N, C] (probabilities or logits:
 any score where higher means "more likely positive") and a multi-hot matrix `labels` [N, C] with
 values in {0, 1}; JAX arrays are accepted and copied to the host. Every label is an independent

@@ -1,5 +1,9 @@
 """Numbers and tables of the report: runs grouped by (tier, task), statistics per cell, and the
-markdown tables of metrics, paired differences, data provenance and compute."""
+markdown tables of metrics, paired differences, data provenance and compute.
+
+Over 500 lines because it is one job, the report's tables, read top to bottom; the statistics
+live in `experiments.stats`, the comparisons in `comparisons`, the ranks in `ranks`.
+"""
 
 from __future__ import annotations
 
