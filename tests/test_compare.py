@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from experiments import compare, execute, plan, records
-from tests.test_run import StubInterrupted, StubTrainer
+from experiments import compare
+from tests.test_run import install_stub_trainer
 
 
 @pytest.fixture
 def stub(monkeypatch):
-    trainer = StubTrainer()
-    monkeypatch.setattr(execute, "load_trainer", lambda: (trainer, StubInterrupted))
-    monkeypatch.setattr(plan, "check_data", lambda config, cutoff, **kw: None)
-    monkeypatch.setattr(records, "environment", lambda: {"packages": {}, "git_commit": None})
-    return trainer
+    return install_stub_trainer(monkeypatch)
 
 
 def test_the_comparison_trains_each_method_and_prints_the_table_and_the_report_command(

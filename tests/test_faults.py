@@ -8,11 +8,11 @@ import os
 
 import pytest
 
-from experiments import atomic, execute, plan, records, report
+from experiments import atomic, execute, report
 from experiments import run as run_mod
 from experiments.train import train_and_evaluate
 from tests.test_report import make_record, write_record
-from tests.test_run import StubInterrupted, StubTrainer
+from tests.test_run import StubInterrupted, install_stub_trainer
 
 
 def _enospc(path) -> OSError:
@@ -21,11 +21,7 @@ def _enospc(path) -> OSError:
 
 @pytest.fixture
 def stub(monkeypatch):
-    trainer = StubTrainer()
-    monkeypatch.setattr(execute, "load_trainer", lambda: (trainer, StubInterrupted))
-    monkeypatch.setattr(plan, "check_data", lambda config, cutoff, **kw: None)
-    monkeypatch.setattr(records, "environment", lambda: {"packages": {}, "git_commit": None})
-    return trainer
+    return install_stub_trainer(monkeypatch)
 
 
 ARGS = ["--config", "catalog_none", "--seeds", "0,1", "--cutoffs", "6", "--no-progress"]
@@ -56,7 +52,7 @@ def test_disk_full_writing_a_record_is_one_line_not_a_traceback(
     def full(path, obj):
         raise _enospc(path)
 
-    monkeypatch.setattr(execute, "atomic_write_json", full)
+    monkeypatch.setattr(execute, "write_record", full)
     assert run_mod.main([*ARGS, "--output-dir", str(tmp_path)]) == execute.EXIT_FAILED
     err = capsys.readouterr().err
     assert "no space left on device in" in err and "Traceback" not in err

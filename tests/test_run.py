@@ -255,13 +255,18 @@ class StubTrainer:
         }
 
 
-@pytest.fixture
-def stub(monkeypatch):
+def install_stub_trainer(monkeypatch) -> StubTrainer:
+    """A StubTrainer in place of the real one, no data checks and a fixed environment."""
     trainer = StubTrainer()
     monkeypatch.setattr(execute, "load_trainer", lambda: (trainer, StubInterrupted))
     monkeypatch.setattr(plan, "check_data", lambda config, cutoff, **kw: None)
     monkeypatch.setattr(records, "environment", lambda: {"packages": {}, "git_commit": None})
     return trainer
+
+
+@pytest.fixture
+def stub(monkeypatch):
+    return install_stub_trainer(monkeypatch)
 
 
 def cli(tmp_path, *args):
