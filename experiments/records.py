@@ -112,18 +112,13 @@ def record_keys(version: int) -> tuple[str, ...]:
     return SCHEMA_KEYS if version == 2 else RECORD_KEYS
 
 
-# The keys the trainer fills (the rest identify the run: `build_record`).
-TRAINER_KEYS = (
-    "status",
-    "failure",
-    "data",
-    "curves",
-    "val",
-    "test",
-    "wall_time_s",
-    "images_per_s",
-    "steps",
+# The keys that identify a run and its environment (`build_record` sets them); the trainer
+# fills the rest (`trainer_fields`).
+RUN_KEYS = frozenset(
+    {"schema_version", "config_name", "task", "method", "scheme", "loss", "variant", "tier"}
+    | {"seed", "cutoff", "config", "environment"}
 )
+TRAINER_KEYS = tuple(k for k in SCHEMA_KEYS if k not in RUN_KEYS)
 
 
 def trainer_fields(**fields: Any) -> dict[str, Any]:
