@@ -348,10 +348,12 @@ def test_pretrained_backbone_table_from_synthetic_records(tmp_path):
     assert table_row(section, heading, "`none`") == [
         "0.600 ± 0.248 (n=3)",
         "0.670 ± 0.269 (n=3)",
-        "**+0.070 ± 0.066** (n=3)",
+        # Differences 0.05, 0.10, 0.06: t = 4.583 with 2 degrees of freedom, whose two-sided
+        # p is 1 - t / sqrt(t^2 + 2) = 0.044; equal differences have no spread: p < 0.001.
+        "**+0.070 ± 0.066** (n=3, p=0.044)",
         "0.200 ± 0.000 (n=3)",
         "0.300 ± 0.000 (n=3)",
-        "**+0.100 ± 0.000** (n=3)",
+        "**+0.100 ± 0.000** (n=3, p<0.001)",
     ]
     comparison = table_row(
         section,
@@ -360,10 +362,10 @@ def test_pretrained_backbone_table_from_synthetic_records(tmp_path):
         "`proposed(beta=0.999)` − `none`",
     )
     assert comparison == [
-        "**+0.020 ± 0.000** (n=3)",
-        "**-0.010 ± 0.000** (n=3)",
-        "+0.000 ± 0.000 (n=3)",  # the tails are equal: no difference, not marked
-        "+0.000 ± 0.000 (n=3)",
+        "**+0.020 ± 0.000** (n=3, p<0.001)",
+        "**-0.010 ± 0.000** (n=3, p<0.001)",
+        "+0.000 ± 0.000 (n=3, p=1.000)",  # the tails are equal: no difference, not marked
+        "+0.000 ± 0.000 (n=3, p=1.000)",
     ]
     assert "Pretraining: `balanced` on the catalog of Fashion-MNIST classes [0, 2, 4, 6, 8]" in (
         section
