@@ -484,13 +484,13 @@ def test_the_trainer_builds_every_methods_loss_from_its_config(method):
     import jax.numpy as jnp
     import numpy as np
 
-    from experiments import train
+    from experiments import steps
     from ltweights import weights
 
     config = configs.get_config(f"catalog_{method}")
-    assert train.LOSSES[config.loss] is methods.LOSSES[config.loss]
+    assert steps.LOSSES[config.loss] is methods.LOSSES[config.loss]
     counts = weights.label_counts(np.array([[1, 0], [0, 1], [1, 1], [0, 0]]))
-    value = train.make_loss_fn(config, counts)(jnp.zeros((4, 2)), jnp.ones((4, 2)))
+    value = steps.make_loss_fn(config, counts)(jnp.zeros((4, 2)), jnp.ones((4, 2)))
     assert np.isfinite(float(value))
     assert config.loss == methods.METHODS[method].loss
 
