@@ -96,10 +96,10 @@ def run_fingerprint(config: Any, seed: int | None, cutoff: int, train_positives:
     """Hash of what determines a run's numbers, to refuse resuming someone else's checkpoint.
 
     Fields listed in `records.RESULT_NEUTRAL_FIELDS` (where files live, how often to checkpoint,
-    the sweep around the run) are left out, the same ones the runner's stale-record check
-    ignores; fields still at their `records.ADDED_FIELD_DEFAULTS` value too, so adding an
-    option does not orphan checkpoints. With seed=None: the key of the compiled steps, which
-    runs differing only in seed share.
+    the seeds, cut-offs and varied values around the run) are left out, the same ones the
+    runner's stale-record check ignores; fields still at their `records.ADDED_FIELD_DEFAULTS`
+    value too, so adding an option does not orphan checkpoints. With seed=None: the key of the
+    compiled steps, which runs differing only in seed share.
     """
     as_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     flat = records.without_added_defaults(records.flatten(as_dict))

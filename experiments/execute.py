@@ -125,7 +125,7 @@ def run_argv(run: Run) -> list[str]:
 
 def recovery_command(argv: Sequence[str], run: Run) -> str:
     """The command that restarts just `run` from scratch: the same invocation narrowed to its
-    seed, cut-off and sweep values, with --force."""
+    seed, cut-off and varied values, with --force."""
     kept, skip = [], False
     for arg in argv:
         if skip:

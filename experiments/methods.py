@@ -43,7 +43,7 @@ class Method:
       loss_fn: the elementwise loss, `fn(logits, labels, **supplied, **loss_params)`; its own
         name is the method's `loss`, the `LOSSES` key and a config's `loss` field.
       scheme_params, loss_params: keyword arguments of the scheme and the loss.
-      sweep: dotted config path -> values swept by default (one variant each).
+      vary: dotted config path -> values varied by default (one variant each).
       variant: `str.format` template over the config naming the report row.
       doc: one line for `--list` and `--dry-run`.
       model: config.model fields the method changes (the `linear` floor's model).
@@ -60,7 +60,7 @@ class Method:
     variant: str = "{scheme}"
     scheme_params: Mapping[str, Any] = dataclasses.field(default_factory=lambda: _EMPTY)
     loss_params: Mapping[str, Any] = dataclasses.field(default_factory=lambda: _EMPTY)
-    sweep: Mapping[str, tuple[Any, ...]] = dataclasses.field(default_factory=lambda: _EMPTY)
+    vary: Mapping[str, tuple[Any, ...]] = dataclasses.field(default_factory=lambda: _EMPTY)
     model: Mapping[str, Any] = dataclasses.field(default_factory=lambda: _EMPTY)
     balanced_data: bool = False
     reference: bool = False
@@ -72,14 +72,14 @@ class Method:
 
 
 # beta = 0.9 trains like `none` and 0.9999 like `inverse` (the two ends of the effective number;
-# the first sweep measured both within 0.003 mAP of them), so the default sweep keeps the middle.
+# the first sweep measured both within 0.003 mAP of them), so the default `vary` keeps the middle.
 PROPOSED_BETAS = (0.99, 0.999)
 _BCE = losses.weighted_sigmoid_bce
 
 
 def _method(name: str, scheme: str, loss_fn: Callable[..., Any], doc: str, **kwargs: Any) -> Method:
-    """A Method whose parameter and sweep mappings are read-only."""
-    for key in ("scheme_params", "loss_params", "sweep", "model"):
+    """A Method whose parameter and `vary` mappings are read-only."""
+    for key in ("scheme_params", "loss_params", "vary", "model"):
         if key in kwargs:
             kwargs[key] = types.MappingProxyType(dict(kwargs[key]))
     return Method(name, scheme, loss_fn, doc, **kwargs)
@@ -115,8 +115,8 @@ METHODS: dict[str, Method] = {
             "class_balanced",
             "class_balanced",
             _BCE,
-            "Class-balanced (Cui et al., CVPR 2019) on both terms, beta = 0.999; sweep it with "
-            "--set sweep.scheme_params.beta=[0.99,0.9999].",
+            "Class-balanced (Cui et al., CVPR 2019) on both terms, beta = 0.999; vary it with "
+            "--set vary.scheme_params.beta=[0.99,0.9999].",
             variant="class_balanced(beta={scheme_params.beta:g})",
             scheme_params={"beta": 0.999},
         ),
@@ -124,11 +124,11 @@ METHODS: dict[str, Method] = {
             "proposed",
             "proposed",
             _BCE,
-            "Proposed effective-number positive weighting pos_j = E(n-_j) / E(n+_j); sweeps "
-            "beta over 0.99 and 0.999 (--set sweep.scheme_params.beta=[0.9,0.9999] for the ends).",
+            "Proposed effective-number positive weighting pos_j = E(n-_j) / E(n+_j); varies "
+            "beta over 0.99 and 0.999 (--set vary.scheme_params.beta=[0.9,0.9999] for the ends).",
             variant="proposed(beta={scheme_params.beta:g})",
             scheme_params={"beta": 0.999},
-            sweep={"scheme_params.beta": PROPOSED_BETAS},
+            vary={"scheme_params.beta": PROPOSED_BETAS},
         ),
         _method(
             "focal",

@@ -1,11 +1,11 @@
 """Run records: the JSON file each run leaves. This module is their one home: it builds them
 (`trainer_fields`, `failed_result`, `build_record`), writes them atomically (`write_record`),
-reads them back (`load_record`) and upgrades old versions (`upgrade_config_v1`).
+reads them back (`load_record`) and upgrades old versions (`upgrade_record`, `upgrade_config`).
 
 A record is the only thing the report reads, so it carries everything a table or plot needs.
-Schema (version 2); every key is present, values JSON-native:
+Schema (version 3); every key is present, values JSON-native:
 
-  schema_version: 2
+  schema_version: 3
   status: "finished" | "failed"
   failure: null | str                    why a failed run stopped (e.g. non-finite loss) and,
                                          when its folder may be unusable, how to recover
@@ -46,7 +46,10 @@ Schema (version 2); every key is present, values JSON-native:
 Version 1 (the committed sweep) differs in: no `method` (nor `config.method`), `loss` and
 `config.loss` hold the old loss keys (bce, focal, logit_adjusted, ...; `LEGACY_LOSS_NAMES`),
 `config.keep_best` is a bool, and `data.provenance` is {split: dict} with no
-`split_provenance`. `load_record` reads both; `upgrade_config_v1` maps a v1 config onto v2.
+`split_provenance`. Version 2 differs from version 3 only in the name of the config block of
+varied fields: `config.sweep` (now `config.vary`, so that "sweep" names only the results sweep,
+`experiments.sweep`). `load_record` reads all three; `upgrade_record` and `upgrade_config` bring
+an older record or config to version 3.
 """
 
 from __future__ import annotations
@@ -67,9 +70,11 @@ import ml_collections
 from experiments import hardware
 from experiments.atomic import atomic_write_json
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Versions `load_record` reads (the report reads them too).
-READABLE_SCHEMA_VERSIONS = (1, 2)
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
+# What versions 1 and 2 called the config block that version 3 calls `vary`.
+LEGACY_VARY_NAME = "sweep"
 # Version-1 loss keys -> the ltweights.losses function names that version 2 stores.
 LEGACY_LOSS_NAMES = {
     "bce": "weighted_sigmoid_bce",
@@ -78,7 +83,7 @@ LEGACY_LOSS_NAMES = {
     "distribution_balanced": "distribution_balanced",
     "logit_adjusted": "logit_adjusted_bce",
 }
-# Every key of a record written now (version 2), in the order of the schema above.
+# Every key of a record written now (versions 2 and 3), in the order of the schema above.
 SCHEMA_KEYS = (
     "schema_version",
     "status",
@@ -108,8 +113,8 @@ RECORD_KEYS = tuple(k for k in SCHEMA_KEYS if k != "method")
 
 
 def record_keys(version: int) -> tuple[str, ...]:
-    """The top-level keys of a record of schema `version` (1 or 2)."""
-    return SCHEMA_KEYS if version == 2 else RECORD_KEYS
+    """The top-level keys of a record of schema `version` (1, 2 or 3)."""
+    return RECORD_KEYS if version == 1 else SCHEMA_KEYS
 
 
 # The keys that identify a run and its environment (`build_record` sets them); the trainer
@@ -267,7 +272,8 @@ def load_record(
         raise ValueError(f"Run record {path} is not a JSON object; delete it and rerun.")
     version = record.get("schema_version")
     if type(version) is not int or version not in versions:
-        readable = " or ".join(str(v) for v in sorted(versions))
+        *others, last = (str(v) for v in sorted(versions))
+        readable = f"{', '.join(others)} or {last}" if others else last
         raise ValueError(
             f"Run record {path} has schema_version {version!r}; this code reads version "
             f"{readable}. Rerun the experiment with --force to rewrite it."
@@ -292,6 +298,21 @@ def upgrade_config_v1(config: dict[str, Any]) -> dict[str, Any]:
     if isinstance(config.get("keep_best"), bool):
         config["keep_best"] = int(config["keep_best"])
     return config
+
+
+def upgrade_config_v2(config: dict[str, Any]) -> dict[str, Any]:
+    """A version-2 record's config as version 3 stores it: the `sweep` block renamed `vary`,
+    in the same place among the keys (a config that already has `vary` is left as it is)."""
+    if LEGACY_VARY_NAME not in config or "vary" in config:
+        return dict(config)
+    return {("vary" if key == LEGACY_VARY_NAME else key): v for key, v in config.items()}
+
+
+def upgrade_config(config: dict[str, Any], version: Any) -> dict[str, Any]:
+    """A config stored by a record of schema `version` as the current version stores it."""
+    if version == 1:
+        config = upgrade_config_v1(config)
+    return upgrade_config_v2(config) if version in (1, 2) else dict(config)
 
 
 def _same_json(a: Any, b: Any) -> bool:
@@ -319,15 +340,27 @@ def split_provenance(per_split: dict[str, dict[str, Any]]) -> tuple[dict, dict]:
 
 
 def upgrade_record(record: Any) -> Any:
-    """A record of any readable version in the current (version 2) shape, as a new dict; the
-    input is not changed. Version 2 differs from version 1 in exactly: schema_version 2; a
-    top-level `method` (the config name's axis) and `config.method`; `config.loss` as the loss
-    function's name; `config.keep_best` an int; `data.provenance` one dict of the fields common
-    to all splits plus `data.split_provenance` {split: fields that differ}, where version 1 held
-    a full copy per split. Anything else (another version, wrong types) is returned as it is,
+    """A record of any readable version in the current (version 3) shape, as a new dict; the
+    input is not changed.
+
+    Version 2 differs from version 1 in exactly: schema_version 2; a top-level `method` (the
+    config name's axis) and `config.method`; `config.loss` as the loss function's name;
+    `config.keep_best` an int; `data.provenance` one dict of the fields common to all splits
+    plus `data.split_provenance` {split: fields that differ}, where version 1 held a full copy
+    per split. Version 3 differs from version 2 in exactly: schema_version 3 and `config.sweep`
+    renamed `config.vary`. Anything else (another version, wrong types) is returned as it is,
     for validation to name."""
-    if not isinstance(record, dict) or record.get("schema_version") != 1:
+    if not isinstance(record, dict) or record.get("schema_version") not in (1, 2):
         return record
+    out = _upgrade_v1(record) if record["schema_version"] == 1 else dict(record)
+    out["schema_version"] = 3
+    if isinstance(out.get("config"), dict):
+        out["config"] = upgrade_config_v2(out["config"])
+    return out
+
+
+def _upgrade_v1(record: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 record in the version-2 shape (see `upgrade_record`)."""
     method = method_of_v1(record.get("config_name"), record.get("task"))
     out = {**record, "schema_version": 2, "method": method}
     if isinstance(record.get("config"), dict):
@@ -349,12 +382,13 @@ def load_records(root: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 # Config fields that do not change what a run computes: which seeds and cut-offs an invocation
-# selected, how the sweep and variant are described, where files live, and how often checkpoints
-# are kept. The resume fingerprint and the stale-record check both ignore exactly these.
+# selected, which fields a config varies and how its variant is named, where files live, and how
+# often checkpoints are kept. The resume fingerprint and the stale-record check both ignore
+# exactly these.
 RESULT_NEUTRAL_FIELDS = (
     "seeds",
     "cutoffs",
-    "sweep",
+    "vary",
     "variant",
     "output_dir",
     "data.data_dir",

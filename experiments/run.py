@@ -1,6 +1,6 @@
 """`python -m experiments.run`: configs -> runs -> records.
 
-A config (see experiments/configs) enumerates runs: one per (sweep value, cut-off, seed). Each
+A config (see experiments/configs) enumerates runs: one per (varied value, cut-off, seed). Each
 run trains with `experiments.train.train_and_evaluate` and leaves an atomically written record
 (schema: experiments/records.py) at
 
@@ -22,10 +22,11 @@ trains them (exit codes: `execute.EXIT_*`).
 
 `--set key=value` (repeatable) sets any field by dotted path (experiments/configs/overrides.py);
 values are Python literals (`5`, `0.5`, `[1,1]`, `'text'`), anything else is a string. New keys
-may be added only under `data`, `scheme_params` and `loss_params`; `--set sweep.<path>=[...]`
-sweeps a field, and setting a swept field fixes it. The whole resolved config of every run is
-validated before anything runs, `--dry-run` included (experiments/configs/validate.py): types,
-ranges, unknown keys at any depth, the scheme's, loss's and loader's parameters. A config error
+may be added only under `data`, `scheme_params` and `loss_params`; `--set vary.<path>=[...]`
+varies a field (one run per value), and setting a varied field fixes it. The whole resolved
+config of every run is validated before anything runs, `--dry-run` included
+(experiments/configs/validate.py): types, ranges, unknown keys at any depth, the scheme's,
+loss's and loader's parameters. A config error
 writes nothing and exits with code 2.
 
 Each run holds an exclusive lock on its folder (experiments/lock.py) from before it reads the
@@ -82,7 +83,7 @@ def _argparse_type(parse):
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.run",
-        description="Run every (sweep value, cut-off, seed) of a config; write one record each. "
+        description="Run every (varied value, cut-off, seed) of a config; write one record each. "
         "Each run holds an exclusive lock on its folder; a run whose folder another process "
         "holds is reported as locked and skipped, the other runs go on, and the exit code is 1.",
         epilog="Examples: --config catalog_proposed | --config catalog_none --seeds 0 --cutoffs 6"

@@ -1,4 +1,4 @@
-"""Runs of a config: expansion into (sweep value, cut-off, seed), their folders, what to do
+"""Runs of a config: expansion into (varied value, cut-off, seed), their folders, what to do
 with each given its existing record (a record is built and written by experiments/records.py).
 
   <output_dir>/<config name>/<variant slug>/cutoff<k>/seed<s>/record.json
@@ -24,14 +24,14 @@ from experiments.lock import LOCK_FILENAME
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """One (config, sweep value, cut-off, seed): the unit that leaves one record."""
+    """One (config, varied value, cut-off, seed): the unit that leaves one record."""
 
-    config: ml_collections.ConfigDict  # resolved for this run: sweep values applied
+    config: ml_collections.ConfigDict  # resolved for this run: varied values applied
     variant: str
     seed: int
     cutoff: int
     workdir: Path
-    point: tuple[tuple[str, Any], ...] = ()  # the sweep values of this run, (path, value)
+    point: tuple[tuple[str, Any], ...] = ()  # the varied values of this run, (path, value)
 
     @property
     def record_path(self) -> Path:
@@ -73,7 +73,7 @@ def expand_runs(
     seeds: Sequence[int] | None = None,
     cutoffs: Sequence[int] | None = None,
 ) -> list[Run]:
-    """Every run of `config`: sweep point x cut-off x seed, in that nesting order.
+    """Every run of `config`: varied point x cut-off x seed, in that nesting order.
 
     `seeds` and `cutoffs` replace the config's lists (to narrow a sweep or run it in parts).
     """
@@ -89,14 +89,14 @@ def expand_runs(
             f"Cut-offs are training positives of the rarest label, >= 1; got {cutoffs}."
         )
     runs, slugs = [], {}
-    for point in overrides.sweep_points(config):
+    for point in overrides.varied_points(config):
         run_config = overrides.at_point(config, point)
         variant = format_variant(run_config)
         slug = variant_slug(variant)
-        if slug in slugs:  # two sweep points would write (and skip) the same records
+        if slug in slugs:  # two varied points would write (and skip) the same records
             raise ValueError(
-                f"Sweep points {slugs[slug]} and {point} give variants that share the folder "
-                f"{slug!r}; make the variant template tell the sweep values apart, e.g. "
+                f"Varied points {slugs[slug]} and {point} give variants that share the folder "
+                f"{slug!r}; make the variant template tell the varied values apart, e.g. "
                 "'{scheme}(beta={scheme_params.beta:g})'."
             )
         slugs[slug] = point
@@ -142,9 +142,8 @@ def read_record(path: Path) -> dict[str, Any] | None:
 
 
 def recorded_config(record: dict[str, Any]) -> dict[str, Any]:
-    """The record's config as the current schema stores it (a version-1 config upgraded)."""
-    config = record.get("config") or {}
-    return records.upgrade_config_v1(config) if record.get("schema_version") == 1 else config
+    """The record's config as the current schema stores it (an older version's upgraded)."""
+    return records.upgrade_config(record.get("config") or {}, record.get("schema_version"))
 
 
 def _has_state(workdir: Path) -> bool:

@@ -487,7 +487,8 @@ _COMPILED_MAX_ENTRIES = 4
 
 # Config fields the compiled steps do not depend on: names, and the scheme, whose weights enter
 # the train step as arguments (`Objective`); with the result-neutral fields (file locations, the
-# sweep around the run, checkpoint cadence) and the backbone's source, whose weights are values.
+# seeds, cut-offs and varied values around the run, checkpoint cadence) and the backbone's
+# source, whose weights are values.
 _NOT_COMPILED = ("name", "method", "variant", "scheme", "scheme_params", "model.init_from")
 
 

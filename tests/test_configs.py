@@ -9,6 +9,7 @@ import copy
 import dataclasses
 import inspect
 import json
+import re
 from pathlib import Path
 
 import ml_collections
@@ -78,7 +79,7 @@ CONTRACT = {
     "bucket_tail": int,
     "seeds": list,
     "cutoffs": list,
-    "sweep": ml_collections.ConfigDict,
+    "vary": ml_collections.ConfigDict,
     "variant": str,
     "output_dir": str,
 }
@@ -169,12 +170,12 @@ def test_weighting_schemes_train_with_bce():
         assert (config.scheme, config.loss) == (name, "weighted_sigmoid_bce")
 
 
-def test_proposed_sweeps_two_betas_and_others_sweep_nothing():
+def test_proposed_varies_two_betas_and_others_vary_nothing():
     config = configs.get_config("catalog_proposed")
-    assert config.sweep.to_dict() == {"scheme_params": {"beta": [0.99, 0.999]}}
+    assert config.vary.to_dict() == {"scheme_params": {"beta": [0.99, 0.999]}}
     for name in ALL_NAMES:
         if not name.endswith("_proposed"):
-            assert configs.get_config(name).sweep.to_dict() == {}, name
+            assert configs.get_config(name).vary.to_dict() == {}, name
 
 
 def test_tier_by_suffix_equals_tier_by_argument():
@@ -265,7 +266,8 @@ def test_describe_says_how_to_run_and_how_long():
 
 def _as_v1(flat: dict) -> dict:
     """A resolved config's fields as the version-1 configs stored them (the snapshot's form)."""
-    flat = dict(flat)
+    # Version 3 renamed the `sweep` block `vary` (experiments/records.py).
+    flat = {re.sub(r"^vary\b", records.LEGACY_VARY_NAME, k): v for k, v in flat.items()}
     assert flat.pop("method") in methods.METHODS
     legacy = {v: k for k, v in records.LEGACY_LOSS_NAMES.items()}
     flat["loss"] = legacy[flat["loss"]]

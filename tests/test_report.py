@@ -494,7 +494,7 @@ def test_unreadable_schema_version_names_the_file(tmp_path):
         report.read_runs(tmp_path)
     lines = str(info.value).splitlines()
     assert len(lines) == 2
-    assert "seed1/record.json has schema_version 0; this code reads version 1 or 2" in lines[0]
+    assert "seed1/record.json has schema_version 0; this code reads version 1, 2 or 3" in lines[0]
     assert "seed2/record.json has schema_version True" in lines[1]
 
 
@@ -557,7 +557,7 @@ def test_invisible_differences_are_not_called_separated():
 # Record schema: version 1 is read as version 2
 
 
-def test_normalise_v1_record_to_v2():
+def test_normalise_v1_record_to_v3():
     v1 = make_record(variant="proposed(beta=0.9)")
     v1["config"]["loss"] = "bce"
     v1["data"]["provenance"] = {
@@ -568,7 +568,7 @@ def test_normalise_v1_record_to_v2():
     original = json.loads(json.dumps(v1))
     v2 = report.normalise_record(v1)
     assert v1 == original  # The input is left as it was.
-    assert v2["schema_version"] == 2
+    assert v2["schema_version"] == 3
     assert v2["method"] == "proposed"  # config_name "catalog_proposed" minus "catalog_".
     assert v2["config"]["method"] == "proposed"
     assert v2["config"]["loss"] == "weighted_sigmoid_bce"
@@ -612,14 +612,27 @@ def make_v2_record(**kwargs) -> dict:
     }
 
 
-def test_v2_records_are_read_unchanged_and_mix_with_v1(tmp_path):
+def test_v2_records_are_read_as_v3_and_mix_with_v1(tmp_path):
     v2 = make_v2_record(seed=1)
+    v2["config"] = {"name": "catalog_none", "sweep": {"x": [1, 2]}, "variant": "{scheme}"}
     write_record(tmp_path, v2)
     write_record(tmp_path, make_record(seed=0))
     runs = report.read_runs(tmp_path)
-    assert [r.record["schema_version"] for r in runs] == [2, 2]
-    assert runs[1].record == v2
+    assert [r.record["schema_version"] for r in runs] == [3, 3]
+    # Version 3 differs only in the name of the varied block, which keeps its place.
+    v3_config = {"name": "catalog_none", "vary": {"x": [1, 2]}, "variant": "{scheme}"}
+    assert list(runs[1].record["config"].items()) == list(v3_config.items())
+    assert runs[1].record == {**v2, "schema_version": 3, "config": v3_config}
     assert runs[0].method == runs[1].method == "none"
+
+
+def test_v3_records_are_read_unchanged():
+    v3 = {**make_v2_record(), "schema_version": 3}
+    v3["config"] = {**v3["config"], "vary": {"x": [1]}}
+    assert report.normalise_record(v3) == v3
+    # A config that somehow holds both names is left for validation, not silently merged.
+    both = {"sweep": {"x": [1]}, "vary": {"y": [2]}}
+    assert records.upgrade_config(both, 2) == both
 
 
 def test_v2_record_gives_the_same_report_as_v1(tmp_path):

@@ -169,7 +169,7 @@ def test_fingerprint_ignores_exactly_the_result_neutral_fields():
     assert ckpt.run_fingerprint(make_config(loss="bce"), 0, 6, positives) == "aa085ada1fae2315"
     base = ckpt.run_fingerprint(make_config(), 0, 6, positives)
     neutral = make_config(
-        seeds=[0, 1], cutoffs=[6], sweep={"beta": [0.9]}, variant="x", output_dir="o"
+        seeds=[0, 1], cutoffs=[6], vary={"beta": [0.9]}, variant="x", output_dir="o"
     )
     neutral.data.data_dir, neutral.data.cache_dir = "d", "c"
     neutral.update(checkpoint_every_steps=7, keep_checkpoints=5, keep_best=3, input_prefetch=3)

@@ -1,5 +1,5 @@
-"""The runner: pure helpers (overrides, sweep expansion, paths) and the CLI's behaviour with a
-stubbed trainer, so every test is instant."""
+"""The runner: pure helpers (overrides, expansion of varied fields, paths) and the CLI's
+behaviour with a stubbed trainer, so every test is instant."""
 
 from __future__ import annotations
 
@@ -120,25 +120,33 @@ def test_open_blocks_accept_new_keys():
     assert new.loss_params.alpha == 0.25 and new.data.test_positives == 50
 
 
-def test_setting_a_swept_field_fixes_it():
+def test_setting_a_varied_field_fixes_it():
     config = configs.get_config("catalog_proposed")
     new = overrides.apply_overrides(config, [("scheme_params.beta", 0.99)])
-    assert overrides.sweep_axes(new) == []
+    assert overrides.varied_axes(new) == []
     runs = runs_mod.expand_runs(new)
     assert {r.variant for r in runs} == {"proposed(beta=0.99)"} and len(runs) == 2 * 5
 
 
-def test_sweep_override_adds_a_sweep():
+def test_vary_override_adds_a_varied_field():
     config = configs.get_config("catalog_class_balanced")
-    new = overrides.apply_overrides(config, [("sweep.scheme_params.beta", [0.99, 0.9999])])
-    assert overrides.sweep_axes(new) == [("scheme_params.beta", [0.99, 0.9999])]
+    new = overrides.apply_overrides(config, [("vary.scheme_params.beta", [0.99, 0.9999])])
+    assert overrides.varied_axes(new) == [("scheme_params.beta", [0.99, 0.9999])]
     assert len(runs_mod.expand_runs(new)) == 2 * 2 * 5  # betas x cut-offs x seeds
     with pytest.raises(ValueError, match=r"no field 'scheme_params\.bta'"):
-        overrides.apply_overrides(config, [("sweep.scheme_params.bta", [0.9])])
+        overrides.apply_overrides(config, [("vary.scheme_params.bta", [0.9])])
+
+
+def test_the_old_sweep_block_name_is_refused_with_the_new_one():
+    # Version 3 renamed `sweep` (experiments/records.py); the old spelling must not slip through
+    # as an unknown field or, worse, be taken for a field of that name.
+    config = configs.get_config("catalog_class_balanced")
+    with pytest.raises(ValueError, match=r"now called `vary`.*--set vary\.scheme_params\.beta="):
+        overrides.apply_overrides(config, [("sweep.scheme_params.beta", [0.99, 0.9999])])
 
 
 # ---------------------------------------------------------------------------------------------
-# Sweep expansion and paths
+# Expansion of varied fields, and paths
 
 
 @pytest.mark.parametrize(
@@ -160,13 +168,13 @@ def test_expand_runs_applies_each_beta_to_its_run():
     assert [r.variant for r in runs] == ["proposed(beta=0.99)", "proposed(beta=0.999)"]
 
 
-def test_two_swept_fields_give_their_product():
+def test_two_varied_fields_give_their_product():
     config = configs.get_config("catalog_focal")
     config = overrides.apply_overrides(
         config,
         [
-            ("sweep.loss_params.gamma", [0.0, 1.0, 2.0]),
-            ("sweep.learning_rate", [1e-3, 3e-3]),
+            ("vary.loss_params.gamma", [0.0, 1.0, 2.0]),
+            ("vary.learning_rate", [1e-3, 3e-3]),
             ("variant", "focal(gamma={loss_params.gamma:g},lr={learning_rate:g})"),
         ],
     )
@@ -182,10 +190,10 @@ def test_variants_that_share_a_folder_are_rejected():
         runs_mod.expand_runs(config)
 
 
-def test_bad_sweeps_and_selections_are_errors():
+def test_bad_varied_values_and_selections_are_errors():
     config = configs.get_config("catalog_none")
     with pytest.raises(ValueError, match="non-empty list"):
-        runs_mod.expand_runs(overrides.apply_overrides(config, [("sweep.learning_rate", [])]))
+        runs_mod.expand_runs(overrides.apply_overrides(config, [("vary.learning_rate", [])]))
     with pytest.raises(ValueError, match="without repeats"):
         runs_mod.expand_runs(config, seeds=[0, 0])
     with pytest.raises(ValueError, match=">= 1"):

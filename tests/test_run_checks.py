@@ -74,9 +74,9 @@ def test_an_unknown_field_deep_in_a_fixed_block_is_refused():
     assert validate.problems(config) == ["model.widht is not a config field"]
 
 
-def test_sweep_values_are_validated_too(tmp_path, capsys):
+def test_varied_values_are_validated_too(tmp_path, capsys):
     argv = ["--config", "catalog_proposed", "--dry-run", "--output-dir", str(tmp_path)]
-    code = run_mod.main([*argv, "--set", "sweep.scheme_params.beta=[0.9,2.0]"])
+    code = run_mod.main([*argv, "--set", "vary.scheme_params.beta=[0.9,2.0]"])
     assert code == execute.EXIT_USAGE and "got 2.0" in capsys.readouterr().err
 
 
@@ -161,7 +161,7 @@ def test_v2_record_stores_method_loss_function_and_provenance_once(tmp_path, mon
     argv = ["--config", "catalog_focal_smoke", "--output-dir", str(tmp_path), "--no-progress"]
     assert run_mod.main(argv) == 0
     (record,) = records.load_records(tmp_path)
-    assert record["schema_version"] == 2 and tuple(record) == tuple(sorted(records.SCHEMA_KEYS))
+    assert record["schema_version"] == 3 and tuple(record) == tuple(sorted(records.SCHEMA_KEYS))
     assert (record["method"], record["scheme"], record["loss"]) == ("focal", "none",
                                                                     "sigmoid_focal")  # fmt: skip
     assert record["config"]["method"] == "focal" and record["config"]["loss"] == "sigmoid_focal"
@@ -193,8 +193,15 @@ def _v1_record(config: dict) -> dict:
             "wall_time_s": 1.0, "variant": "focal(gamma=2)", "loss": v1["loss"]}  # fmt: skip
 
 
+def _v2_record(config: dict) -> dict:
+    """A finished version-2 record, whose config names the varied block `sweep`."""
+    v2 = {("sweep" if key == "vary" else key): value for key, value in config.items()}
+    return {"schema_version": 2, "status": "finished", "config": v2, "test": {"mAP": 0.5}}
+
+
+@pytest.mark.parametrize("make_old", [_v1_record, _v2_record])
 @pytest.mark.parametrize("name", ["catalog_focal", "catalog_logit_adjusted", "catalog_proposed"])
-def test_finished_v1_records_are_skipped_not_rerun(tmp_path, monkeypatch, capsys, name):
+def test_finished_old_records_are_skipped_not_rerun(tmp_path, monkeypatch, capsys, name, make_old):
     calls = []
     _stub(monkeypatch, lambda config, **kw: calls.append(1) or _result())
     argv = ["--config", name, "--seeds", "0", "--cutoffs", "6", "--output-dir", str(tmp_path)]
@@ -202,20 +209,20 @@ def test_finished_v1_records_are_skipped_not_rerun(tmp_path, monkeypatch, capsys
     config.output_dir = str(tmp_path)
     for run in runs_mod.expand_runs(config, seeds=[0], cutoffs=[6]):
         run.workdir.mkdir(parents=True)
-        records.write_record(run.record_path, _v1_record(records.json_safe_config(run.config)))
+        records.write_record(run.record_path, make_old(records.json_safe_config(run.config)))
     assert run_mod.main([*argv, "--no-progress"]) == 0
     assert calls == [] and "--force reruns it" in capsys.readouterr().out
-    # ...but a v1 record of another recipe is still a conflict.
+    # ...but an old record of another recipe is still a conflict.
     assert run_mod.main([*argv, "--no-progress", "--set", "num_epochs=3"]) == execute.EXIT_FAILED
 
 
-def test_load_record_reads_v1_and_v2_and_refuses_others(tmp_path):
+def test_load_record_reads_v1_to_v3_and_refuses_others(tmp_path):
     path = tmp_path / "record.json"
-    for version in (1, 2):
+    for version in (1, 2, 3):
         path.write_text(json.dumps({"schema_version": version}))
         assert records.load_record(path)["schema_version"] == version
-    path.write_text(json.dumps({"schema_version": 3}))
-    with pytest.raises(ValueError, match="version 1 or 2"):
+    path.write_text(json.dumps({"schema_version": 4}))
+    with pytest.raises(ValueError, match=r"schema_version 4; this code reads version 1, 2 or 3\."):
         records.load_record(path)
     path.write_text("[1]")
     with pytest.raises(ValueError, match="is not a JSON object"):

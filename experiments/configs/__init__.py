@@ -15,7 +15,7 @@ ConfigDict, built in layers, each setting only what it is about:
 
 Every config enumerates seeds (default 0-4; each seed a replicate that also draws the data) and
 label-frequency cut-offs (default 6 and 25: 6 fills the tail bucket, 25 the medium one), and
-`proposed` also sweeps beta (0.99, 0.999). Run one with
+`proposed` also varies beta (0.99, 0.999). Run one with
 
   python -m experiments.run --config catalog_proposed              # cpu tier, 20 runs
   python -m experiments.run --config catalog_proposed --tier gpu   # or: catalog_proposed_gpu
@@ -98,15 +98,16 @@ def parse_config_name(name: str) -> tuple[str, str, str | None]:
 
 
 def apply_method(config: ml_collections.ConfigDict, method: methods.Method) -> None:
-    """The method layer: scheme, loss, their parameters, the default sweep and the variant."""
+    """The method layer: scheme, loss, their parameters, the values varied by default (`vary`)
+    and the variant."""
     config.method = method.name
     config.scheme = method.scheme
     config.loss = method.loss
     config.scheme_params.update(dict(method.scheme_params))
     config.loss_params.update(dict(method.loss_params))
-    for path, values in method.sweep.items():
+    for path, values in method.vary.items():
         *parents, leaf = path.split(".")
-        node = config.sweep
+        node = config.vary
         for key in parents:
             if key not in node:
                 node[key] = ml_collections.ConfigDict()

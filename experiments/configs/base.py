@@ -59,10 +59,12 @@ Fields (the contract between configs, `experiments.train` and `experiments.run`)
                   keep_best (how many of the best by val mAP to keep, >= 1)
   buckets         bucket_head, bucket_tail: head >= bucket_head, tail < bucket_tail training
                   positives (`ltweights.metrics.frequency_buckets`)
-  sweep axes      seeds, cutoffs (label-frequency cut-off: training positives of the rarest label)
-  sweep           nested ConfigDict whose list-valued leaves are swept, e.g.
-                  sweep.scheme_params.beta = [0.9, 0.99]: one run per value, applied at the
-                  dotted path "scheme_params.beta" (several leaves: their Cartesian product)
+  run axes        seeds, cutoffs (label-frequency cut-off: training positives of the rarest label)
+  vary            nested ConfigDict whose list-valued leaves are varied, e.g.
+                  vary.scheme_params.beta = [0.9, 0.99]: one run per value, applied at the
+                  dotted path "scheme_params.beta" (several leaves: their Cartesian product).
+                  Records before schema version 3 called it `sweep`; that word now names only
+                  the results sweep (`experiments.sweep`)
   variant         `str.format` template over the config giving the record's variant, e.g.
                   "proposed(beta={scheme_params.beta:g})": one report row per variant
   output_dir      folder of run records: <output_dir>/<name>/<variant>/cutoff<k>/seed<s>/
@@ -146,7 +148,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.seeds = list(DEFAULT_SEEDS)
     config.cutoffs = list(DEFAULT_CUTOFFS)
-    config.sweep = ml_collections.ConfigDict()
+    config.vary = ml_collections.ConfigDict()
     config.variant = "{scheme}"
     config.output_dir = "runs"
     return config

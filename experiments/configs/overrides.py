@@ -1,11 +1,12 @@
-"""`--set key=value` overrides and sweeps of a config, on ml_collections' own path helpers.
+"""`--set key=value` overrides and varied fields of a config, on ml_collections' own path helpers.
 
 Values are parsed as ml_collections' config flags parse a literal (`5`, `0.5`, `[1,1]`, `'x'`,
 `true`/`false`; anything else is a string) and set with `config_flags.config_path`, so the
 ConfigDict's type checks apply (an int is accepted for a float field, a string is not).
 New keys may be added only directly under `data`, `scheme_params` and `loss_params`, whose keys
 are checked against the loader's, scheme's and loss's parameters by `validate`.
-`sweep.<path>=[...]` sweeps an existing field; setting a swept field fixes it. After the
+`vary.<path>=[...]` varies an existing field (one run per value); setting a varied field fixes
+it. After the
 overrides, a config with `model.init_from` set takes its fine-tune recipe
 (`apply_finetune`) over every field the overrides did not set.
 """
@@ -25,7 +26,7 @@ from ml_collections.config_flags import config_path
 
 from experiments.configs.base import flat_values
 from experiments.configs.validate import OPEN_BLOCKS
-from experiments.records import flatten
+from experiments.records import LEGACY_VARY_NAME, flatten
 
 # Spellings of a non-finite number, which are no Python literal: read as the float they name so
 # that the error says what is wrong with them (no config field takes one), not that they are text.
@@ -93,9 +94,9 @@ def _unknown_field(path: str, config: ml_collections.ConfigDict, what: str) -> V
     )
 
 
-def _set_sweep(config: ml_collections.ConfigDict, target: str, values: Any) -> None:
+def _set_varied(config: ml_collections.ConfigDict, target: str, values: Any) -> None:
     *parents, leaf = target.split(".")
-    node = config.sweep
+    node = config.vary
     for key in parents:
         if key not in node:
             node[key] = ml_collections.ConfigDict()
@@ -103,11 +104,11 @@ def _set_sweep(config: ml_collections.ConfigDict, target: str, values: Any) -> N
     node[leaf] = values
 
 
-def _drop_sweep(config: ml_collections.ConfigDict, path: str) -> None:
-    if has_path(config.sweep, path):
+def _drop_varied(config: ml_collections.ConfigDict, path: str) -> None:
+    if has_path(config.vary, path):
         *parents, leaf = path.split(".")
-        holder = config_path.get_value(".".join(parents), config.sweep) if parents else None
-        del (holder if holder is not None else config.sweep)[leaf]
+        holder = config_path.get_value(".".join(parents), config.vary) if parents else None
+        del (holder if holder is not None else config.vary)[leaf]
 
 
 def apply_overrides(
@@ -116,11 +117,17 @@ def apply_overrides(
     """A copy of `config` with each (dotted path, value) set, checked against its fields."""
     config = copy.deepcopy(config)
     for path, value in overrides:
-        if path.startswith("sweep."):
-            target = path[len("sweep.") :]
+        if path.split(".")[0] == LEGACY_VARY_NAME:
+            raise ValueError(
+                f"--set {path}: the `{LEGACY_VARY_NAME}` block is now called `vary` (`sweep` names "
+                f"only the results sweep, experiments.sweep); write --set vary."
+                f"{path.partition('.')[2]}={value!r}."
+            )
+        if path.startswith("vary."):
+            target = path[len("vary.") :]
             if not has_path(config, target):
                 raise _unknown_field(target, config, f"--set {path}")
-            _set_sweep(config, target, value)
+            _set_varied(config, target, value)
             continue
         open_block = path.split(".")[0] in OPEN_BLOCKS and path.count(".") == 1
         if not has_path(config, path) and not open_block:
@@ -129,7 +136,7 @@ def apply_overrides(
             config_path.set_value(path, config, value, accept_new_attributes=open_block)
         except TypeError as e:
             raise ValueError(f"--set {path}={value!r}: {e}") from None
-        _drop_sweep(config, path)
+        _drop_varied(config, path)
     # The fine-tune layer follows --set.
     apply_finetune(config, explicit={path for path, _ in overrides})
     return config
@@ -153,27 +160,27 @@ def apply_finetune(config: ml_collections.ConfigDict, explicit: Collection[str] 
     return applied
 
 
-def sweep_axes(config: ml_collections.ConfigDict) -> list[tuple[str, list[Any]]]:
-    """The swept fields of `config.sweep` as (dotted path, values), in a stable order."""
+def varied_axes(config: ml_collections.ConfigDict) -> list[tuple[str, list[Any]]]:
+    """The varied fields of `config.vary` as (dotted path, values), in a stable order."""
 
     axes = []
-    for path, value in sorted(flatten(config.sweep.to_dict()).items()):
-        if isinstance(value, dict):  # an empty sweep block
+    for path, value in sorted(flatten(config.vary.to_dict()).items()):
+        if isinstance(value, dict):  # an empty vary block
             continue
         if not isinstance(value, list | tuple) or not value:
             raise ValueError(
-                f"sweep.{path} must be a non-empty list of values, e.g. "
-                f"--set sweep.{path}=[0.9,0.99]; got {value!r}."
+                f"vary.{path} must be a non-empty list of values, e.g. "
+                f"--set vary.{path}=[0.9,0.99]; got {value!r}."
             )
         if not has_path(config, path):
-            raise _unknown_field(path, config, f"sweep.{path}")
+            raise _unknown_field(path, config, f"vary.{path}")
         axes.append((path, list(value)))
     return axes
 
 
-def sweep_points(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
-    """One {path: value} per point of the Cartesian product of the sweep ([{}] if none)."""
-    axes = sweep_axes(config)
+def varied_points(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+    """One {path: value} per point of the Cartesian product of `vary` ([{}] if none)."""
+    axes = varied_axes(config)
     paths = [path for path, _ in axes]
     return [
         dict(zip(paths, combo, strict=True)) for combo in itertools.product(*[v for _, v in axes])
@@ -181,7 +188,7 @@ def sweep_points(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
 
 
 def at_point(config: ml_collections.ConfigDict, point: dict[str, Any]) -> ml_collections.ConfigDict:
-    """A copy of `config` with the sweep point's values set."""
+    """A copy of `config` with the point's varied values set."""
     config = copy.deepcopy(config)
     for path, value in point.items():
         config_path.set_value(path, config, value)

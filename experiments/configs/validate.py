@@ -1,6 +1,6 @@
 """Validation of a resolved config before any run starts (`--dry-run` included).
 
-`problems(config)` lists every problem of one resolved run config (sweep values applied): types
+`problems(config)` lists every problem of one resolved run config (varied values applied): types
 and ranges of the trainer's fields, unknown keys at any depth (the fixed blocks against the base
 config; `scheme_params` and `loss_params` against the keyword parameters of the method's scheme
 and loss; `data` against the task loader's signature), the values of the scheme's, the loss's
@@ -121,13 +121,13 @@ def _unknown(block: str, given: Any, valid: dict[str, Any], owner: str) -> list[
 
 
 def _fixed_fields(config: ml_collections.ConfigDict) -> list[str]:
-    """Unknown or missing fields outside the open blocks and the sweep."""
+    """Unknown or missing fields outside the open blocks and `vary`."""
     reference = {p for p in flat_values(base.get_config())}
-    reference |= {"data", "sweep", "scheme_params", "loss_params"}
+    reference |= {"data", "vary", "scheme_params", "loss_params"}
     found = []
     for path in flat_values(config):
         top = path.split(".")[0]
-        if top in (*OPEN_BLOCKS, "sweep") or path in reference:
+        if top in (*OPEN_BLOCKS, "vary") or path in reference:
             continue
         found.append(f"{path} is not a config field")
     return found
