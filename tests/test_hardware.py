@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from experiments import hardware, records, report
-from experiments.report.tables import compute_section, cpu_type
+from experiments.report.tables import compute_section, cpu_type, seed_ranges
 from tests.test_report import make_record, write_record
 
 X86 = """processor\t: 0
@@ -102,3 +102,34 @@ def test_report_flags_a_table_whose_records_come_from_different_cpu_types(tmp_pa
     )
     mixed = [line for line in lines if "mixes" in line]
     assert len(mixed) == 1 and mixed[0].startswith("  - catalog (cpu tier) mixes 2 CPU types")
+    # Seed 0 on the AMD, seed 1 on the Xeon: each replicate on one machine.
+    assert mixed[0].endswith(
+        "Each replicate's runs share one CPU type as recorded, so no paired difference crosses "
+        "them (seeds 0: AMD EPYC (avx2, 1 thread); seeds 1: Xeon (avx512f, 1 thread))."
+    )
+
+
+def test_report_names_replicates_whose_runs_crossed_cpu_types(tmp_path):
+    amd = {"cpu_model": "AMD EPYC", "isa": ["avx2"], "cpu_threads": 1}
+    xeon = {"cpu_model": "Xeon", "isa": ["avx2", "avx512f"], "cpu_threads": 1}
+    # Seed 1's `none` on one machine and its `inverse` on the other: a paired difference of
+    # seed 1 compares two CPU types.
+    for seed, variant, cpu in ((0, "none", amd), (0, "inverse", amd), (1, "none", amd),
+                               (1, "inverse", xeon), (2, "none", xeon)):  # fmt: skip
+        record = make_record(seed=seed, variant=variant)
+        record["environment"]["cpu"] = cpu
+        write_record(tmp_path / "cpu", record)
+    runs = report.read_runs(tmp_path)
+    (mixed,) = [line for line in compute_section(runs, report.group_runs(runs)) if "mixes" in line]
+    assert mixed.endswith(
+        "Replicates (seeds) 1 ran on more than one CPU type, so their paired differences include "
+        "that drift."
+    )
+
+
+@pytest.mark.parametrize(
+    ("seeds", "expected"),
+    [([0], "0"), ([4, 0, 1, 2], "0-2, 4"), ([5, 6, 7, 8, 9, 10, 11], "5-11"), ([1, 3], "1, 3")],
+)
+def test_seed_ranges_shorten_consecutive_seeds(seeds, expected):
+    assert seed_ranges(seeds) == expected

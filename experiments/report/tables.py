@@ -508,6 +508,40 @@ def cpu_type(record: dict[str, Any]) -> str:
     return f"{cpu.get('cpu_model', '?')} ({widest or 'no AVX'}, {threads} thread{plural})"
 
 
+def replicate_cpu_types(runs: Sequence[RecordedRun]) -> str:
+    """Whether each replicate (seed) of `runs` ran on one CPU type, as a sentence. Paired
+    differences compare runs of one replicate, so when each replicate kept to one CPU type they
+    hold no drift between machines, only between replicates."""
+    by_seed: dict[int, set[str]] = defaultdict(set)
+    for run in runs:
+        by_seed[run.seed].add(cpu_type(run.record))
+    crossing = sorted(seed for seed, kinds in by_seed.items() if len(kinds) > 1)
+    if crossing:
+        return (
+            f"Replicates (seeds) {', '.join(map(str, crossing))} ran on more than one CPU type, so "
+            "their paired differences include that drift."
+        )
+    seeds_of: dict[str, list[int]] = defaultdict(list)
+    for seed, kinds in sorted(by_seed.items()):
+        seeds_of[next(iter(kinds))].append(seed)
+    where = "; ".join(f"seeds {seed_ranges(s)}: {kind}" for kind, s in sorted(seeds_of.items()))
+    return (
+        "Each replicate's runs share one CPU type as recorded, so no paired difference crosses "
+        f"them ({where})."
+    )
+
+
+def seed_ranges(seeds: Sequence[int]) -> str:
+    """Sorted seeds with runs of consecutive ones shortened: [0, 1, 2, 5, 7, 8] -> "0-2, 5, 7-8"."""
+    parts: list[list[int]] = []
+    for seed in sorted(seeds):
+        if parts and seed == parts[-1][-1] + 1:
+            parts[-1].append(seed)
+        else:
+            parts.append([seed])
+    return ", ".join(str(p[0]) if len(p) == 1 else f"{p[0]}-{p[-1]}" for p in parts)
+
+
 def compute_section(runs: Sequence[RecordedRun], groups: Sequence[Group]) -> list[str]:
     wall = math.fsum(wall_time(r) for r in runs)
     failed = [r for r in runs if not r.finished]
@@ -552,7 +586,7 @@ def compute_section(runs: Sequence[RecordedRun], groups: Sequence[Group]) -> lis
             lines.append(
                 f"  - {group.title} mixes {len(kinds)} CPU types ({'; '.join(kinds)}): its "
                 "numbers agree across them within the measured drift, not bit for bit "
-                "(results/NOTES.md)."
+                f"(results/NOTES.md). {replicate_cpu_types(group.runs)}"
             )
     if pythons:
         lines.append(f"- Python: {distinct(pythons)}.")
