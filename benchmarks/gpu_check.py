@@ -41,6 +41,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from experiments.atomic import atomic_write_json, atomic_write_text
+
+# The parent process imports neither JAX nor the trainer: each check runs in a child process
+# started with its own XLA flags, and imports what it needs inside the check's function.
 REPOSITORY = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPOSITORY / "benchmarks" / "out"
 DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
@@ -370,8 +374,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     if args.child:
         return _child(args)
-    from experiments.atomic import atomic_write_json, atomic_write_text
-
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
         workdir = Path(tmp)
@@ -401,8 +403,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _child(args: argparse.Namespace) -> int:
-    from experiments.atomic import atomic_write_json
-
     if args.child == "steps":
         result = check_steps(args.smoke)
     else:

@@ -108,7 +108,7 @@ def mock_coco(train_images: int, val_images: int):
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """One start of coco_mlt's data stage, as a run does it (`load_coco_mlt`)."""
-    from experiments.data import mlt
+    from experiments.data import mlt  # in the child, whose peak memory is measured alone
 
     with mock_coco(args.train_images, COCO_VAL):
         start = time.perf_counter()

@@ -51,6 +51,7 @@ CHILD_TIMEOUT_S = 600
 
 def _child(args: argparse.Namespace) -> None:
     """One process of a measurement: prints {"step_times_s": [...], ...} as JSON (process 0)."""
+    # Imported here, in the child: JAX must not start before `distributed.initialize`.
     from experiments import distributed
 
     if args.num_processes > 1:
