@@ -6,8 +6,7 @@ ConfigDict's type checks apply (an int is accepted for a float field, a string i
 New keys may be added only directly under `data`, `scheme_params` and `loss_params`, whose keys
 are checked against the loader's, scheme's and loss's parameters by `validate`.
 `vary.<path>=[...]` varies an existing field (one run per value); setting a varied field fixes
-it. After the
-overrides, a config with `model.init_from` set takes its fine-tune recipe
+it. After the overrides, a config with `model.init_from` set takes its fine-tune recipe
 (`apply_finetune`) over every field the overrides did not set.
 """
 
@@ -162,7 +161,6 @@ def apply_finetune(config: ml_collections.ConfigDict, explicit: Collection[str] 
 
 def varied_axes(config: ml_collections.ConfigDict) -> list[tuple[str, list[Any]]]:
     """The varied fields of `config.vary` as (dotted path, values), in a stable order."""
-
     axes = []
     for path, value in sorted(flatten(config.vary.to_dict()).items()):
         if isinstance(value, dict):  # an empty vary block
