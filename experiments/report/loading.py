@@ -1,8 +1,9 @@
-"""Reading run records for the report: one reader, v1 -> v2 normalisation, validation.
+"""Reading run records for the report: one reader, upgrade to the current schema, validation.
 
 Records are read with `experiments.records.load_record`; every record, whatever its schema version,
-is turned into the version-2 shape by `normalise_record`, and the rest of the report reads that
-shape only. A record the report cannot use is named with what is wrong and how to fix it.
+is upgraded to the current schema (`records.SCHEMA_VERSION`) by `normalise_record`, and the rest
+of the report reads that shape only. A record the report cannot use is named with what is wrong
+and how to fix it.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class RecordedRun:
         return self.record["method"]
 
 
-# Version 1 -> version 2: one function, in experiments.records.
+# Any readable version -> the current one: one function, in experiments.records.
 normalise_record = records_lib.upgrade_record
 
 
@@ -142,7 +143,7 @@ def _record_problems(record: Any) -> list[str]:
 
 
 def read_runs(root: str | os.PathLike) -> list[RecordedRun]:
-    """Every record below `root`, normalised to schema version 2 and validated; raises
+    """Every record below `root`, upgraded to the current schema version and validated; raises
     ReportError naming each bad file."""
     root = Path(root)
     if not root.is_dir():
