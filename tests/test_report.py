@@ -1026,6 +1026,15 @@ def test_ap_difference_pairs_labels_and_seeds(tmp_path):
     ceiling = report.ap_difference_by_frequency(group, "balanced", 6)
     assert [(n, k) for n, _, k in ceiling] == [(6, 1), (20, 1), (60, 1), (300, 1)]
     assert [d for _, d, _ in ceiling] == pytest.approx([0.8, 0.6, 0.4, 0.1])
+    # The legend's n: seeds paired with none's (2 for inverse, 1 for the one ceiling run).
+    assert report.paired_seed_count(group, "inverse", 6) == 2
+    assert report.paired_seed_count(group, "balanced", 6) == 1
+    assert report.paired_seed_count(group, "inverse", 25) == 0  # no run at 25
+
+
+def test_cutoff_legend_names_n_or_its_range():
+    assert report.cutoff_label(6, [15, 15, 15]) == "cut-off 6 (n=15)"
+    assert report.cutoff_label(25, [5, 4, 5]) == "cut-off 25 (n=4–5)"
 
 
 def test_counts_in_the_report_agree_with_their_number(tmp_path):

@@ -76,6 +76,19 @@ def ap_difference_by_frequency(
     return [(n, math.fsum(d) / len(d), len(d)) for n, d in sorted(by_count.items())]
 
 
+def paired_seed_count(group: Group, variant: str, cutoff: int) -> int:
+    """How many seeds (class orders) `ap_difference_by_frequency` pairs with `none`'s."""
+    control = {seed for seed, _ in _label_ap(group, UNWEIGHTED, cutoff)}
+    return len({seed for seed, _ in _label_ap(group, variant, cutoff)} & control)
+
+
+def cutoff_label(cutoff: int, counts: Sequence[int]) -> str:
+    """A legend entry with the number of paired seeds: "cut-off 6 (n=15)", or a range where the
+    panels differ (a failed run): "cut-off 6 (n=4–5)"."""
+    low, high = min(counts, default=0), max(counts, default=0)
+    return f"cut-off {cutoff} (n={low})" if low == high else f"cut-off {cutoff} (n={low}–{high})"
+
+
 def _line(variant: str) -> str:
     """Dashed for the reference rows, solid for the compared variants."""
     return "--" if variant in REFERENCES else "-"
@@ -125,7 +138,7 @@ def plot_ap_difference_vs_frequency(group: Group) -> bytes:
                     xs, ys = zip(*curves[(variant, cutoff)], strict=True)
                     ax.plot(
                         xs, ys, color=colours[cutoff], marker="o", markersize=3, linewidth=1,
-                        linestyle=_line(variant), label=f"cut-off {cutoff}",
+                        linestyle=_line(variant),
                     )  # fmt: skip
             if variant not in REFERENCES:
                 ax.set_ylim(low - pad, high + pad)
@@ -139,7 +152,8 @@ def plot_ap_difference_vs_frequency(group: Group) -> bytes:
             ax.set_xlabel("training positives", fontsize="small")
             ax.grid(True, alpha=0.3)
         fig.supylabel("test AP − none's (same label and seed)")
-        handles = [_legend_handle(colours[c], f"cut-off {c}") for c in group.cutoffs]
+        counts = {c: [paired_seed_count(group, v, c) for v in variants] for c in group.cutoffs}
+        handles = [_legend_handle(colours[c], cutoff_label(c, counts[c])) for c in group.cutoffs]
         fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize="small")
         fig.suptitle(f"AP gained or lost against none, by label frequency: {group.title}")
         return _render_png(fig)
