@@ -67,19 +67,28 @@ def ap_difference_by_frequency(
     Each label of each seed is paired with the same label of `none`'s run at the same cut-off
     and seed; the mean pools the labels and seeds (class orders) with that many positives.
     """
-    control = _label_ap(group, UNWEIGHTED, cutoff)
     by_count: dict[int, list[float]] = defaultdict(list)
-    for key, (_, ap) in _label_ap(group, variant, cutoff).items():
-        if key in control:
-            positives, base = control[key]
-            by_count[positives].append(ap - base)
+    for positives, difference in _paired_label_ap(group, variant, cutoff).values():
+        by_count[positives].append(difference)
     return [(n, math.fsum(d) / len(d), len(d)) for n, d in sorted(by_count.items())]
 
 
 def paired_seed_count(group: Group, variant: str, cutoff: int) -> int:
     """How many seeds (class orders) `ap_difference_by_frequency` pairs with `none`'s."""
-    control = {seed for seed, _ in _label_ap(group, UNWEIGHTED, cutoff)}
-    return len({seed for seed, _ in _label_ap(group, variant, cutoff)} & control)
+    return len({seed for seed, _ in _paired_label_ap(group, variant, cutoff)})
+
+
+def _paired_label_ap(
+    group: Group, variant: str, cutoff: int
+) -> dict[tuple[int, int], tuple[int, float]]:
+    """(seed, label) -> (`none`'s training positives, variant's test AP − `none`'s), for every
+    label and seed that both have: the one pairing rule of the AP-difference plot."""
+    control = _label_ap(group, UNWEIGHTED, cutoff)
+    return {
+        key: (control[key][0], ap - control[key][1])
+        for key, (_, ap) in _label_ap(group, variant, cutoff).items()
+        if key in control
+    }
 
 
 def cutoff_label(cutoff: int, counts: Sequence[int]) -> str:
